@@ -1,0 +1,211 @@
+//! API keys: `Authorization: Bearer sk_<key_id>_<secret>`. Only a SHA-256 of each key is stored
+//! (keys are 190 random bits, so a slow hash buys nothing); comparison is constant-time.
+
+use super::error::ApiError;
+use super::ApiState;
+use crate::store::{StoreError, api_keys};
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Submit commands.
+    Submit,
+    /// Read commands, accounts and events.
+    Read,
+    /// Everything, including operator actions.
+    Admin,
+}
+
+impl Scope {
+    /// The scope's name in keys and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Submit => "submit",
+            Self::Read => "read",
+            Self::Admin => "admin",
+        }
+    }
+    /// Parses a scope name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Submit, Self::Read, Self::Admin].into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub tenant: String,
+    pub key_id: String,
+    scopes: Vec<Scope>,
+}
+
+impl Principal {
+    /// Fails with 403 unless the key has `scope` (admin has every scope).
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(scope.as_str()))
+        }
+    }
+}
+
+/// Verifies keys, with a short-lived cache so ingest does not touch Postgres per request.
+pub struct Authenticator {
+    pool: PgPool,
+    bootstrap: Option<([u8; 32], String)>,
+    ttl: Duration,
+    cache: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
+}
+
+/// Cached keys at most; the cache is cleared when full (it refills from Postgres).
+const CACHE_CAPACITY: usize = 10_000;
+
+impl Authenticator {
+    /// `bootstrap` is an optional (key, tenant) accepted with every scope.
+    pub fn new(pool: PgPool, bootstrap: Option<(&str, &str)>, ttl: Duration) -> Self {
+        let bootstrap = bootstrap.filter(|(k, _)| !k.is_empty()).map(|(k, t)| (digest(k), t.to_owned()));
+        Self { pool, bootstrap, ttl, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// The principal a presented key stands for.
+    pub async fn verify(&self, key: &str) -> Result<Principal, ApiError> {
+        let hash = digest(key);
+        if let Some((boot, tenant)) = &self.bootstrap {
+            if bool::from(hash.ct_eq(boot)) {
+                let scopes = vec![Scope::Admin, Scope::Submit, Scope::Read];
+                return Ok(Principal { tenant: tenant.clone(), key_id: "bootstrap".into(), scopes });
+            }
+        }
+        if let Some(p) = self.cached(&hash) {
+            return Ok(p);
+        }
+        let invalid = ApiError::Unauthorized("invalid or revoked API key");
+        let key_id = parse_key_id(key).ok_or(ApiError::Unauthorized("malformed API key"))?;
+        let stored = api_keys::find(&self.pool, key_id).await?.ok_or(invalid)?;
+        let matches: bool = stored.key_hash.as_slice().ct_eq(hash.as_slice()).into();
+        if !matches || stored.revoked_at.is_some() {
+            return Err(ApiError::Unauthorized("invalid or revoked API key"));
+        }
+        let scopes = stored.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
+        let principal = Principal { tenant: stored.tenant, key_id: stored.key_id, scopes };
+        self.remember(hash, principal.clone());
+        Ok(principal)
+    }
+
+    fn cached(&self, hash: &[u8; 32]) -> Option<Principal> {
+        let cache = self.cache.lock().ok()?;
+        let (p, at) = cache.get(hash)?;
+        (at.elapsed() < self.ttl).then(|| p.clone())
+    }
+
+    fn remember(&self, hash: [u8; 32], p: Principal) {
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(hash, (p, Instant::now()));
+        }
+    }
+}
+
+impl FromRequestParts<ApiState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized("missing Authorization header; send Authorization: Bearer <key>"))?;
+        let key = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or(ApiError::Unauthorized("Authorization header must be: Bearer <key>"))?;
+        let principal = state.auth.verify(key).await?;
+        tracing::Span::current().record("tenant", principal.tenant.as_str());
+        Ok(principal)
+    }
+}
+
+/// A newly created key: the secret is shown once and never stored.
+pub struct CreatedKey {
+    pub key_id: String,
+    pub key: String,
+}
+
+/// Why a key could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("unknown scope {0:?} (expected submit, read or admin)")]
+    UnknownScope(String),
+    #[error("tenant must be 1-64 characters of [A-Za-z0-9_.-]")]
+    BadTenant,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Creates and stores a key for `tenant` with `scopes`.
+pub async fn create_key(pool: &PgPool, tenant: &str, scopes: &[String]) -> Result<CreatedKey, KeyError> {
+    if tenant.is_empty() || tenant.len() > 64 || !tenant.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+        return Err(KeyError::BadTenant);
+    }
+    let mut names: Vec<String> = Vec::new();
+    for s in scopes.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+        let scope = Scope::parse(s).ok_or_else(|| KeyError::UnknownScope(s.to_owned()))?;
+        names.push(scope.as_str().to_owned());
+    }
+    names.sort();
+    names.dedup();
+    let mut rng = rand::rng();
+    let key_id: String = (0..12).map(|_| char::from(b"0123456789abcdef"[rng.random_range(0..16)])).collect();
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let secret: String = (0..32).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect();
+    let key = format!("sk_{key_id}_{secret}");
+    api_keys::insert(pool, &key_id, tenant, &digest(&key), &names).await?;
+    Ok(CreatedKey { key_id, key })
+}
+
+fn parse_key_id(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix("sk_")?;
+    let (id, secret) = rest.split_once('_')?;
+    (id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()) && !secret.is_empty()).then_some(id)
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_id_is_read_only_from_well_formed_keys() {
+        assert_eq!(parse_key_id("sk_0123456789ab_secret"), Some("0123456789ab"));
+        assert_eq!(parse_key_id("sk_0123456789ab_"), None);
+        assert_eq!(parse_key_id("sk_xyz_secret"), None);
+        assert_eq!(parse_key_id("Basic abc"), None);
+    }
+
+    #[test]
+    fn admin_implies_every_scope_but_read_does_not_imply_submit() {
+        let admin = Principal { tenant: "t".into(), key_id: "k".into(), scopes: vec![Scope::Admin] };
+        assert!(admin.require(Scope::Submit).is_ok());
+        let reader = Principal { tenant: "t".into(), key_id: "k".into(), scopes: vec![Scope::Read] };
+        assert!(reader.require(Scope::Read).is_ok());
+        assert!(matches!(reader.require(Scope::Submit), Err(ApiError::Forbidden("submit"))));
+    }
+}

@@ -1,0 +1,49 @@
+//! Request bodies: size-limited, JSON-checked, with errors that point at the problem.
+
+use super::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde_json::Value;
+
+/// A JSON request body, parsed; rejects wrong media types (415), oversized bodies (413) and
+/// malformed JSON (400 with line and column).
+pub struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("");
+            let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            if essence != "application/json" && !essence.ends_with("+json") {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "Content-Type must be application/json, not {ct:?}"
+                )));
+            }
+        }
+        let limit = req.extensions().get::<BodyLimit>().map_or(usize::MAX, |l| l.0);
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge { limit }
+            } else {
+                ApiError::bad_request("unreadable_body", e.body_text(), Some("body"))
+            }
+        })?;
+        if bytes.is_empty() {
+            return Err(ApiError::bad_request("empty_body", "the request body is empty; send a JSON object", Some("body")));
+        }
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            ApiError::bad_request(
+                "malformed_json",
+                format!("body is not valid JSON: {e}"),
+                Some(&format!("body line {} column {}", e.line(), e.column())),
+            )
+        })
+    }
+}
+
+/// The configured body limit, put in request extensions so errors can quote it.
+#[derive(Clone, Copy)]
+pub struct BodyLimit(pub usize);

@@ -1,0 +1,63 @@
+//! The HTTP API: routes, state, middleware.
+
+pub mod auth;
+mod body;
+mod commands;
+pub mod error;
+mod health;
+mod reads;
+
+use crate::broker::Broker;
+use crate::schemas::SchemaRegistry;
+use auth::Authenticator;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use body::BodyLimit;
+use sqlx::PgPool;
+use std::sync::Arc;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: PgPool,
+    pub broker: Broker,
+    pub schemas: Arc<SchemaRegistry>,
+    pub auth: Arc<Authenticator>,
+}
+
+/// The full API (`/v1`, health, metrics).
+pub fn router(state: ApiState, body_limit: usize) -> Router {
+    let v1 = Router::new()
+        .route("/v1/commands", post(commands::submit))
+        .route("/v1/commands/{id}", get(commands::status))
+        .route("/v1/accounts/{id}", get(reads::account))
+        .route("/v1/events", get(reads::events))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::Extension(BodyLimit(body_limit)));
+    finish(v1.merge(ops_router()).with_state(state))
+}
+
+/// Health and metrics only: what a worker-only process serves.
+pub fn ops_router() -> Router<ApiState> {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+}
+
+/// The ops routes with their state, for processes without the API role.
+pub fn ops_only(state: ApiState) -> Router {
+    finish(ops_router().with_state(state))
+}
+
+fn finish(router: Router) -> Router {
+    router.layer(CatchPanicLayer::custom(panic_response)).layer(TraceLayer::new_for_http())
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    error::ApiError::Internal("request handler panicked".into()).into_response()
+}

@@ -1,0 +1,128 @@
+//! Builds sluice's roles from settings and runs them until shutdown.
+
+use crate::api::{self, ApiState, auth::Authenticator};
+use crate::broker::{Broker, Topology};
+use crate::config::Settings;
+use crate::handlers::{Handler, Handlers};
+use crate::schemas::{SchemaError, SchemaRegistry};
+use crate::store;
+use crate::worker::{self, WorkerCtx, retry::RetryPolicy};
+use sqlx::PgPool;
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Which roles a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roles {
+    /// API and workers in one process.
+    All,
+    /// HTTP ingest and reads only.
+    Api,
+    /// Workers only (plus health and metrics over HTTP).
+    Worker,
+}
+
+/// The command types a process knows: payload schemas and their handlers.
+pub struct Catalog {
+    pub schemas: SchemaRegistry,
+    pub handlers: Handlers,
+}
+
+impl Catalog {
+    /// The shipped command types.
+    pub fn builtin() -> Result<Self, SchemaError> {
+        Ok(Self { schemas: SchemaRegistry::builtin()?, handlers: Handlers::builtin() })
+    }
+
+    /// Adds a command type: its schema and its handler.
+    pub fn register(&mut self, kind: &str, schema_json: &str, handler: impl Handler) -> Result<(), SchemaError> {
+        self.schemas.register(kind, schema_json)?;
+        self.handlers.register(kind, handler);
+        Ok(())
+    }
+}
+
+/// A built, not yet running, sluice process.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    worker: Option<Arc<WorkerCtx>>,
+    broker: Broker,
+    pool: PgPool,
+    cancel: CancellationToken,
+}
+
+impl Application {
+    /// Connects (lazily), migrates, starts the broker supervisor and binds the HTTP port.
+    pub async fn build(settings: Settings, roles: Roles, catalog: Catalog) -> anyhow::Result<Self> {
+        let cancel = CancellationToken::new();
+        let pool = store::pool(&settings.database)?;
+        store::migrate(&pool, &cancel).await?;
+        let b = &settings.broker;
+        let topology = Topology::new(&b.prefix, &settings.worker.retry_tiers_ms, b.delivery_limit);
+        let name = format!("sluice {roles:?} pid {}", std::process::id());
+        let broker = Broker::start(settings.broker.clone(), topology, &name, cancel.clone());
+        let a = &settings.auth;
+        let bootstrap = Some((a.bootstrap_key.expose(), a.bootstrap_tenant.as_str()));
+        let auth = Authenticator::new(pool.clone(), bootstrap, Duration::from_secs(a.cache_ttl_secs));
+        let Catalog { schemas, handlers } = catalog;
+        let state =
+            ApiState { pool: pool.clone(), broker: broker.clone(), schemas: Arc::new(schemas), auth: Arc::new(auth) };
+        let router = match roles {
+            Roles::All | Roles::Api => api::router(state, settings.http.body_limit_bytes),
+            Roles::Worker => api::ops_only(state),
+        };
+        let worker = matches!(roles, Roles::All | Roles::Worker).then(|| {
+            Arc::new(WorkerCtx {
+                pool: pool.clone(),
+                broker: broker.clone(),
+                handlers,
+                policy: RetryPolicy::new(&settings.worker),
+                settings: settings.worker.clone(),
+            })
+        });
+        let listener = TcpListener::bind(&settings.http.addr).await?;
+        Ok(Self { listener, router, worker, broker, pool, cancel })
+    }
+
+    /// The bound HTTP port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Cancelling this token shuts the process down gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// The broker handle (for readiness waits in tests and tools).
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// The database pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves HTTP and runs the workers until the shutdown token fires, then drains: stop
+    /// accepting, stop consuming, finish and ack what is in flight, close connections.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self { listener, router, worker, broker, pool, cancel } = self;
+        let http_cancel = cancel.clone();
+        let server = axum::serve(listener, router).with_graceful_shutdown(async move { http_cancel.cancelled().await });
+        let workers = async {
+            if let Some(ctx) = worker {
+                worker::run(ctx, cancel.clone()).await;
+            }
+        };
+        let (served, ()) = tokio::join!(server.into_future(), workers);
+        broker.close().await;
+        pool.close().await;
+        served?;
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! RabbitMQ: one supervised connection per process, reconnected with backoff, topology
+//! re-declared on every connect, publishing with confirms.
+
+pub mod headers;
+mod publisher;
+pub mod topology;
+
+pub use publisher::{Message, PublishError};
+pub use topology::Topology;
+
+use crate::config::BrokerSettings;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::StreamExt;
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Channel, Connection, ConnectionProperties, Event};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+
+type EventStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Event> + Send>>;
+
+/// A live connection with its publishing channels.
+pub struct Link {
+    /// The AMQP connection; consumers open their own channels on it.
+    pub connection: Connection,
+    publish_channels: Vec<Channel>,
+    next: AtomicUsize,
+    /// Set when a user of this link saw one of its channels die.
+    broken: AtomicBool,
+}
+
+impl Link {
+    fn channel(&self) -> &Channel {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.publish_channels.len();
+        &self.publish_channels[i]
+    }
+}
+
+/// Handle to the supervised broker connection; cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: BrokerSettings,
+    topology: Topology,
+    link: watch::Sender<Option<Arc<Link>>>,
+    in_flight: Semaphore,
+    blocked: AtomicBool,
+    reconnect: Notify,
+}
+
+impl Broker {
+    /// Starts the supervisor; the returned handle is usable at once (publishes fail with
+    /// `Unavailable` until the first connection is up).
+    pub fn start(settings: BrokerSettings, topology: Topology, name: &str, cancel: CancellationToken) -> Self {
+        let inner = Arc::new(Inner {
+            in_flight: Semaphore::new(settings.max_in_flight_publishes),
+            settings,
+            topology,
+            link: watch::channel(None).0,
+            blocked: AtomicBool::new(false),
+            reconnect: Notify::new(),
+        });
+        let broker = Self { inner };
+        tokio::spawn(broker.clone().supervise(name.to_owned(), cancel));
+        broker
+    }
+
+    /// The deployment's exchange and queue names.
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    /// The current connection, if there is one.
+    pub fn link(&self) -> Option<Arc<Link>> {
+        self.inner.link.borrow().clone()
+    }
+
+    /// Waits for a connection with declared topology; `None` once `cancel` fires.
+    pub async fn wait_link(&self, cancel: &CancellationToken) -> Option<Arc<Link>> {
+        self.wait_new_link(None, cancel).await
+    }
+
+    /// Waits for a connection other than `old` (the one that just failed the caller).
+    pub async fn wait_new_link(&self, old: Option<&Arc<Link>>, cancel: &CancellationToken) -> Option<Arc<Link>> {
+        let mut rx = self.inner.link.subscribe();
+        let is_new = |l: &Option<Arc<Link>>| match (l, old) {
+            (Some(new), Some(old)) => !Arc::ptr_eq(new, old),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        tokio::select! {
+            r = rx.wait_for(is_new) => r.ok().and_then(|l| l.clone()),
+            () = cancel.cancelled() => None,
+        }
+    }
+
+    /// Connected, topology declared, and not blocked by a resource alarm.
+    pub fn is_ready(&self) -> bool {
+        self.link().is_some_and(|l| l.connection.status().connected()) && !self.inner.blocked.load(Ordering::Relaxed)
+    }
+
+    /// Asks the supervisor to replace `link`, one of whose channels died. A request about a
+    /// link that was already replaced is ignored.
+    pub fn request_reconnect(&self, link: &Arc<Link>) {
+        link.broken.store(true, Ordering::Relaxed);
+        self.inner.reconnect.notify_one();
+    }
+
+    /// Closes the connection (at the very end of shutdown, after consumers drained).
+    pub async fn close(&self) {
+        if let Some(link) = self.inner.link.send_replace(None) {
+            let _ = link.connection.close(200, "shutting down".into()).await;
+        }
+    }
+
+    async fn supervise(self, name: String, cancel: CancellationToken) {
+        let s = &self.inner.settings;
+        let mut backoff = self.backoff();
+        loop {
+            let link = tokio::select! {
+                r = self.connect(&name) => r,
+                () = cancel.cancelled() => break,
+            };
+            let (link, mut events) = match link {
+                Ok(ok) => ok,
+                Err(e) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_millis(s.reconnect_max_ms));
+                    tracing::warn!(error = %e, retry_in = ?delay, "cannot connect to RabbitMQ");
+                    metrics::counter!("sluice_broker_connect_failures_total").increment(1);
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => continue,
+                        () = cancel.cancelled() => break,
+                    }
+                }
+            };
+            backoff = self.backoff();
+            tracing::info!("connected to RabbitMQ, topology declared");
+            metrics::counter!("sluice_broker_connects_total").increment(1);
+            self.inner.blocked.store(false, Ordering::Relaxed);
+            self.inner.link.send_replace(Some(link.clone()));
+            let reason = loop {
+                tokio::select! {
+                    ev = events.next() => match ev {
+                        Some(Event::Error(e)) => break format!("connection error: {e}"),
+                        Some(Event::ConnectionBlocked(why)) => {
+                            tracing::warn!(reason = %why, "RabbitMQ blocked publishing (resource alarm)");
+                            self.inner.blocked.store(true, Ordering::Relaxed);
+                        }
+                        Some(Event::ConnectionUnblocked) => {
+                            tracing::info!("RabbitMQ unblocked publishing");
+                            self.inner.blocked.store(false, Ordering::Relaxed);
+                        }
+                        Some(_) => {}
+                        None => break "connection event stream ended".to_owned(),
+                    },
+                    () = self.inner.reconnect.notified() => {
+                        if link.broken.load(Ordering::Relaxed) {
+                            break "a channel failed".to_owned();
+                        }
+                    }
+                    () = cancel.cancelled() => break "shutting down".to_owned(),
+                }
+            };
+            if cancel.is_cancelled() {
+                // Draining consumers still ack and publish on this link; `close` ends it.
+                break;
+            }
+            self.inner.link.send_replace(None);
+            tracing::warn!(%reason, "lost RabbitMQ connection; reconnecting");
+            let _ = link.connection.close(320, "reconnecting".into()).await;
+        }
+    }
+
+    fn backoff(&self) -> impl Iterator<Item = Duration> + use<> {
+        let s = &self.inner.settings;
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(s.reconnect_min_ms))
+            .with_max_delay(Duration::from_millis(s.reconnect_max_ms))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+
+    async fn connect(
+        &self,
+        name: &str,
+    ) -> lapin::Result<(Arc<Link>, EventStream)> {
+        let s = &self.inner.settings;
+        let props = ConnectionProperties::default().with_connection_name(name.into());
+        let connection = Connection::connect(s.url.expose(), props).await?;
+        let events: EventStream = Box::pin(connection.events_listener());
+        let setup = connection.create_channel().await?;
+        self.inner.topology.declare(&setup).await?;
+        let _ = setup.close(200, "topology declared".into()).await;
+        let mut publish_channels = Vec::with_capacity(s.publish_channels);
+        for _ in 0..s.publish_channels {
+            let ch = connection.create_channel().await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            publish_channels.push(ch);
+        }
+        Ok((
+            Arc::new(Link { connection, publish_channels, next: AtomicUsize::new(0), broken: AtomicBool::new(false) }),
+            events,
+        ))
+    }
+}

@@ -1,0 +1,91 @@
+//! Publishing with confirms: a publish succeeds only once RabbitMQ has taken responsibility.
+
+use super::Broker;
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
+use lapin::Confirmation;
+use lapin::types::{FieldTable, ShortString};
+use std::sync::atomic::Ordering;
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+pub struct Message<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub body: &'a [u8],
+    pub message_id: &'a str,
+    pub headers: FieldTable,
+}
+
+/// Why a publish was not confirmed; none of these means the message is durable.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("not connected to RabbitMQ")]
+    Unavailable,
+    #[error("RabbitMQ is blocking publishers (resource alarm)")]
+    Blocked,
+    #[error("too many publishes awaiting confirmation")]
+    Overloaded,
+    #[error("RabbitMQ did not confirm in time")]
+    Timeout,
+    #[error("RabbitMQ refused the message (nack)")]
+    Nacked,
+    #[error("no queue is bound for {0}")]
+    Unroutable(String),
+    #[error("publish failed: {0}")]
+    Channel(#[from] lapin::Error),
+}
+
+impl Broker {
+    /// Publishes a persistent, mandatory message and waits for the broker's confirm.
+    #[tracing::instrument(skip_all, fields(exchange = msg.exchange, routing_key = msg.routing_key, message_id = msg.message_id))]
+    pub async fn publish(&self, msg: Message<'_>) -> Result<(), PublishError> {
+        if self.inner.blocked.load(Ordering::Relaxed) {
+            return Err(PublishError::Blocked);
+        }
+        let _permit = self.inner.in_flight.try_acquire().map_err(|_| PublishError::Overloaded)?;
+        let link = self.link().ok_or(PublishError::Unavailable)?;
+        let channel = link.channel();
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from("application/json"))
+            .with_message_id(ShortString::from(msg.message_id))
+            .with_headers(msg.headers);
+        let publish = async {
+            let opts = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+            let confirm =
+                channel.basic_publish(msg.exchange.into(), msg.routing_key.into(), opts, msg.body, props).await?;
+            confirm.await
+        };
+        let outcome = tokio::time::timeout(self.inner.settings.publish_timeout(), publish).await;
+        let result = match outcome {
+            Err(_) => Err(PublishError::Timeout),
+            Ok(Err(e)) => Err(PublishError::Channel(e)),
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable(msg.exchange.to_owned())),
+            Ok(Ok(Confirmation::Nack(_) | Confirmation::NotRequested)) => Err(PublishError::Nacked),
+        };
+        if let Err(e) = &result {
+            metrics::counter!("sluice_publish_failures_total", "reason" => e.reason()).increment(1);
+            if matches!(e, PublishError::Channel(_)) && !channel.status().connected() {
+                self.request_reconnect(&link);
+            }
+        }
+        result
+    }
+}
+
+impl PublishError {
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Blocked => "blocked",
+            Self::Overloaded => "overloaded",
+            Self::Timeout => "timeout",
+            Self::Nacked => "nacked",
+            Self::Unroutable(_) => "unroutable",
+            Self::Channel(_) => "channel",
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Exchange and queue names, and their declaration.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, ExchangeKind};
+
+/// Routing key of the work queue's binding.
+pub const WORK_KEY: &str = "work";
+/// Routing key of the dead-letter queue's binding.
+pub const DEAD_KEY: &str = "dead";
+
+/// The names of one deployment's exchanges and queues, all under one prefix.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    prefix: String,
+    tiers_ms: Vec<u64>,
+    delivery_limit: u32,
+}
+
+impl Topology {
+    /// Names under `prefix`, with one retry queue per delay tier.
+    pub fn new(prefix: &str, tiers_ms: &[u64], delivery_limit: u32) -> Self {
+        let mut tiers_ms = tiers_ms.to_vec();
+        tiers_ms.sort_unstable();
+        tiers_ms.dedup();
+        Self { prefix: prefix.to_owned(), tiers_ms, delivery_limit }
+    }
+    /// Exchange producers publish commands to.
+    pub fn work_exchange(&self) -> String {
+        format!("{}.work", self.prefix)
+    }
+    /// Quorum queue the workers consume.
+    pub fn work_queue(&self) -> String {
+        format!("{}.work", self.prefix)
+    }
+    /// Exchange routing to the retry tiers.
+    pub fn retry_exchange(&self) -> String {
+        format!("{}.retry", self.prefix)
+    }
+    /// Queue (and routing key) of the tier that delays by `ms`. Named by its delay so that a
+    /// changed configuration adds queues instead of clashing with existing ones' TTL.
+    pub fn tier_queue(&self, ms: u64) -> String {
+        format!("{}.retry.{ms}ms", self.prefix)
+    }
+    /// Delays of the retry tiers, ascending.
+    pub fn tiers_ms(&self) -> &[u64] {
+        &self.tiers_ms
+    }
+    /// Exchange dead letters go to (from workers and from the broker's delivery limit).
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.prefix)
+    }
+    /// Queue holding dead letters until they are recorded in Postgres.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+    /// Every queue, for operators and for test clean-up.
+    pub fn queues(&self) -> Vec<String> {
+        let mut q = vec![self.work_queue(), self.dead_letter_queue()];
+        q.extend(self.tiers_ms.iter().map(|ms| self.tier_queue(*ms)));
+        q
+    }
+    /// Every exchange.
+    pub fn exchanges(&self) -> Vec<String> {
+        vec![self.work_exchange(), self.retry_exchange(), self.dead_letter_exchange()]
+    }
+
+    /// Declares everything (idempotent). Quorum queues throughout: replicated in a cluster,
+    /// and they count deliveries, which is what catches a message that crashes its worker.
+    #[tracing::instrument(skip_all, fields(prefix = %self.prefix))]
+    pub async fn declare(&self, ch: &Channel) -> lapin::Result<()> {
+        for ex in self.exchanges() {
+            ch.exchange_declare(ex.into(), ExchangeKind::Direct, durable_exchange(), FieldTable::default()).await?;
+        }
+        let work = quorum_args([
+            ("x-delivery-limit", long(i64::from(self.delivery_limit))),
+            ("x-dead-letter-exchange", string(&self.dead_letter_exchange())),
+            ("x-dead-letter-routing-key", string(DEAD_KEY)),
+        ]);
+        self.queue(ch, &self.work_queue(), work, &self.work_exchange(), WORK_KEY).await?;
+        self.queue(ch, &self.dead_letter_queue(), quorum_args([]), &self.dead_letter_exchange(), DEAD_KEY).await?;
+        for ms in &self.tiers_ms {
+            // A tier holds messages for its TTL, then dead-letters them back to the work
+            // exchange; at-least-once dead-lettering so a broker failure cannot drop a retry.
+            let args = quorum_args([
+                ("x-message-ttl", long(i64::try_from(*ms).unwrap_or(i64::MAX))),
+                ("x-dead-letter-exchange", string(&self.work_exchange())),
+                ("x-dead-letter-routing-key", string(WORK_KEY)),
+                ("x-dead-letter-strategy", string("at-least-once")),
+                ("x-overflow", string("reject-publish")),
+            ]);
+            let name = self.tier_queue(*ms);
+            self.queue(ch, &name, args, &self.retry_exchange(), &name).await?;
+        }
+        Ok(())
+    }
+
+    async fn queue(&self, ch: &Channel, name: &str, args: FieldTable, exchange: &str, key: &str) -> lapin::Result<()> {
+        ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args).await?;
+        ch.queue_bind(name.into(), exchange.into(), key.into(), QueueBindOptions::default(), FieldTable::default())
+            .await
+    }
+}
+
+fn durable_exchange() -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() }
+}
+
+fn quorum_args<const N: usize>(extra: [(&str, AMQPValue); N]) -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert(ShortString::from("x-queue-type"), string("quorum"));
+    for (k, v) in extra {
+        t.insert(ShortString::from(k), v);
+    }
+    t
+}
+
+fn long(v: i64) -> AMQPValue {
+    AMQPValue::LongLongInt(v)
+}
+
+fn string(v: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(v))
+}

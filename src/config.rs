@@ -1,0 +1,173 @@
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The defaults, compiled in so the binary runs from any directory.
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// A value that must not appear in logs or `Debug` output.
+#[derive(Clone, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// All of sluice's settings; see `config/default.toml` for each key's meaning.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub broker: BrokerSettings,
+    pub worker: WorkerSettings,
+    pub auth: AuthSettings,
+    pub log: LogSettings,
+}
+
+/// `[http]`
+#[derive(Clone, Debug, Deserialize)]
+pub struct HttpSettings {
+    pub addr: String,
+    pub body_limit_bytes: usize,
+    pub request_timeout_ms: u64,
+}
+
+/// `[database]`
+#[derive(Clone, Debug, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: Secret,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+    pub statement_timeout_ms: u64,
+}
+
+/// `[broker]`
+#[derive(Clone, Debug, Deserialize)]
+pub struct BrokerSettings {
+    pub url: Secret,
+    pub prefix: String,
+    pub publish_timeout_ms: u64,
+    pub max_in_flight_publishes: usize,
+    pub publish_channels: usize,
+    pub delivery_limit: u32,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+/// `[worker]`
+#[derive(Clone, Debug, Deserialize)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub prefetch: u16,
+    pub max_attempts: u32,
+    pub retry_tiers_ms: Vec<u64>,
+    pub retry_base_ms: u64,
+    pub retry_jitter: f64,
+    pub serialization_retries: usize,
+    pub drain_timeout_ms: u64,
+}
+
+/// `[auth]`
+#[derive(Clone, Debug, Deserialize)]
+pub struct AuthSettings {
+    pub bootstrap_key: Secret,
+    pub bootstrap_tenant: String,
+    pub cache_ttl_secs: u64,
+}
+
+/// `[log]`
+#[derive(Clone, Debug, Deserialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration is invalid: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration is invalid: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads defaults < `config/$SLUICE_ENV.toml` < `SLUICE__*` variables < `SLUICE_BOOTSTRAP_KEY`.
+    pub fn load() -> Result<Self, ConfigError> {
+        let env = std::env::var("SLUICE_ENV").unwrap_or_else(|_| "development".into());
+        let dir = std::env::var("SLUICE_CONFIG_DIR").map_or_else(|_| PathBuf::from("config"), PathBuf::from);
+        Self::load_from(&env, &dir, true)
+    }
+
+    /// Loads the layers for environment `env` from `dir`; `with_env_vars` adds the variables.
+    pub fn load_from(env: &str, dir: &std::path::Path, with_env_vars: bool) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .add_source(config::File::from(dir.join(format!("{env}.toml"))).required(false));
+        if with_env_vars {
+            builder = builder.add_source(
+                config::Environment::with_prefix("SLUICE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("worker.retry_tiers_ms")
+                    .try_parsing(true),
+            );
+            if let Ok(key) = std::env::var("SLUICE_BOOTSTRAP_KEY") {
+                builder = builder.set_override("auth.bootstrap_key", key)?;
+            }
+        }
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let w = &self.worker;
+        if w.retry_tiers_ms.is_empty() || w.retry_tiers_ms.contains(&0) {
+            return Err(ConfigError::Invalid("worker.retry_tiers_ms needs at least one delay, all > 0".into()));
+        }
+        if w.concurrency == 0 || w.prefetch == 0 || w.max_attempts == 0 {
+            return Err(ConfigError::Invalid("worker.concurrency, prefetch and max_attempts must be > 0".into()));
+        }
+        if !(0.0..1.0).contains(&w.retry_jitter) {
+            return Err(ConfigError::Invalid("worker.retry_jitter must be in [0, 1)".into()));
+        }
+        if self.broker.publish_channels == 0 || self.broker.max_in_flight_publishes == 0 {
+            return Err(ConfigError::Invalid("broker.publish_channels and max_in_flight_publishes must be > 0".into()));
+        }
+        if self.broker.prefix.is_empty() || !self.broker.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(ConfigError::Invalid("broker.prefix must be non-empty [A-Za-z0-9-_.]".into()));
+        }
+        Ok(())
+    }
+}
+
+impl BrokerSettings {
+    /// Publish confirmation deadline.
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
+    }
+}

@@ -1,0 +1,24 @@
+//! sluice: HTTP ingest → RabbitMQ → pooled workers → Postgres, with retries and dead letters.
+
+/// Operator-facing HTTP API: routes, auth, error mapping.
+pub mod api;
+/// Builds the roles (api, worker) and runs them until shutdown.
+pub mod app;
+/// Load generator comparing sluice with the raw broker + database pipeline.
+pub mod bench;
+/// RabbitMQ: connection supervision, topology, confirmed publishing.
+pub mod broker;
+/// The command envelope that travels from the API to the workers, and its codec.
+pub mod command;
+/// Typed settings layered from files and the environment.
+pub mod config;
+/// Business logic, one module per command family.
+pub mod handlers;
+/// JSON Schema registry for command payloads.
+pub mod schemas;
+/// PostgreSQL pool, migrations and queries per table.
+pub mod store;
+/// Logging and metrics set-up.
+pub mod telemetry;
+/// The worker pool: consume, dispatch, retry, dead-letter.
+pub mod worker;

@@ -1,0 +1,137 @@
+//! The `commands` table: inbox and status of every command a worker has taken.
+
+use super::StoreError;
+use crate::command::Envelope;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// How a command ended, as recorded in its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalStatus {
+    Succeeded,
+    Rejected,
+}
+
+impl FinalStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// A command's status as producers read it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct CommandRow {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub result: Option<Value>,
+    pub submitted_at: DateTime<Utc>,
+    pub first_seen_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// Records the final outcome; this insert is the inbox. Returns false when the command was
+/// already completed (a redelivery or a duplicate publish): the caller must roll back so the
+/// business writes made in this transaction do not happen a second time.
+pub async fn record_outcome(
+    tx: &mut PgConnection,
+    cmd: &Envelope,
+    attempt: u32,
+    status: FinalStatus,
+    result: Option<&Value>,
+    error: Option<&str>,
+) -> Result<bool, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO commands (id, tenant, type, status, attempts, last_error, result, submitted_at, completed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
+         ON CONFLICT (id) DO UPDATE
+            SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
+                result = EXCLUDED.result, updated_at = now(), completed_at = now()
+          WHERE commands.status NOT IN ('succeeded', 'rejected')
+         RETURNING id",
+    )
+    .bind(cmd.id)
+    .bind(&cmd.tenant)
+    .bind(&cmd.kind)
+    .bind(status.as_str())
+    .bind(attempt_i32(attempt))
+    .bind(error)
+    .bind(result)
+    .bind(cmd.submitted_at)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// Marks a command as waiting for a retry (unless it already completed).
+pub async fn mark_retrying(pool: &PgPool, cmd: &Envelope, attempt: u32, error: &str) -> Result<(), StoreError> {
+    upsert_unfinished(pool, cmd.id, &cmd.tenant, &cmd.kind, cmd.submitted_at, "retrying", attempt, error).await
+}
+
+/// Marks a command as dead-lettered (unless it already completed).
+pub async fn mark_dead(
+    tx: &mut PgConnection,
+    cmd: &Envelope,
+    attempt: u32,
+    error: &str,
+) -> Result<(), StoreError> {
+    upsert_unfinished(&mut *tx, cmd.id, &cmd.tenant, &cmd.kind, cmd.submitted_at, "dead", attempt, error).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn upsert_unfinished<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    id: Uuid,
+    tenant: &str,
+    kind: &str,
+    submitted_at: DateTime<Utc>,
+    status: &str,
+    attempt: u32,
+    error: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO commands (id, tenant, type, status, attempts, last_error, submitted_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (id) DO UPDATE
+            SET status = EXCLUDED.status, attempts = EXCLUDED.attempts,
+                last_error = EXCLUDED.last_error, updated_at = now()
+          WHERE commands.status NOT IN ('succeeded', 'rejected')",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(kind)
+    .bind(status)
+    .bind(attempt_i32(attempt))
+    .bind(error)
+    .bind(submitted_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// One command of one tenant.
+pub async fn find(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<CommandRow>, StoreError> {
+    Ok(sqlx::query_as::<_, CommandRow>(
+        "SELECT id, type, status, attempts, last_error, result, submitted_at, first_seen_at, updated_at, completed_at
+           FROM commands WHERE id = $1 AND tenant = $2",
+    )
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await?)
+}
+
+fn attempt_i32(attempt: u32) -> i32 {
+    i32::try_from(attempt).unwrap_or(i32::MAX)
+}

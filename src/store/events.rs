@@ -1,0 +1,76 @@
+//! The `events` table: each tenant's append-only event log.
+
+use super::StoreError;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// A recorded event.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Event {
+    pub id: Uuid,
+    pub name: String,
+    pub data: Value,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Which events to list: optional name and half-open time range, after a cursor.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub name: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Keyset cursor: list only events after this (occurred_at, id).
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: i64,
+}
+
+/// Appends an event; its id is the command's, so it cannot be appended twice.
+pub async fn append(
+    tx: &mut PgConnection,
+    id: Uuid,
+    tenant: &str,
+    name: &str,
+    data: &Value,
+    occurred_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO events (id, tenant, name, data, occurred_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(name)
+    .bind(data)
+    .bind(occurred_at)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// A page of a tenant's events in time order; index-backed (tenant, [name,] occurred_at, id).
+pub async fn list(pool: &PgPool, tenant: &str, q: &EventQuery) -> Result<Vec<Event>, StoreError> {
+    let (after_at, after_id) = q.after.map_or((None, None), |(t, id)| (Some(t), Some(id)));
+    Ok(sqlx::query_as::<_, Event>(
+        "SELECT id, name, data, occurred_at, recorded_at FROM events
+          WHERE tenant = $1
+            AND ($2::text IS NULL OR name = $2)
+            AND ($3::timestamptz IS NULL OR occurred_at >= $3)
+            AND ($4::timestamptz IS NULL OR occurred_at < $4)
+            AND ($5::timestamptz IS NULL OR (occurred_at, id) > ($5, $6))
+          ORDER BY occurred_at, id
+          LIMIT $7",
+    )
+    .bind(tenant)
+    .bind(q.name.as_deref())
+    .bind(q.from)
+    .bind(q.to)
+    .bind(after_at)
+    .bind(after_id)
+    .bind(q.limit)
+    .fetch_all(pool)
+    .await?)
+}

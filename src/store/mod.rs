@@ -1,0 +1,102 @@
+//! PostgreSQL: one pool per process, migrations, and the queries of each table.
+
+pub mod accounts;
+pub mod api_keys;
+pub mod commands;
+pub mod dead_letters;
+pub mod events;
+
+use crate::config::DatabaseSettings;
+use backon::{ExponentialBuilder, Retryable};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::str::FromStr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// What a database failure means for the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached; wait for it, do not give up on the work.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// Serialization failure or deadlock (40001/40P01): retry the transaction.
+    #[error("transaction conflict: {0}")]
+    Conflict(#[source] sqlx::Error),
+    /// A statement ran past its timeout.
+    #[error("database timeout: {0}")]
+    Timeout(#[source] sqlx::Error),
+    /// Anything else: a bug or data the database refuses.
+    #[error("database error: {0}")]
+    Other(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &e {
+            E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::Tls(_) | E::WorkerCrashed | E::Protocol(_) => {
+                Self::Unavailable(e)
+            }
+            E::Database(db) => match db.code().as_deref().unwrap_or("") {
+                "40001" | "40P01" => Self::Conflict(e),
+                "57014" => Self::Timeout(e),
+                // 08: connection exception; 57P0x: shutdown / cannot connect now; 53: resources.
+                c if c.starts_with("08") || c.starts_with("57P0") || c.starts_with("53") => Self::Unavailable(e),
+                _ => Self::Other(e),
+            },
+            _ => Self::Other(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the database itself is away (as opposed to this statement failing).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// Migration failures at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("cannot run migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database url is invalid: {0}")]
+    Url(#[source] sqlx::Error),
+    #[error("shut down while waiting for the database")]
+    Cancelled,
+}
+
+/// A lazily connecting pool: the process starts even while Postgres is away.
+pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, MigrateError> {
+    let options = PgConnectOptions::from_str(settings.url.expose())
+        .map_err(MigrateError::Url)?
+        .application_name("sluice")
+        .options([("statement_timeout", settings.statement_timeout_ms.to_string())]);
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .connect_lazy_with(options))
+}
+
+/// Waits (with backoff) until the database answers, then applies pending migrations.
+/// Concurrent callers are safe: sqlx serializes migrations with an advisory lock.
+#[tracing::instrument(skip_all)]
+pub async fn migrate(pool: &PgPool, cancel: &CancellationToken) -> Result<(), MigrateError> {
+    let ping = || async { sqlx::query("SELECT 1").execute(pool).await.map(|_| ()) };
+    let wait = ping
+        .retry(ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).without_max_times())
+        .notify(|e, d| tracing::warn!(error = %e, retry_in = ?d, "database not reachable yet"));
+    tokio::select! {
+        r = wait => r.map_err(|e| MigrateError::Migrate(sqlx::migrate::MigrateError::Execute(e)))?,
+        () = cancel.cancelled() => return Err(MigrateError::Cancelled),
+    }
+    sqlx::migrate!("./migrations").run(pool).await?;
+    Ok(())
+}
+
+/// Whether the database answers within `within`.
+pub async fn ping(pool: &PgPool, within: Duration) -> bool {
+    matches!(tokio::time::timeout(within, sqlx::query("SELECT 1").execute(pool)).await, Ok(Ok(_)))
+}

@@ -1,0 +1,80 @@
+//! When to retry: exponential backoff with jitter, mapped onto the fixed-delay tier queues.
+
+use crate::config::WorkerSettings;
+
+/// Chooses the delay tier for the next attempt.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    tiers_ms: Vec<u64>,
+    base_ms: u64,
+    jitter: f64,
+    /// Attempts before giving up (1 = no retry).
+    pub max_attempts: u32,
+}
+
+impl RetryPolicy {
+    /// The policy the settings describe.
+    pub fn new(s: &WorkerSettings) -> Self {
+        let mut tiers_ms = s.retry_tiers_ms.clone();
+        tiers_ms.sort_unstable();
+        tiers_ms.dedup();
+        Self { tiers_ms, base_ms: s.retry_base_ms.max(1), jitter: s.retry_jitter, max_attempts: s.max_attempts }
+    }
+
+    /// Whether a command that failed on `attempt` gets another one.
+    pub fn allows_another(&self, attempt: u32) -> bool {
+        attempt < self.max_attempts
+    }
+
+    /// Delay (one of the tiers, in ms) before the attempt after `attempt`. `unit` is a random
+    /// number in [0, 1): the target delay is base·2^(attempt−1), capped at the largest tier,
+    /// spread by ±jitter, then rounded to the nearest tier on a log scale.
+    pub fn delay_ms(&self, attempt: u32, unit: f64) -> u64 {
+        let cap = *self.tiers_ms.last().unwrap_or(&self.base_ms) as f64;
+        let exp = attempt.saturating_sub(1).min(62);
+        let ideal = (self.base_ms as f64 * 2f64.powi(exp as i32)).min(cap);
+        let target = ideal * (1.0 + self.jitter * (2.0 * unit - 1.0));
+        self.tiers_ms
+            .iter()
+            .copied()
+            .min_by(|a, b| {
+                let da = ((*a as f64) / target).ln().abs();
+                let db = ((*b as f64) / target).ln().abs();
+                da.total_cmp(&db)
+            })
+            .unwrap_or(self.base_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(jitter: f64) -> RetryPolicy {
+        RetryPolicy { tiers_ms: vec![100, 200, 400, 800, 1600], base_ms: 100, jitter, max_attempts: 5 }
+    }
+
+    #[test]
+    fn delays_double_with_each_attempt_until_the_largest_tier() {
+        let p = policy(0.0);
+        let delays: Vec<u64> = (1..=7).map(|a| p.delay_ms(a, 0.5)).collect();
+        assert_eq!(delays, vec![100, 200, 400, 800, 1600, 1600, 1600]);
+    }
+
+    #[test]
+    fn jitter_moves_the_delay_to_a_neighbouring_tier_at_most() {
+        let p = policy(0.45);
+        for unit in [0.0, 0.25, 0.5, 0.75, 0.999] {
+            let d = p.delay_ms(3, unit);
+            assert!((200..=800).contains(&d), "attempt 3 jittered to {d}");
+        }
+        assert_ne!(p.delay_ms(3, 0.0), p.delay_ms(3, 0.999));
+    }
+
+    #[test]
+    fn the_last_allowed_attempt_gets_no_retry() {
+        let p = policy(0.0);
+        assert!(p.allows_another(4));
+        assert!(!p.allows_another(5));
+    }
+}

@@ -1,0 +1,114 @@
+//! After the verdict: ack, send to a retry tier, or dead-letter, always publishing (with
+//! confirm) before acking so a message is never in neither place.
+
+use super::WorkerCtx;
+use super::process::Verdict;
+use crate::broker::headers::{set_i64, set_str};
+use crate::broker::{Message, topology::DEAD_KEY};
+use crate::command::{ATTEMPT_HEADER, Envelope};
+use crate::store::commands;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::types::FieldTable;
+
+/// Header: why the message was dead-lettered.
+pub const ERROR_HEADER: &str = "x-sluice-error";
+/// Header: the class of failure (permanent, retries_exhausted, undecodable, ...).
+pub const ERROR_KIND_HEADER: &str = "x-sluice-error-kind";
+/// Header: a unique id per dead-lettering, so a redelivered dead letter is recorded once.
+pub const DEAD_LETTER_ID_HEADER: &str = "x-sluice-dead-letter-id";
+/// Header: the last transient error, carried along the retries.
+pub const LAST_ERROR_HEADER: &str = "x-sluice-last-error";
+
+/// Carries out `verdict` for `delivery`, which was the `attempt`-th.
+pub async fn route(ctx: &WorkerCtx, delivery: &Delivery, attempt: u32, verdict: Verdict) {
+    match verdict {
+        Verdict::Done { outcome } => {
+            metrics::counter!("sluice_commands_processed_total", "outcome" => outcome).increment(1);
+            ack(delivery).await;
+        }
+        Verdict::Retry { cmd, error } if ctx.policy.allows_another(attempt) => retry(ctx, delivery, &cmd, attempt, &error).await,
+        Verdict::Retry { cmd, error } => {
+            let error = format!("gave up after {attempt} attempts; last error: {error}");
+            dead_letter(ctx, delivery, Some(&cmd), attempt, "retries_exhausted", &error).await;
+        }
+        Verdict::Dead { cmd, kind, error } => dead_letter(ctx, delivery, cmd.as_ref(), attempt, kind, &error).await,
+        Verdict::GiveBack => give_back(delivery).await,
+    }
+}
+
+async fn retry(ctx: &WorkerCtx, delivery: &Delivery, cmd: &Envelope, attempt: u32, error: &str) {
+    let delay = ctx.policy.delay_ms(attempt, rand::random::<f64>());
+    tracing::info!(attempt, delay_ms = delay, %error, "transient failure; retrying later");
+    if let Err(e) = commands::mark_retrying(&ctx.pool, cmd, attempt, error).await {
+        // The status row is informational; the retry itself must not depend on it.
+        tracing::warn!(error = %e, "could not record the retrying status");
+    }
+    let mut headers = copy_headers(delivery);
+    set_i64(&mut headers, ATTEMPT_HEADER, i64::from(attempt) + 1);
+    set_str(&mut headers, LAST_ERROR_HEADER, truncate(error));
+    let topology = ctx.broker.topology();
+    let (exchange, key) = (topology.retry_exchange(), topology.tier_queue(delay));
+    let message_id = cmd.id.to_string();
+    let msg = Message { exchange: &exchange, routing_key: &key, body: &delivery.data, message_id: &message_id, headers };
+    match ctx.broker.publish(msg).await {
+        Ok(()) => {
+            metrics::counter!("sluice_retries_total").increment(1);
+            ack(delivery).await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not schedule the retry; giving the message back");
+            give_back(delivery).await;
+        }
+    }
+}
+
+async fn dead_letter(ctx: &WorkerCtx, delivery: &Delivery, cmd: Option<&Envelope>, attempt: u32, kind: &str, error: &str) {
+    tracing::warn!(attempt, kind, %error, "dead-lettering command");
+    let mut headers = copy_headers(delivery);
+    set_str(&mut headers, ERROR_HEADER, truncate(error));
+    set_str(&mut headers, ERROR_KIND_HEADER, kind);
+    set_str(&mut headers, DEAD_LETTER_ID_HEADER, &uuid::Uuid::new_v4().to_string());
+    set_i64(&mut headers, ATTEMPT_HEADER, i64::from(attempt));
+    let exchange = ctx.broker.topology().dead_letter_exchange();
+    let message_id = cmd.map(|c| c.id.to_string()).unwrap_or_default();
+    let msg = Message { exchange: &exchange, routing_key: DEAD_KEY, body: &delivery.data, message_id: &message_id, headers };
+    match ctx.broker.publish(msg).await {
+        Ok(()) => {
+            metrics::counter!("sluice_dead_letters_total", "kind" => kind.to_owned()).increment(1);
+            ack(delivery).await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not dead-letter; giving the message back");
+            give_back(delivery).await;
+        }
+    }
+}
+
+fn copy_headers(delivery: &Delivery) -> FieldTable {
+    delivery.properties.headers().clone().unwrap_or_default()
+}
+
+fn truncate(s: &str) -> &str {
+    let mut end = s.len().min(1000);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Acks; a failed ack means the channel is gone and the broker will redeliver, which the
+/// inbox absorbs.
+pub async fn ack(delivery: &Delivery) {
+    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+        metrics::counter!("sluice_ack_failures_total").increment(1);
+        tracing::warn!(error = %e, "ack failed; the broker will redeliver and the inbox absorb it");
+    }
+}
+
+/// Returns the message to its queue for another worker (counts as a delivery for the limit).
+pub async fn give_back(delivery: &Delivery) {
+    if let Err(e) = delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await {
+        tracing::warn!(error = %e, "nack failed; the broker will redeliver when the channel closes");
+    }
+}
