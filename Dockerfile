@@ -64,8 +64,8 @@ EXPOSE 8080
 # Numeric UID so orchestrators can verify runAsNonRoot.
 USER 10001:10001
 
-# No image-level HEALTHCHECK: the same image runs workers, which serve no HTTP.
-# The api service's health is probed in docker-compose.yml with the binary's
-# own `sluice healthcheck --url http://127.0.0.1:8080/readyz` (no curl here).
+# Every role serves /healthz, /readyz and /metrics on 8080 (workers only those);
+# docker-compose.yml probes them with the binary's own `sluice healthcheck`
+# (there is no curl in this image).
 ENTRYPOINT ["sluice"]
 CMD ["serve"]

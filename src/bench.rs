@@ -4,4 +4,6 @@ use crate::config::Settings;
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {}
 /// Runs the benchmark.
-pub async fn run(_settings: Settings, _args: BenchArgs) -> anyhow::Result<()> { Ok(()) }
+pub async fn run(_settings: Settings, _args: BenchArgs) -> anyhow::Result<()> {
+    Ok(())
+}

@@ -3,7 +3,7 @@
 use super::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{StatusCode, header};
+use axum::http::{header, StatusCode};
 use serde_json::Value;
 
 /// A JSON request body, parsed; rejects wrong media types (415), oversized bodies (413) and
@@ -16,14 +16,22 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("");
-            let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let essence = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             if essence != "application/json" && !essence.ends_with("+json") {
                 return Err(ApiError::UnsupportedMediaType(format!(
                     "Content-Type must be application/json, not {ct:?}"
                 )));
             }
         }
-        let limit = req.extensions().get::<BodyLimit>().map_or(usize::MAX, |l| l.0);
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(usize::MAX, |l| l.0);
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::TooLarge { limit }
@@ -32,7 +40,11 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             }
         })?;
         if bytes.is_empty() {
-            return Err(ApiError::bad_request("empty_body", "the request body is empty; send a JSON object", Some("body")));
+            return Err(ApiError::bad_request(
+                "empty_body",
+                "the request body is empty; send a JSON object",
+                Some("body"),
+            ));
         }
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
             ApiError::bad_request(

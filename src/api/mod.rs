@@ -10,9 +10,9 @@ mod reads;
 use crate::broker::Broker;
 use crate::schemas::SchemaRegistry;
 use auth::Authenticator;
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use axum::Router;
 use body::BodyLimit;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -54,7 +54,9 @@ pub fn ops_only(state: ApiState) -> Router {
 }
 
 fn finish(router: Router) -> Router {
-    router.layer(CatchPanicLayer::custom(panic_response)).layer(TraceLayer::new_for_http())
+    router
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send>) -> axum::response::Response {

@@ -1,7 +1,7 @@
 //! Reading and writing AMQP header tables.
 
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use serde_json::{Map, Value, json};
+use serde_json::{json, Map, Value};
 
 /// An integer header, whatever integer width the sender used.
 pub fn get_i64(headers: Option<&FieldTable>, key: &str) -> Option<i64> {
@@ -28,7 +28,10 @@ pub fn get_str(headers: Option<&FieldTable>, key: &str) -> Option<String> {
 
 /// Sets a string header.
 pub fn set_str(headers: &mut FieldTable, key: &str, value: &str) {
-    headers.insert(ShortString::from(key), AMQPValue::LongString(LongString::from(value)));
+    headers.insert(
+        ShortString::from(key),
+        AMQPValue::LongString(LongString::from(value)),
+    );
 }
 
 /// Sets an integer header.
@@ -65,9 +68,12 @@ fn to_json(v: &AMQPValue) -> Value {
         AMQPValue::ShortString(s) => json!(s.as_str()),
         AMQPValue::LongString(s) => json!(String::from_utf8_lossy(s.as_bytes())),
         AMQPValue::FieldArray(a) => Value::Array(a.as_slice().iter().map(to_json).collect()),
-        AMQPValue::FieldTable(t) => {
-            Value::Object(t.inner().iter().map(|(k, v)| (k.as_str().to_owned(), to_json(v))).collect::<Map<_, _>>())
-        }
+        AMQPValue::FieldTable(t) => Value::Object(
+            t.inner()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), to_json(v)))
+                .collect::<Map<_, _>>(),
+        ),
         other => json!(format!("{other:?}")),
     }
 }

@@ -1,10 +1,10 @@
 //! Publishing with confirms: a publish succeeds only once RabbitMQ has taken responsibility.
 
 use super::Broker;
-use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
-use lapin::Confirmation;
 use lapin::types::{FieldTable, ShortString};
+use lapin::BasicProperties;
+use lapin::Confirmation;
 use std::sync::atomic::Ordering;
 
 /// One message to publish.
@@ -43,7 +43,11 @@ impl Broker {
         if self.inner.blocked.load(Ordering::Relaxed) {
             return Err(PublishError::Blocked);
         }
-        let _permit = self.inner.in_flight.try_acquire().map_err(|_| PublishError::Overloaded)?;
+        let _permit = self
+            .inner
+            .in_flight
+            .try_acquire()
+            .map_err(|_| PublishError::Overloaded)?;
         let link = self.link().ok_or(PublishError::Unavailable)?;
         let channel = link.channel();
         let props = BasicProperties::default()
@@ -52,9 +56,19 @@ impl Broker {
             .with_message_id(ShortString::from(msg.message_id))
             .with_headers(msg.headers);
         let publish = async {
-            let opts = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-            let confirm =
-                channel.basic_publish(msg.exchange.into(), msg.routing_key.into(), opts, msg.body, props).await?;
+            let opts = BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            };
+            let confirm = channel
+                .basic_publish(
+                    msg.exchange.into(),
+                    msg.routing_key.into(),
+                    opts,
+                    msg.body,
+                    props,
+                )
+                .await?;
             confirm.await
         };
         let outcome = tokio::time::timeout(self.inner.settings.publish_timeout(), publish).await;
@@ -62,7 +76,9 @@ impl Broker {
             Err(_) => Err(PublishError::Timeout),
             Ok(Err(e)) => Err(PublishError::Channel(e)),
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable(msg.exchange.to_owned())),
+            Ok(Ok(Confirmation::Ack(Some(_)))) => {
+                Err(PublishError::Unroutable(msg.exchange.to_owned()))
+            }
             Ok(Ok(Confirmation::Nack(_) | Confirmation::NotRequested)) => Err(PublishError::Nacked),
         };
         if let Err(e) = &result {

@@ -1,11 +1,11 @@
 //! `event.record`: append to the tenant's event log.
 
-use super::{Handler, HandlerFuture, Outcome, payload};
+use super::{payload, Handler, HandlerFuture, Outcome};
 use crate::command::Envelope;
 use crate::store::events;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 use sqlx::PgConnection;
 
 /// Handles `event.record`.
@@ -25,7 +25,9 @@ impl Handler for RecordEvent {
             let p: EventPayload = payload(cmd)?;
             let at = p.time.unwrap_or(cmd.submitted_at);
             events::append(tx, cmd.id, &cmd.tenant, &p.name, &p.data, at).await?;
-            Ok(Outcome::Succeeded(json!({"event_id": cmd.id, "occurred_at": at})))
+            Ok(Outcome::Succeeded(
+                json!({"event_id": cmd.id, "occurred_at": at}),
+            ))
         })
     }
 }

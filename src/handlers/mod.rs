@@ -39,7 +39,8 @@ pub enum HandlerError {
 }
 
 /// The future a handler returns; it borrows the transaction and the command.
-pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<Outcome, HandlerError>> + Send + 'a>>;
+pub type HandlerFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Outcome, HandlerError>> + Send + 'a>>;
 
 /// The business logic of one command type.
 pub trait Handler: Send + Sync + 'static {
@@ -84,7 +85,8 @@ impl Handlers {
 /// Decodes a payload into the handler's type; a mismatch is permanent (the API validated it
 /// against the schema, so this only happens to messages published around the API).
 pub fn payload<T: DeserializeOwned>(cmd: &Envelope) -> Result<T, HandlerError> {
-    T::deserialize(&cmd.payload).map_err(|e| HandlerError::Permanent(format!("payload of {} is unusable: {e}", cmd.kind)))
+    T::deserialize(&cmd.payload)
+        .map_err(|e| HandlerError::Permanent(format!("payload of {} is unusable: {e}", cmd.kind)))
 }
 
 #[cfg(test)]

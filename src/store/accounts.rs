@@ -38,7 +38,11 @@ pub async fn open(
 
 /// Locks the named accounts in id order (so concurrent transfers cannot deadlock) and
 /// returns their balances.
-pub async fn lock_balances(tx: &mut PgConnection, tenant: &str, ids: &[&str]) -> Result<Vec<(String, i64)>, StoreError> {
+pub async fn lock_balances(
+    tx: &mut PgConnection,
+    tenant: &str,
+    ids: &[&str],
+) -> Result<Vec<(String, i64)>, StoreError> {
     Ok(sqlx::query_as::<_, (String, i64)>(
         "SELECT id, balance_cents FROM accounts WHERE tenant = $1 AND id = ANY($2) ORDER BY id FOR UPDATE",
     )

@@ -16,7 +16,13 @@ pub struct StoredKey {
 }
 
 /// Stores a new key.
-pub async fn insert(pool: &PgPool, key_id: &str, tenant: &str, hash: &[u8], scopes: &[String]) -> Result<(), StoreError> {
+pub async fn insert(
+    pool: &PgPool,
+    key_id: &str,
+    tenant: &str,
+    hash: &[u8],
+    scopes: &[String],
+) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO api_keys (key_id, tenant, key_hash, scopes) VALUES ($1, $2, $3, $4)")
         .bind(key_id)
         .bind(tenant)
@@ -48,9 +54,11 @@ pub async fn list(pool: &PgPool) -> Result<Vec<StoredKey>, StoreError> {
 
 /// Revokes a key; false if there is no such unrevoked key.
 pub async fn revoke(pool: &PgPool, key_id: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL")
-        .bind(key_id)
-        .execute(pool)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(key_id)
+    .execute(pool)
+    .await?;
     Ok(done.rows_affected() == 1)
 }

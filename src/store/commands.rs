@@ -75,8 +75,23 @@ pub async fn record_outcome(
 }
 
 /// Marks a command as waiting for a retry (unless it already completed).
-pub async fn mark_retrying(pool: &PgPool, cmd: &Envelope, attempt: u32, error: &str) -> Result<(), StoreError> {
-    upsert_unfinished(pool, cmd.id, &cmd.tenant, &cmd.kind, cmd.submitted_at, "retrying", attempt, error).await
+pub async fn mark_retrying(
+    pool: &PgPool,
+    cmd: &Envelope,
+    attempt: u32,
+    error: &str,
+) -> Result<(), StoreError> {
+    upsert_unfinished(
+        pool,
+        cmd.id,
+        &cmd.tenant,
+        &cmd.kind,
+        cmd.submitted_at,
+        "retrying",
+        attempt,
+        error,
+    )
+    .await
 }
 
 /// Marks a command as dead-lettered (unless it already completed).
@@ -86,7 +101,17 @@ pub async fn mark_dead(
     attempt: u32,
     error: &str,
 ) -> Result<(), StoreError> {
-    upsert_unfinished(&mut *tx, cmd.id, &cmd.tenant, &cmd.kind, cmd.submitted_at, "dead", attempt, error).await
+    upsert_unfinished(
+        &mut *tx,
+        cmd.id,
+        &cmd.tenant,
+        &cmd.kind,
+        cmd.submitted_at,
+        "dead",
+        attempt,
+        error,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -79,24 +79,39 @@ pub async fn consume<F, Fut>(
     if let Some((channel, tag)) = &open {
         // Stop deliveries first; anything prefetched but not started goes back to the queue
         // when the channel closes.
-        let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+        let _ = channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
     }
     let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
     match tokio::time::timeout(drain, permits.acquire_many(all)).await {
         Ok(_) => tracing::info!(%queue, "drained"),
-        Err(_) => tracing::warn!(%queue, "drain timed out; unfinished messages will be redelivered"),
+        Err(_) => {
+            tracing::warn!(%queue, "drain timed out; unfinished messages will be redelivered")
+        }
     }
     if let Some((channel, _)) = open {
         let _ = channel.close(200, "shutting down".into()).await;
     }
 }
 
-async fn subscribe(link: &Link, queue: &str, prefetch: u16) -> lapin::Result<(Channel, Consumer, String)> {
+async fn subscribe(
+    link: &Link,
+    queue: &str,
+    prefetch: u16,
+) -> lapin::Result<(Channel, Consumer, String)> {
     let channel = link.connection.create_channel().await?;
-    channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
     let tag = format!("{queue}.{}", uuid::Uuid::new_v4().simple());
     let consumer = channel
-        .basic_consume(queue.into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     Ok((channel, consumer, tag))
 }

@@ -1,12 +1,12 @@
 //! The recorder: takes dead letters off their queue and into the `dead_letters` table (and the
 //! command's status), whether a worker or the broker's delivery limit put them there.
 
+use super::route::{ack, give_back, DEAD_LETTER_ID_HEADER, ERROR_HEADER, ERROR_KIND_HEADER};
 use super::WorkerCtx;
-use super::route::{DEAD_LETTER_ID_HEADER, ERROR_HEADER, ERROR_KIND_HEADER, ack, give_back};
 use crate::broker::headers::{first_death, get_i64, get_str, table_to_json};
-use crate::command::{ATTEMPT_HEADER, Envelope};
+use crate::command::{Envelope, ATTEMPT_HEADER};
 use crate::store::dead_letters::NewDeadLetter;
-use crate::store::{StoreError, commands, dead_letters};
+use crate::store::{commands, dead_letters, StoreError};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::message::Delivery;
 use std::time::Duration;
@@ -42,15 +42,18 @@ pub async fn record(ctx: &WorkerCtx, delivery: Delivery, cancel: &CancellationTo
 async fn store(ctx: &WorkerCtx, delivery: &Delivery) -> Result<(), StoreError> {
     let headers = delivery.properties.headers().as_ref();
     let cmd = Envelope::decode(&delivery.data).ok();
-    let attempts = get_i64(headers, ATTEMPT_HEADER).and_then(|a| u32::try_from(a).ok()).unwrap_or(1);
-    let (id, kind, error) = match get_str(headers, DEAD_LETTER_ID_HEADER).and_then(|s| Uuid::parse_str(&s).ok()) {
-        Some(id) => (
-            id,
-            get_str(headers, ERROR_KIND_HEADER).unwrap_or_else(|| "unknown".into()),
-            get_str(headers, ERROR_HEADER).unwrap_or_default(),
-        ),
-        None => broker_made(delivery),
-    };
+    let attempts = get_i64(headers, ATTEMPT_HEADER)
+        .and_then(|a| u32::try_from(a).ok())
+        .unwrap_or(1);
+    let (id, kind, error) =
+        match get_str(headers, DEAD_LETTER_ID_HEADER).and_then(|s| Uuid::parse_str(&s).ok()) {
+            Some(id) => (
+                id,
+                get_str(headers, ERROR_KIND_HEADER).unwrap_or_else(|| "unknown".into()),
+                get_str(headers, ERROR_HEADER).unwrap_or_default(),
+            ),
+            None => broker_made(delivery),
+        };
     let mut tx = ctx.pool.begin().await?;
     let fresh = dead_letters::insert(
         &mut tx,
@@ -81,11 +84,28 @@ async fn store(ctx: &WorkerCtx, delivery: &Delivery) -> Result<(), StoreError> {
 fn broker_made(delivery: &Delivery) -> (Uuid, String, String) {
     let headers = delivery.properties.headers().as_ref();
     let death = first_death(headers).unwrap_or_default();
-    let reason = death.get("reason").and_then(|v| v.as_str()).unwrap_or("unknown").to_owned();
-    let queue = death.get("queue").and_then(|v| v.as_str()).unwrap_or("?").to_owned();
-    let message_id = delivery.properties.message_id().as_ref().map(|m| m.as_str().to_owned()).unwrap_or_default();
+    let reason = death
+        .get("reason")
+        .and_then(|v| v.as_str())
+        .unwrap_or("unknown")
+        .to_owned();
+    let queue = death
+        .get("queue")
+        .and_then(|v| v.as_str())
+        .unwrap_or("?")
+        .to_owned();
+    let message_id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
     let deliveries = get_i64(headers, "x-delivery-count").unwrap_or(0);
-    let key = format!("{message_id}/{}/{reason}/{}", death.get("time").unwrap_or(&serde_json::Value::Null), death.get("count").unwrap_or(&serde_json::Value::Null));
+    let key = format!(
+        "{message_id}/{}/{reason}/{}",
+        death.get("time").unwrap_or(&serde_json::Value::Null),
+        death.get("count").unwrap_or(&serde_json::Value::Null)
+    );
     let id = Uuid::new_v5(&BROKER_DEAD_LETTER_NS, key.as_bytes());
     let error = if reason == "delivery_limit" {
         format!("RabbitMQ dead-lettered it from {queue} after {deliveries} deliveries: workers crashed or gave it back every time")

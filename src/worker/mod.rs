@@ -7,11 +7,11 @@ mod process;
 pub mod retry;
 pub mod route;
 
+use crate::broker::headers::{get_i64, get_str};
 use crate::broker::Broker;
 use crate::command::{ATTEMPT_HEADER, TRACEPARENT_HEADER};
 use crate::config::WorkerSettings;
 use crate::handlers::Handlers;
-use crate::broker::headers::{get_i64, get_str};
 use futures_util::FutureExt;
 use lapin::message::Delivery;
 use retry::RetryPolicy;
@@ -55,15 +55,34 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
     };
     let s = &ctx.settings;
     tokio::join!(
-        consume::consume(&ctx.broker, topology.work_queue(), s.prefetch, s.concurrency, drain, &cancel, work),
-        consume::consume(&ctx.broker, topology.dead_letter_queue(), 16, 4, drain, &cancel, record),
+        consume::consume(
+            &ctx.broker,
+            topology.work_queue(),
+            s.prefetch,
+            s.concurrency,
+            drain,
+            &cancel,
+            work
+        ),
+        consume::consume(
+            &ctx.broker,
+            topology.dead_letter_queue(),
+            16,
+            4,
+            drain,
+            &cancel,
+            record
+        ),
     );
 }
 
 /// One delivery from the work queue, start to ack.
 async fn handle(ctx: &WorkerCtx, delivery: Delivery, cancel: &CancellationToken) {
     let headers = delivery.properties.headers().as_ref();
-    let attempt = get_i64(headers, ATTEMPT_HEADER).and_then(|a| u32::try_from(a).ok()).unwrap_or(1).max(1);
+    let attempt = get_i64(headers, ATTEMPT_HEADER)
+        .and_then(|a| u32::try_from(a).ok())
+        .unwrap_or(1)
+        .max(1);
     let span = tracing::info_span!(
         "command",
         command_id = tracing::field::Empty,
@@ -76,7 +95,10 @@ async fn handle(ctx: &WorkerCtx, delivery: Delivery, cancel: &CancellationToken)
         metrics::gauge!("sluice_worker_in_flight").increment(1.0);
         // A panicking handler is treated like a crashed worker: the message goes back to the
         // queue, and the quorum queue's delivery limit dead-letters it if it keeps happening.
-        match AssertUnwindSafe(process::decide(ctx, &delivery.data, attempt, cancel)).catch_unwind().await {
+        match AssertUnwindSafe(process::decide(ctx, &delivery.data, attempt, cancel))
+            .catch_unwind()
+            .await
+        {
             Ok(verdict) => route::route(ctx, &delivery, attempt, verdict).await,
             Err(_) => {
                 tracing::error!("handler panicked; returning the message to the queue");

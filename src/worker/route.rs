@@ -1,11 +1,11 @@
 //! After the verdict: ack, send to a retry tier, or dead-letter, always publishing (with
 //! confirm) before acking so a message is never in neither place.
 
-use super::WorkerCtx;
 use super::process::Verdict;
+use super::WorkerCtx;
 use crate::broker::headers::{set_i64, set_str};
-use crate::broker::{Message, topology::DEAD_KEY};
-use crate::command::{ATTEMPT_HEADER, Envelope};
+use crate::broker::{topology::DEAD_KEY, Message};
+use crate::command::{Envelope, ATTEMPT_HEADER};
 use crate::store::commands;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
@@ -27,12 +27,24 @@ pub async fn route(ctx: &WorkerCtx, delivery: &Delivery, attempt: u32, verdict: 
             metrics::counter!("sluice_commands_processed_total", "outcome" => outcome).increment(1);
             ack(delivery).await;
         }
-        Verdict::Retry { cmd, error } if ctx.policy.allows_another(attempt) => retry(ctx, delivery, &cmd, attempt, &error).await,
+        Verdict::Retry { cmd, error } if ctx.policy.allows_another(attempt) => {
+            retry(ctx, delivery, &cmd, attempt, &error).await
+        }
         Verdict::Retry { cmd, error } => {
             let error = format!("gave up after {attempt} attempts; last error: {error}");
-            dead_letter(ctx, delivery, Some(&cmd), attempt, "retries_exhausted", &error).await;
+            dead_letter(
+                ctx,
+                delivery,
+                Some(&cmd),
+                attempt,
+                "retries_exhausted",
+                &error,
+            )
+            .await;
         }
-        Verdict::Dead { cmd, kind, error } => dead_letter(ctx, delivery, cmd.as_ref(), attempt, kind, &error).await,
+        Verdict::Dead { cmd, kind, error } => {
+            dead_letter(ctx, delivery, cmd.as_ref(), attempt, kind, &error).await
+        }
         Verdict::GiveBack => give_back(delivery).await,
     }
 }
@@ -50,7 +62,13 @@ async fn retry(ctx: &WorkerCtx, delivery: &Delivery, cmd: &Envelope, attempt: u3
     let topology = ctx.broker.topology();
     let (exchange, key) = (topology.retry_exchange(), topology.tier_queue(delay));
     let message_id = cmd.id.to_string();
-    let msg = Message { exchange: &exchange, routing_key: &key, body: &delivery.data, message_id: &message_id, headers };
+    let msg = Message {
+        exchange: &exchange,
+        routing_key: &key,
+        body: &delivery.data,
+        message_id: &message_id,
+        headers,
+    };
     match ctx.broker.publish(msg).await {
         Ok(()) => {
             metrics::counter!("sluice_retries_total").increment(1);
@@ -63,16 +81,33 @@ async fn retry(ctx: &WorkerCtx, delivery: &Delivery, cmd: &Envelope, attempt: u3
     }
 }
 
-async fn dead_letter(ctx: &WorkerCtx, delivery: &Delivery, cmd: Option<&Envelope>, attempt: u32, kind: &str, error: &str) {
+async fn dead_letter(
+    ctx: &WorkerCtx,
+    delivery: &Delivery,
+    cmd: Option<&Envelope>,
+    attempt: u32,
+    kind: &str,
+    error: &str,
+) {
     tracing::warn!(attempt, kind, %error, "dead-lettering command");
     let mut headers = copy_headers(delivery);
     set_str(&mut headers, ERROR_HEADER, truncate(error));
     set_str(&mut headers, ERROR_KIND_HEADER, kind);
-    set_str(&mut headers, DEAD_LETTER_ID_HEADER, &uuid::Uuid::new_v4().to_string());
+    set_str(
+        &mut headers,
+        DEAD_LETTER_ID_HEADER,
+        &uuid::Uuid::new_v4().to_string(),
+    );
     set_i64(&mut headers, ATTEMPT_HEADER, i64::from(attempt));
     let exchange = ctx.broker.topology().dead_letter_exchange();
     let message_id = cmd.map(|c| c.id.to_string()).unwrap_or_default();
-    let msg = Message { exchange: &exchange, routing_key: DEAD_KEY, body: &delivery.data, message_id: &message_id, headers };
+    let msg = Message {
+        exchange: &exchange,
+        routing_key: DEAD_KEY,
+        body: &delivery.data,
+        message_id: &message_id,
+        headers,
+    };
     match ctx.broker.publish(msg).await {
         Ok(()) => {
             metrics::counter!("sluice_dead_letters_total", "kind" => kind.to_owned()).increment(1);
@@ -108,7 +143,13 @@ pub async fn ack(delivery: &Delivery) {
 
 /// Returns the message to its queue for another worker (counts as a delivery for the limit).
 pub async fn give_back(delivery: &Delivery) {
-    if let Err(e) = delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await {
+    if let Err(e) = delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        })
+        .await
+    {
         tracing::warn!(error = %e, "nack failed; the broker will redeliver when the channel closes");
     }
 }

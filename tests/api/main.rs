@@ -1,0 +1,12 @@
+//! Integration tests against the real local RabbitMQ and Postgres. Tests under `fault::`
+//! disturb shared services and run one at a time after the others (see scripts/test).
+
+mod auth;
+mod commands;
+mod fault;
+mod helpers;
+mod ledger;
+mod outages;
+mod proxy;
+mod retries;
+mod validation;
