@@ -34,19 +34,11 @@ pub struct Catalog {
 impl Catalog {
     /// The shipped command types.
     pub fn builtin() -> Result<Self, SchemaError> {
-        Ok(Self {
-            schemas: SchemaRegistry::builtin()?,
-            handlers: Handlers::builtin(),
-        })
+        Ok(Self { schemas: SchemaRegistry::builtin()?, handlers: Handlers::builtin() })
     }
 
     /// Adds a command type: its schema and its handler.
-    pub fn register(
-        &mut self,
-        kind: &str,
-        schema_json: &str,
-        handler: impl Handler,
-    ) -> Result<(), SchemaError> {
+    pub fn register(&mut self, kind: &str, schema_json: &str, handler: impl Handler) -> Result<(), SchemaError> {
         self.schemas.register(kind, schema_json)?;
         self.handlers.register(kind, handler);
         Ok(())
@@ -75,18 +67,10 @@ impl Application {
         let broker = Broker::start(settings.broker.clone(), topology, &name, cancel.clone());
         let a = &settings.auth;
         let bootstrap = Some((a.bootstrap_key.expose(), a.bootstrap_tenant.as_str()));
-        let auth = Authenticator::new(
-            pool.clone(),
-            bootstrap,
-            Duration::from_secs(a.cache_ttl_secs),
-        );
+        let auth = Authenticator::new(pool.clone(), bootstrap, Duration::from_secs(a.cache_ttl_secs));
         let Catalog { schemas, handlers } = catalog;
-        let state = ApiState {
-            pool: pool.clone(),
-            broker: broker.clone(),
-            schemas: Arc::new(schemas),
-            auth: Arc::new(auth),
-        };
+        let state =
+            ApiState { pool: pool.clone(), broker: broker.clone(), schemas: Arc::new(schemas), auth: Arc::new(auth) };
         let router = match roles {
             Roles::All | Roles::Api => api::router(state, settings.http.body_limit_bytes),
             Roles::Worker => api::ops_only(state),
@@ -101,14 +85,7 @@ impl Application {
             })
         });
         let listener = TcpListener::bind(&settings.http.addr).await?;
-        Ok(Self {
-            listener,
-            router,
-            worker,
-            broker,
-            pool,
-            cancel,
-        })
+        Ok(Self { listener, router, worker, broker, pool, cancel })
     }
 
     /// The bound HTTP port (useful with port 0).
@@ -134,23 +111,20 @@ impl Application {
     /// Serves HTTP and runs the workers until the shutdown token fires, then drains: stop
     /// accepting, stop consuming, finish and ack what is in flight, close connections.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self {
-            listener,
-            router,
-            worker,
-            broker,
-            pool,
-            cancel,
-        } = self;
+        let Self { listener, router, worker, broker, pool, cancel } = self;
         let http_cancel = cancel.clone();
-        let server = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { http_cancel.cancelled().await });
-        let workers = async {
-            if let Some(ctx) = worker {
-                worker::run(ctx, cancel.clone()).await;
-            }
-        };
-        let (served, ()) = tokio::join!(server.into_future(), workers);
+        // Spawned, not joined in place: the caller's task is often `main`'s block_on thread,
+        // which is not one of the runtime's workers, and everything would funnel through it.
+        let server = tokio::spawn(
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { http_cancel.cancelled().await })
+                .into_future(),
+        );
+        let workers = worker.map(|ctx| tokio::spawn(worker::run(ctx, cancel.clone())));
+        if let Some(workers) = workers {
+            workers.await?;
+        }
+        let served = server.await?;
         broker.close().await;
         pool.close().await;
         served?;

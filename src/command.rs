@@ -34,13 +34,7 @@ impl Envelope {
             Some(key) => command_id_for_key(tenant, key),
             None => Uuid::now_v7(),
         };
-        Self {
-            id,
-            tenant: tenant.to_owned(),
-            kind: kind.to_owned(),
-            payload,
-            submitted_at: Utc::now(),
-        }
+        Self { id, tenant: tenant.to_owned(), kind: kind.to_owned(), payload, submitted_at: Utc::now() }
     }
 
     /// The message body.
@@ -71,12 +65,7 @@ mod tests {
 
     #[test]
     fn an_envelope_survives_encoding() {
-        let e = Envelope::new(
-            "t1",
-            "event.record",
-            serde_json::json!({"name": "x", "data": 1}),
-            None,
-        );
+        let e = Envelope::new("t1", "event.record", serde_json::json!({"name": "x", "data": 1}), None);
         assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
     }
 

@@ -73,6 +73,7 @@ pub struct BrokerSettings {
 pub struct WorkerSettings {
     pub concurrency: usize,
     pub prefetch: u16,
+    pub batch_size: usize,
     pub max_attempts: u32,
     pub retry_tiers_ms: Vec<u64>,
     pub retry_base_ms: u64,
@@ -117,17 +118,12 @@ impl Settings {
     /// Loads defaults < `config/$SLUICE_ENV.toml` < `SLUICE__*` variables < `SLUICE_BOOTSTRAP_KEY`.
     pub fn load() -> Result<Self, ConfigError> {
         let env = std::env::var("SLUICE_ENV").unwrap_or_else(|_| "development".into());
-        let dir = std::env::var("SLUICE_CONFIG_DIR")
-            .map_or_else(|_| PathBuf::from("config"), PathBuf::from);
+        let dir = std::env::var("SLUICE_CONFIG_DIR").map_or_else(|_| PathBuf::from("config"), PathBuf::from);
         Self::load_from(&env, &dir, true)
     }
 
     /// Loads the layers for environment `env` from `dir`; `with_env_vars` adds the variables.
-    pub fn load_from(
-        env: &str,
-        dir: &std::path::Path,
-        with_env_vars: bool,
-    ) -> Result<Self, ConfigError> {
+    pub fn load_from(env: &str, dir: &std::path::Path, with_env_vars: bool) -> Result<Self, ConfigError> {
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
             .add_source(config::File::from(dir.join(format!("{env}.toml"))).required(false));
@@ -152,35 +148,23 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         let w = &self.worker;
         if w.retry_tiers_ms.is_empty() || w.retry_tiers_ms.contains(&0) {
-            return Err(ConfigError::Invalid(
-                "worker.retry_tiers_ms needs at least one delay, all > 0".into(),
-            ));
+            return Err(ConfigError::Invalid("worker.retry_tiers_ms needs at least one delay, all > 0".into()));
         }
-        if w.concurrency == 0 || w.prefetch == 0 || w.max_attempts == 0 {
+        if w.concurrency == 0 || w.prefetch == 0 || w.max_attempts == 0 || w.batch_size == 0 {
             return Err(ConfigError::Invalid(
-                "worker.concurrency, prefetch and max_attempts must be > 0".into(),
+                "worker.concurrency, prefetch, batch_size and max_attempts must be > 0".into(),
             ));
         }
         if !(0.0..1.0).contains(&w.retry_jitter) {
-            return Err(ConfigError::Invalid(
-                "worker.retry_jitter must be in [0, 1)".into(),
-            ));
+            return Err(ConfigError::Invalid("worker.retry_jitter must be in [0, 1)".into()));
         }
         if self.broker.publish_channels == 0 || self.broker.max_in_flight_publishes == 0 {
-            return Err(ConfigError::Invalid(
-                "broker.publish_channels and max_in_flight_publishes must be > 0".into(),
-            ));
+            return Err(ConfigError::Invalid("broker.publish_channels and max_in_flight_publishes must be > 0".into()));
         }
         if self.broker.prefix.is_empty()
-            || !self
-                .broker
-                .prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || !self.broker.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
-            return Err(ConfigError::Invalid(
-                "broker.prefix must be non-empty [A-Za-z0-9-_.]".into(),
-            ));
+            return Err(ConfigError::Invalid("broker.prefix must be non-empty [A-Za-z0-9-_.]".into()));
         }
         Ok(())
     }

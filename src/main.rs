@@ -7,11 +7,7 @@ use sluice::config::Settings;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(
-    name = "sluice",
-    version,
-    about = "HTTP ingest → RabbitMQ → pooled workers → Postgres"
-)]
+#[command(name = "sluice", version, about = "HTTP ingest → RabbitMQ → pooled workers → Postgres")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -124,19 +120,12 @@ async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create { tenant, scopes } => {
             let created = sluice::api::auth::create_key(&pool, &tenant, &scopes).await?;
-            eprintln!(
-                "key {} created for tenant {tenant}; it is shown only now:",
-                created.key_id
-            );
+            eprintln!("key {} created for tenant {tenant}; it is shown only now:", created.key_id);
             println!("{}", created.key);
         }
         KeysCommand::List => {
             for k in sluice::store::api_keys::list(&pool).await? {
-                let state = if k.revoked_at.is_some() {
-                    "revoked"
-                } else {
-                    "active"
-                };
+                let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
                     k.key_id,
@@ -148,10 +137,7 @@ async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Revoke { key_id } => {
-            anyhow::ensure!(
-                sluice::store::api_keys::revoke(&pool, &key_id).await?,
-                "no active key {key_id}"
-            );
+            anyhow::ensure!(sluice::store::api_keys::revoke(&pool, &key_id).await?, "no active key {key_id}");
             println!("revoked {key_id}");
         }
     }

@@ -5,10 +5,7 @@ use std::collections::HashMap;
 /// The shipped command types and their payload schemas (one line per type).
 const BUILTIN: &[(&str, &str)] = &[
     ("account.open", include_str!("../schemas/account.open.json")),
-    (
-        "ledger.transfer",
-        include_str!("../schemas/ledger.transfer.json"),
-    ),
+    ("ledger.transfer", include_str!("../schemas/ledger.transfer.json")),
     ("event.record", include_str!("../schemas/event.record.json")),
 ];
 
@@ -36,10 +33,7 @@ pub enum PayloadError {
     #[error("unknown command type {0:?}")]
     UnknownType(String),
     #[error("payload does not match the schema of {kind:?}")]
-    Invalid {
-        kind: String,
-        violations: Vec<Violation>,
-    },
+    Invalid { kind: String, violations: Vec<Violation> },
 }
 
 /// A schema file that does not compile.
@@ -53,9 +47,7 @@ pub struct SchemaError {
 impl SchemaRegistry {
     /// The shipped schemas, compiled.
     pub fn builtin() -> Result<Self, SchemaError> {
-        let mut registry = Self {
-            validators: HashMap::new(),
-        };
+        let mut registry = Self { validators: HashMap::new() };
         for (kind, text) in BUILTIN {
             registry.register(kind, text)?;
         }
@@ -64,15 +56,10 @@ impl SchemaRegistry {
 
     /// Adds (or replaces) the schema of a command type.
     pub fn register(&mut self, kind: &str, schema_json: &str) -> Result<(), SchemaError> {
-        let err = |reason: String| SchemaError {
-            kind: kind.to_owned(),
-            reason,
-        };
+        let err = |reason: String| SchemaError { kind: kind.to_owned(), reason };
         let schema: Value = serde_json::from_str(schema_json).map_err(|e| err(e.to_string()))?;
-        let validator = jsonschema::options()
-            .should_validate_formats(true)
-            .build(&schema)
-            .map_err(|e| err(e.to_string()))?;
+        let validator =
+            jsonschema::options().should_validate_formats(true).build(&schema).map_err(|e| err(e.to_string()))?;
         self.validators.insert(kind.to_owned(), validator);
         Ok(())
     }
@@ -91,25 +78,16 @@ impl SchemaRegistry {
 
     /// Checks `payload` against the schema of `kind`; paths are reported under `/payload`.
     pub fn validate(&self, kind: &str, payload: &Value) -> Result<(), PayloadError> {
-        let validator = self
-            .validators
-            .get(kind)
-            .ok_or_else(|| PayloadError::UnknownType(kind.to_owned()))?;
+        let validator = self.validators.get(kind).ok_or_else(|| PayloadError::UnknownType(kind.to_owned()))?;
         let violations: Vec<Violation> = validator
             .iter_errors(payload)
             .take(MAX_VIOLATIONS)
-            .map(|e| Violation {
-                path: format!("/payload{}", e.instance_path),
-                message: truncate(e.to_string()),
-            })
+            .map(|e| Violation { path: format!("/payload{}", e.instance_path), message: truncate(e.to_string()) })
             .collect();
         if violations.is_empty() {
             Ok(())
         } else {
-            Err(PayloadError::Invalid {
-                kind: kind.to_owned(),
-                violations,
-            })
+            Err(PayloadError::Invalid { kind: kind.to_owned(), violations })
         }
     }
 }
@@ -134,65 +112,35 @@ mod tests {
     #[test]
     fn every_shipped_schema_compiles() {
         let r = SchemaRegistry::builtin().unwrap();
-        assert_eq!(
-            r.kinds(),
-            vec!["account.open", "event.record", "ledger.transfer"]
-        );
+        assert_eq!(r.kinds(), vec!["account.open", "event.record", "ledger.transfer"]);
     }
 
     #[test]
     fn a_transfer_without_amount_names_the_missing_field() {
         let r = SchemaRegistry::builtin().unwrap();
-        let err = r
-            .validate("ledger.transfer", &json!({"from": "a", "to": "b"}))
-            .unwrap_err();
-        let PayloadError::Invalid { violations, .. } = err else {
-            panic!("expected Invalid")
-        };
-        assert!(
-            violations[0].message.contains("amount_cents"),
-            "{violations:?}"
-        );
+        let err = r.validate("ledger.transfer", &json!({"from": "a", "to": "b"})).unwrap_err();
+        let PayloadError::Invalid { violations, .. } = err else { panic!("expected Invalid") };
+        assert!(violations[0].message.contains("amount_cents"), "{violations:?}");
     }
 
     #[test]
     fn a_wrongly_typed_field_is_reported_at_its_path() {
         let r = SchemaRegistry::builtin().unwrap();
-        let err = r
-            .validate(
-                "ledger.transfer",
-                &json!({"from": "a", "to": "b", "amount_cents": "ten"}),
-            )
-            .unwrap_err();
-        let PayloadError::Invalid { violations, .. } = err else {
-            panic!("expected Invalid")
-        };
+        let err = r.validate("ledger.transfer", &json!({"from": "a", "to": "b", "amount_cents": "ten"})).unwrap_err();
+        let PayloadError::Invalid { violations, .. } = err else { panic!("expected Invalid") };
         assert_eq!(violations[0].path, "/payload/amount_cents");
     }
 
     #[test]
     fn an_event_time_must_be_a_date_time() {
         let r = SchemaRegistry::builtin().unwrap();
-        assert!(r
-            .validate(
-                "event.record",
-                &json!({"name": "n", "data": {}, "time": "yesterday"})
-            )
-            .is_err());
-        assert!(r
-            .validate(
-                "event.record",
-                &json!({"name": "n", "data": {}, "time": "2026-01-01T00:00:00Z"})
-            )
-            .is_ok());
+        assert!(r.validate("event.record", &json!({"name": "n", "data": {}, "time": "yesterday"})).is_err());
+        assert!(r.validate("event.record", &json!({"name": "n", "data": {}, "time": "2026-01-01T00:00:00Z"})).is_ok());
     }
 
     #[test]
     fn an_unknown_type_is_its_own_error() {
         let r = SchemaRegistry::builtin().unwrap();
-        assert!(matches!(
-            r.validate("nope", &json!({})),
-            Err(PayloadError::UnknownType(_))
-        ));
+        assert!(matches!(r.validate("nope", &json!({})), Err(PayloadError::UnknownType(_))));
     }
 }

@@ -5,13 +5,10 @@ use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
 /// Installs the global tracing subscriber; later calls are no-ops (tests start many apps).
 pub fn init_tracing(settings: &LogSettings) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match settings.format {
-        LogFormat::Json => registry
-            .with(fmt::layer().json().with_current_span(true))
-            .try_init(),
+        LogFormat::Json => registry.with(fmt::layer().json().with_current_span(true)).try_init(),
         LogFormat::Pretty => registry.with(fmt::layer().compact()).try_init(),
     };
 }
@@ -22,10 +19,7 @@ pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    30.0,
-                ])
+                .set_buckets(&[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
                 .unwrap_or_else(|_| PrometheusBuilder::new())
                 .build_recorder();
             let handle = recorder.handle();

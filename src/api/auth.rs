@@ -37,9 +37,7 @@ impl Scope {
     }
     /// Parses a scope name.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Submit, Self::Read, Self::Admin]
-            .into_iter()
-            .find(|x| x.as_str() == s)
+        [Self::Submit, Self::Read, Self::Admin].into_iter().find(|x| x.as_str() == s)
     }
 }
 
@@ -76,15 +74,8 @@ const CACHE_CAPACITY: usize = 10_000;
 impl Authenticator {
     /// `bootstrap` is an optional (key, tenant) accepted with every scope.
     pub fn new(pool: PgPool, bootstrap: Option<(&str, &str)>, ttl: Duration) -> Self {
-        let bootstrap = bootstrap
-            .filter(|(k, _)| !k.is_empty())
-            .map(|(k, t)| (digest(k), t.to_owned()));
-        Self {
-            pool,
-            bootstrap,
-            ttl,
-            cache: Mutex::new(HashMap::new()),
-        }
+        let bootstrap = bootstrap.filter(|(k, _)| !k.is_empty()).map(|(k, t)| (digest(k), t.to_owned()));
+        Self { pool, bootstrap, ttl, cache: Mutex::new(HashMap::new()) }
     }
 
     /// The principal a presented key stands for.
@@ -93,11 +84,7 @@ impl Authenticator {
         if let Some((boot, tenant)) = &self.bootstrap {
             if bool::from(hash.ct_eq(boot)) {
                 let scopes = vec![Scope::Admin, Scope::Submit, Scope::Read];
-                return Ok(Principal {
-                    tenant: tenant.clone(),
-                    key_id: "bootstrap".into(),
-                    scopes,
-                });
+                return Ok(Principal { tenant: tenant.clone(), key_id: "bootstrap".into(), scopes });
             }
         }
         if let Some(p) = self.cached(&hash) {
@@ -110,16 +97,8 @@ impl Authenticator {
         if !matches || stored.revoked_at.is_some() {
             return Err(ApiError::Unauthorized("invalid or revoked API key"));
         }
-        let scopes = stored
-            .scopes
-            .iter()
-            .filter_map(|s| Scope::parse(s))
-            .collect();
-        let principal = Principal {
-            tenant: stored.tenant,
-            key_id: stored.key_id,
-            scopes,
-        };
+        let scopes = stored.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
+        let principal = Principal { tenant: stored.tenant, key_id: stored.key_id, scopes };
         self.remember(hash, principal.clone());
         Ok(principal)
     }
@@ -147,18 +126,14 @@ impl FromRequestParts<ApiState> for Principal {
         let header = parts
             .headers
             .get(AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized(
-                "missing Authorization header; send Authorization: Bearer <key>",
-            ))?;
+            .ok_or(ApiError::Unauthorized("missing Authorization header; send Authorization: Bearer <key>"))?;
         let key = header
             .to_str()
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|k| !k.is_empty())
-            .ok_or(ApiError::Unauthorized(
-                "Authorization header must be: Bearer <key>",
-            ))?;
+            .ok_or(ApiError::Unauthorized("Authorization header must be: Bearer <key>"))?;
         let principal = state.auth.verify(key).await?;
         tracing::Span::current().record("tenant", principal.tenant.as_str());
         Ok(principal)
@@ -183,39 +158,22 @@ pub enum KeyError {
 }
 
 /// Creates and stores a key for `tenant` with `scopes`.
-pub async fn create_key(
-    pool: &PgPool,
-    tenant: &str,
-    scopes: &[String],
-) -> Result<CreatedKey, KeyError> {
-    if tenant.is_empty()
-        || tenant.len() > 64
-        || !tenant
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+pub async fn create_key(pool: &PgPool, tenant: &str, scopes: &[String]) -> Result<CreatedKey, KeyError> {
+    if tenant.is_empty() || tenant.len() > 64 || !tenant.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
     {
         return Err(KeyError::BadTenant);
     }
     let mut names: Vec<String> = Vec::new();
-    for s in scopes
-        .iter()
-        .flat_map(|s| s.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
+    for s in scopes.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
         let scope = Scope::parse(s).ok_or_else(|| KeyError::UnknownScope(s.to_owned()))?;
         names.push(scope.as_str().to_owned());
     }
     names.sort();
     names.dedup();
     let mut rng = rand::rng();
-    let key_id: String = (0..12)
-        .map(|_| char::from(b"0123456789abcdef"[rng.random_range(0..16)]))
-        .collect();
+    let key_id: String = (0..12).map(|_| char::from(b"0123456789abcdef"[rng.random_range(0..16)])).collect();
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let secret: String = (0..32)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect();
+    let secret: String = (0..32).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect();
     let key = format!("sk_{key_id}_{secret}");
     api_keys::insert(pool, &key_id, tenant, &digest(&key), &names).await?;
     Ok(CreatedKey { key_id, key })
@@ -224,8 +182,7 @@ pub async fn create_key(
 fn parse_key_id(key: &str) -> Option<&str> {
     let rest = key.strip_prefix("sk_")?;
     let (id, secret) = rest.split_once('_')?;
-    (id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()) && !secret.is_empty())
-        .then_some(id)
+    (id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()) && !secret.is_empty()).then_some(id)
 }
 
 fn digest(key: &str) -> [u8; 32] {
@@ -246,21 +203,10 @@ mod tests {
 
     #[test]
     fn admin_implies_every_scope_but_read_does_not_imply_submit() {
-        let admin = Principal {
-            tenant: "t".into(),
-            key_id: "k".into(),
-            scopes: vec![Scope::Admin],
-        };
+        let admin = Principal { tenant: "t".into(), key_id: "k".into(), scopes: vec![Scope::Admin] };
         assert!(admin.require(Scope::Submit).is_ok());
-        let reader = Principal {
-            tenant: "t".into(),
-            key_id: "k".into(),
-            scopes: vec![Scope::Read],
-        };
+        let reader = Principal { tenant: "t".into(), key_id: "k".into(), scopes: vec![Scope::Read] };
         assert!(reader.require(Scope::Read).is_ok());
-        assert!(matches!(
-            reader.require(Scope::Submit),
-            Err(ApiError::Forbidden("submit"))
-        ));
+        assert!(matches!(reader.require(Scope::Submit), Err(ApiError::Forbidden("submit"))));
     }
 }

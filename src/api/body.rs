@@ -16,22 +16,14 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("");
-            let essence = ct
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
+            let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
             if essence != "application/json" && !essence.ends_with("+json") {
                 return Err(ApiError::UnsupportedMediaType(format!(
                     "Content-Type must be application/json, not {ct:?}"
                 )));
             }
         }
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(usize::MAX, |l| l.0);
+        let limit = req.extensions().get::<BodyLimit>().map_or(usize::MAX, |l| l.0);
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::TooLarge { limit }

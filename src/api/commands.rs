@@ -40,28 +40,17 @@ pub async fn submit(
         }
     };
     let cmd = Envelope::new(&principal.tenant, &kind, payload, key);
-    tracing::Span::current()
-        .record("command_id", tracing::field::display(cmd.id))
-        .record("kind", kind.as_str());
+    tracing::Span::current().record("command_id", tracing::field::display(cmd.id)).record("kind", kind.as_str());
     let mut amqp_headers = FieldTable::default();
     set_i64(&mut amqp_headers, ATTEMPT_HEADER, 1);
-    if let Some(tp) = headers
-        .get(TRACEPARENT_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() <= 128)
-    {
+    if let Some(tp) = headers.get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok()).filter(|v| v.len() <= 128) {
         set_str(&mut amqp_headers, TRACEPARENT_HEADER, tp);
     }
     let exchange = state.broker.topology().work_exchange();
     let id = cmd.id.to_string();
     let body = cmd.encode();
-    let msg = Message {
-        exchange: &exchange,
-        routing_key: WORK_KEY,
-        body: &body,
-        message_id: &id,
-        headers: amqp_headers,
-    };
+    let msg =
+        Message { exchange: &exchange, routing_key: WORK_KEY, body: &body, message_id: &id, headers: amqp_headers };
     if let Err(e) = state.broker.publish(msg).await {
         metrics::counter!("sluice_ingest_rejected_total", "reason" => e.reason()).increment(1);
         return Err(e.into());
@@ -78,31 +67,12 @@ pub async fn submit(
 /// Checks the body's shape and the payload against its type's schema.
 fn validate(state: &ApiState, body: Value) -> Result<(String, Value), ApiError> {
     let Value::Object(mut obj) = body else {
-        return Err(unprocessable(
-            "invalid_command",
-            "body must be a JSON object",
-            "",
-            "expected an object",
-        ));
+        return Err(unprocessable("invalid_command", "body must be a JSON object", "", "expected an object"));
     };
     let kind = match obj.remove("type") {
         Some(Value::String(s)) => s,
-        Some(_) => {
-            return Err(unprocessable(
-                "invalid_command",
-                "type must be a string",
-                "/type",
-                "expected a string",
-            ))
-        }
-        None => {
-            return Err(unprocessable(
-                "invalid_command",
-                "type is required",
-                "/type",
-                "missing",
-            ))
-        }
+        Some(_) => return Err(unprocessable("invalid_command", "type must be a string", "/type", "expected a string")),
+        None => return Err(unprocessable("invalid_command", "type is required", "/type", "missing")),
     };
     let payload = match obj.remove("payload") {
         Some(p @ Value::Object(_)) => p,
@@ -114,36 +84,18 @@ fn validate(state: &ApiState, body: Value) -> Result<(String, Value), ApiError> 
                 "expected an object",
             ));
         }
-        None => {
-            return Err(unprocessable(
-                "invalid_command",
-                "payload is required",
-                "/payload",
-                "missing",
-            ))
-        }
+        None => return Err(unprocessable("invalid_command", "payload is required", "/payload", "missing")),
     };
     if let Some(extra) = obj.keys().next() {
         let path = format!("/{extra}");
-        return Err(unprocessable(
-            "invalid_command",
-            "unknown field in command",
-            &path,
-            "not allowed",
-        ));
+        return Err(unprocessable("invalid_command", "unknown field in command", &path, "not allowed"));
     }
     match state.schemas.validate(&kind, &payload) {
         Ok(()) => Ok((kind, payload)),
         Err(PayloadError::UnknownType(k)) => Err(ApiError::Unprocessable {
             code: "unknown_type",
-            message: format!(
-                "unknown command type {k:?}; known types: {}",
-                state.schemas.kinds().join(", ")
-            ),
-            violations: vec![Violation {
-                path: "/type".into(),
-                message: "unknown command type".into(),
-            }],
+            message: format!("unknown command type {k:?}; known types: {}", state.schemas.kinds().join(", ")),
+            violations: vec![Violation { path: "/type".into(), message: "unknown command type".into() }],
         }),
         Err(PayloadError::Invalid { kind, violations }) => Err(ApiError::Unprocessable {
             code: "invalid_payload",
@@ -157,10 +109,7 @@ fn unprocessable(code: &'static str, message: &str, path: &str, detail: &str) ->
     ApiError::Unprocessable {
         code,
         message: message.to_owned(),
-        violations: vec![Violation {
-            path: path.to_owned(),
-            message: detail.to_owned(),
-        }],
+        violations: vec![Violation { path: path.to_owned(), message: detail.to_owned() }],
     }
 }
 
@@ -169,13 +118,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         return Ok(None);
     };
     let where_ = Some("header Idempotency-Key");
-    let key = v.to_str().map_err(|_| {
-        ApiError::bad_request("invalid_idempotency_key", "must be visible ASCII", where_)
-    })?;
-    if key.is_empty()
-        || key.len() > MAX_IDEMPOTENCY_KEY
-        || !key.bytes().all(|b| b.is_ascii_graphic())
-    {
+    let key =
+        v.to_str().map_err(|_| ApiError::bad_request("invalid_idempotency_key", "must be visible ASCII", where_))?;
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::bad_request(
             "invalid_idempotency_key",
             format!("must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
@@ -194,12 +139,9 @@ pub async fn status(
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Read)?;
-    let Path(id) =
-        id.map_err(|e| ApiError::bad_request("invalid_id", e.body_text(), Some("path id")))?;
+    let Path(id) = id.map_err(|e| ApiError::bad_request("invalid_id", e.body_text(), Some("path id")))?;
     match commands::find(&state.pool, &principal.tenant, id).await? {
-        Some(row) => Ok(Json(
-            serde_json::to_value(row).map_err(|e| ApiError::Internal(e.to_string()))?,
-        )),
+        Some(row) => Ok(Json(serde_json::to_value(row).map_err(|e| ApiError::Internal(e.to_string()))?)),
         None => Ok(Json(json!({
             "id": id,
             "status": "pending",

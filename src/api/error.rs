@@ -12,17 +12,9 @@ use serde_json::json;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    BadRequest {
-        code: &'static str,
-        message: String,
-        location: Option<String>,
-    },
+    BadRequest { code: &'static str, message: String, location: Option<String> },
     #[error("{message}")]
-    Unprocessable {
-        code: &'static str,
-        message: String,
-        violations: Vec<Violation>,
-    },
+    Unprocessable { code: &'static str, message: String, violations: Vec<Violation> },
     #[error("request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("{0}")]
@@ -34,10 +26,7 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     #[error("{message}")]
-    Unavailable {
-        message: String,
-        retry_after_secs: u32,
-    },
+    Unavailable { message: String, retry_after_secs: u32 },
     /// Our fault; logged with its cause, answered with a generic body.
     #[error("internal error: {0}")]
     Internal(String),
@@ -45,16 +34,8 @@ pub enum ApiError {
 
 impl ApiError {
     /// A 400 about the request at `location` (e.g. `header Idempotency-Key`).
-    pub fn bad_request(
-        code: &'static str,
-        message: impl Into<String>,
-        location: Option<&str>,
-    ) -> Self {
-        Self::BadRequest {
-            code,
-            message: message.into(),
-            location: location.map(str::to_owned),
-        }
+    pub fn bad_request(code: &'static str, message: impl Into<String>, location: Option<&str>) -> Self {
+        Self::BadRequest { code, message: message.into(), location: location.map(str::to_owned) }
     }
 }
 
@@ -62,10 +43,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         if e.is_unavailable() {
             tracing::warn!(error = %e, "database unavailable");
-            Self::Unavailable {
-                message: "the database is unavailable; try again shortly".into(),
-                retry_after_secs: 2,
-            }
+            Self::Unavailable { message: "the database is unavailable; try again shortly".into(), retry_after_secs: 2 }
         } else {
             Self::Internal(e.to_string())
         }
@@ -80,9 +58,7 @@ impl From<PublishError> for ApiError {
             _ => 2,
         };
         Self::Unavailable {
-            message: format!(
-                "the command was not accepted: {e}; it is safe to retry (use an Idempotency-Key)"
-            ),
+            message: format!("the command was not accepted: {e}; it is safe to retry (use an Idempotency-Key)"),
             retry_after_secs,
         }
     }
@@ -91,34 +67,18 @@ impl From<PublishError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, extra) = match &self {
-            Self::BadRequest { code, location, .. } => (
-                StatusCode::BAD_REQUEST,
-                *code,
-                json!({ "location": location }),
-            ),
-            Self::Unprocessable {
-                code, violations, ..
-            } => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                *code,
-                json!({ "violations": violations }),
-            ),
-            Self::TooLarge { limit } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                json!({ "limit_bytes": limit }),
-            ),
-            Self::UnsupportedMediaType(_) => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                json!({}),
-            ),
+            Self::BadRequest { code, location, .. } => {
+                (StatusCode::BAD_REQUEST, *code, json!({ "location": location }))
+            }
+            Self::Unprocessable { code, violations, .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, *code, json!({ "violations": violations }))
+            }
+            Self::TooLarge { limit } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", json!({ "limit_bytes": limit }))
+            }
+            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", json!({})),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", json!({})),
-            Self::Forbidden(scope) => (
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                json!({ "required_scope": scope }),
-            ),
+            Self::Forbidden(scope) => (StatusCode::FORBIDDEN, "forbidden", json!({ "required_scope": scope })),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", json!({})),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", json!({})),
             Self::Internal(detail) => {
@@ -132,18 +92,12 @@ impl IntoResponse for ApiError {
         };
         let mut error = json!({ "code": code, "message": message });
         if let (Some(obj), Some(more)) = (error.as_object_mut(), extra.as_object()) {
-            obj.extend(
-                more.iter()
-                    .filter(|(_, v)| !v.is_null())
-                    .map(|(k, v)| (k.clone(), v.clone())),
-            );
+            obj.extend(more.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())));
         }
         let mut response = (status, Json(json!({ "error": error }))).into_response();
         let headers = response.headers_mut();
         match &self {
-            Self::Unavailable {
-                retry_after_secs, ..
-            } => {
+            Self::Unavailable { retry_after_secs, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             Self::Unauthorized(_) => {

@@ -17,27 +17,12 @@ pub async fn healthz() -> impl IntoResponse {
 pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     let broker = state.broker.is_ready();
     let database = crate::store::ping(&state.pool, Duration::from_secs(1)).await;
-    let status = if broker && database {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if broker && database { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let word = |ok| if ok { "ok" } else { "unavailable" };
-    (
-        status,
-        Json(
-            json!({"status": word(broker && database), "broker": word(broker), "database": word(database)}),
-        ),
-    )
+    (status, Json(json!({"status": word(broker && database), "broker": word(broker), "database": word(database)})))
 }
 
 /// Prometheus text format.
 pub async fn metrics() -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        crate::telemetry::metrics_handle().render(),
-    )
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::metrics_handle().render())
 }

@@ -54,9 +54,7 @@ pub fn ops_only(state: ApiState) -> Router {
 }
 
 fn finish(router: Router) -> Router {
-    router
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(TraceLayer::new_for_http())
+    router.layer(CatchPanicLayer::custom(panic_response)).layer(TraceLayer::new_for_http())
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send>) -> axum::response::Response {

@@ -25,8 +25,7 @@ pub async fn account(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Read)?;
-    let Path(id) =
-        id.map_err(|e| ApiError::bad_request("invalid_id", e.body_text(), Some("path id")))?;
+    let Path(id) = id.map_err(|e| ApiError::bad_request("invalid_id", e.body_text(), Some("path id")))?;
     let account = accounts::find(&state.pool, &principal.tenant, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no account {id:?}")))?;
@@ -51,50 +50,33 @@ pub async fn events(
     params: Result<Query<EventParams>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Read)?;
-    let Query(p) =
-        params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text(), Some("query")))?;
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text(), Some("query")))?;
     let limit = match p.limit.as_deref() {
         None => 100,
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_query",
-                    format!("limit must be 1-{MAX_LIMIT}"),
-                    Some("query limit"),
-                )
-            })?,
+        Some(s) => s.parse::<i64>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
+            ApiError::bad_request("invalid_query", format!("limit must be 1-{MAX_LIMIT}"), Some("query limit"))
+        })?,
     };
     let q = EventQuery {
         name: p.name.filter(|n| !n.is_empty()),
-        from: p
-            .from
-            .as_deref()
-            .map(|s| time_param(s, "from"))
-            .transpose()?,
+        from: p.from.as_deref().map(|s| time_param(s, "from")).transpose()?,
         to: p.to.as_deref().map(|s| time_param(s, "to")).transpose()?,
         after: p.cursor.as_deref().map(decode_cursor).transpose()?,
         limit,
     };
     let page = events::list(&state.pool, &principal.tenant, &q).await?;
-    let next = (page.len() as i64 == limit)
-        .then(|| page.last().map(|e| encode_cursor(e.occurred_at, e.id)))
-        .flatten();
+    let next = (page.len() as i64 == limit).then(|| page.last().map(|e| encode_cursor(e.occurred_at, e.id))).flatten();
     Ok(Json(json!({"events": page, "next_cursor": next})))
 }
 
 fn time_param(s: &str, name: &'static str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            ApiError::bad_request(
-                "invalid_query",
-                format!("{name} must be an RFC 3339 time: {e}"),
-                Some(&format!("query {name}")),
-            )
-        })
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("{name} must be an RFC 3339 time: {e}"),
+            Some(&format!("query {name}")),
+        )
+    })
 }
 
 fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
@@ -102,18 +84,8 @@ fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
 }
 
 fn decode_cursor(s: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let bad = || {
-        ApiError::bad_request(
-            "invalid_query",
-            "cursor is not one this API returned",
-            Some("query cursor"),
-        )
-    };
+    let bad = || ApiError::bad_request("invalid_query", "cursor is not one this API returned", Some("query cursor"));
     let (micros, id) = s.split_once('_').ok_or_else(bad)?;
-    let at = micros
-        .parse::<i64>()
-        .ok()
-        .and_then(DateTime::from_timestamp_micros)
-        .ok_or_else(bad)?;
+    let at = micros.parse::<i64>().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(bad)?;
     Ok((at, Uuid::parse_str(id).map_err(|_| bad())?))
 }

@@ -28,10 +28,7 @@ pub fn get_str(headers: Option<&FieldTable>, key: &str) -> Option<String> {
 
 /// Sets a string header.
 pub fn set_str(headers: &mut FieldTable, key: &str, value: &str) {
-    headers.insert(
-        ShortString::from(key),
-        AMQPValue::LongString(LongString::from(value)),
-    );
+    headers.insert(ShortString::from(key), AMQPValue::LongString(LongString::from(value)));
 }
 
 /// Sets an integer header.
@@ -68,12 +65,9 @@ fn to_json(v: &AMQPValue) -> Value {
         AMQPValue::ShortString(s) => json!(s.as_str()),
         AMQPValue::LongString(s) => json!(String::from_utf8_lossy(s.as_bytes())),
         AMQPValue::FieldArray(a) => Value::Array(a.as_slice().iter().map(to_json).collect()),
-        AMQPValue::FieldTable(t) => Value::Object(
-            t.inner()
-                .iter()
-                .map(|(k, v)| (k.as_str().to_owned(), to_json(v)))
-                .collect::<Map<_, _>>(),
-        ),
+        AMQPValue::FieldTable(t) => {
+            Value::Object(t.inner().iter().map(|(k, v)| (k.as_str().to_owned(), to_json(v))).collect::<Map<_, _>>())
+        }
         other => json!(format!("{other:?}")),
     }
 }

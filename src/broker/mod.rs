@@ -56,12 +56,7 @@ struct Inner {
 impl Broker {
     /// Starts the supervisor; the returned handle is usable at once (publishes fail with
     /// `Unavailable` until the first connection is up).
-    pub fn start(
-        settings: BrokerSettings,
-        topology: Topology,
-        name: &str,
-        cancel: CancellationToken,
-    ) -> Self {
+    pub fn start(settings: BrokerSettings, topology: Topology, name: &str, cancel: CancellationToken) -> Self {
         let inner = Arc::new(Inner {
             in_flight: Semaphore::new(settings.max_in_flight_publishes),
             settings,
@@ -91,11 +86,7 @@ impl Broker {
     }
 
     /// Waits for a connection other than `old` (the one that just failed the caller).
-    pub async fn wait_new_link(
-        &self,
-        old: Option<&Arc<Link>>,
-        cancel: &CancellationToken,
-    ) -> Option<Arc<Link>> {
+    pub async fn wait_new_link(&self, old: Option<&Arc<Link>>, cancel: &CancellationToken) -> Option<Arc<Link>> {
         let mut rx = self.inner.link.subscribe();
         let is_new = |l: &Option<Arc<Link>>| match (l, old) {
             (Some(new), Some(old)) => !Arc::ptr_eq(new, old),
@@ -110,9 +101,7 @@ impl Broker {
 
     /// Connected, topology declared, and not blocked by a resource alarm.
     pub fn is_ready(&self) -> bool {
-        self.link()
-            .is_some_and(|l| l.connection.status().connected())
-            && !self.inner.blocked.load(Ordering::Relaxed)
+        self.link().is_some_and(|l| l.connection.status().connected()) && !self.inner.blocked.load(Ordering::Relaxed)
     }
 
     /// Asks the supervisor to replace `link`, one of whose channels died. A request about a
@@ -140,9 +129,7 @@ impl Broker {
             let (link, mut events) = match link {
                 Ok(ok) => ok,
                 Err(e) => {
-                    let delay = backoff
-                        .next()
-                        .unwrap_or(Duration::from_millis(s.reconnect_max_ms));
+                    let delay = backoff.next().unwrap_or(Duration::from_millis(s.reconnect_max_ms));
                     tracing::warn!(error = %e, retry_in = ?delay, "cannot connect to RabbitMQ");
                     metrics::counter!("sluice_broker_connect_failures_total").increment(1);
                     tokio::select! {
@@ -214,12 +201,7 @@ impl Broker {
             publish_channels.push(ch);
         }
         Ok((
-            Arc::new(Link {
-                connection,
-                publish_channels,
-                next: AtomicUsize::new(0),
-                broken: AtomicBool::new(false),
-            }),
+            Arc::new(Link { connection, publish_channels, next: AtomicUsize::new(0), broken: AtomicBool::new(false) }),
             events,
         ))
     }

@@ -43,11 +43,7 @@ impl Broker {
         if self.inner.blocked.load(Ordering::Relaxed) {
             return Err(PublishError::Blocked);
         }
-        let _permit = self
-            .inner
-            .in_flight
-            .try_acquire()
-            .map_err(|_| PublishError::Overloaded)?;
+        let _permit = self.inner.in_flight.try_acquire().map_err(|_| PublishError::Overloaded)?;
         let link = self.link().ok_or(PublishError::Unavailable)?;
         let channel = link.channel();
         let props = BasicProperties::default()
@@ -56,19 +52,9 @@ impl Broker {
             .with_message_id(ShortString::from(msg.message_id))
             .with_headers(msg.headers);
         let publish = async {
-            let opts = BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            };
-            let confirm = channel
-                .basic_publish(
-                    msg.exchange.into(),
-                    msg.routing_key.into(),
-                    opts,
-                    msg.body,
-                    props,
-                )
-                .await?;
+            let opts = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+            let confirm =
+                channel.basic_publish(msg.exchange.into(), msg.routing_key.into(), opts, msg.body, props).await?;
             confirm.await
         };
         let outcome = tokio::time::timeout(self.inner.settings.publish_timeout(), publish).await;
@@ -76,9 +62,7 @@ impl Broker {
             Err(_) => Err(PublishError::Timeout),
             Ok(Err(e)) => Err(PublishError::Channel(e)),
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(_)))) => {
-                Err(PublishError::Unroutable(msg.exchange.to_owned()))
-            }
+            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable(msg.exchange.to_owned())),
             Ok(Ok(Confirmation::Nack(_) | Confirmation::NotRequested)) => Err(PublishError::Nacked),
         };
         if let Err(e) = &result {

@@ -23,11 +23,7 @@ impl Topology {
         let mut tiers_ms = tiers_ms.to_vec();
         tiers_ms.sort_unstable();
         tiers_ms.dedup();
-        Self {
-            prefix: prefix.to_owned(),
-            tiers_ms,
-            delivery_limit,
-        }
+        Self { prefix: prefix.to_owned(), tiers_ms, delivery_limit }
     }
     /// Exchange producers publish commands to.
     pub fn work_exchange(&self) -> String {
@@ -66,11 +62,7 @@ impl Topology {
     }
     /// Every exchange.
     pub fn exchanges(&self) -> Vec<String> {
-        vec![
-            self.work_exchange(),
-            self.retry_exchange(),
-            self.dead_letter_exchange(),
-        ]
+        vec![self.work_exchange(), self.retry_exchange(), self.dead_letter_exchange()]
     }
 
     /// Declares everything (idempotent). Quorum queues throughout: replicated in a cluster,
@@ -78,84 +70,40 @@ impl Topology {
     #[tracing::instrument(skip_all, fields(prefix = %self.prefix))]
     pub async fn declare(&self, ch: &Channel) -> lapin::Result<()> {
         for ex in self.exchanges() {
-            ch.exchange_declare(
-                ex.into(),
-                ExchangeKind::Direct,
-                durable_exchange(),
-                FieldTable::default(),
-            )
-            .await?;
+            ch.exchange_declare(ex.into(), ExchangeKind::Direct, durable_exchange(), FieldTable::default()).await?;
         }
         let work = quorum_args([
             ("x-delivery-limit", long(i64::from(self.delivery_limit))),
-            (
-                "x-dead-letter-exchange",
-                string(&self.dead_letter_exchange()),
-            ),
+            ("x-dead-letter-exchange", string(&self.dead_letter_exchange())),
             ("x-dead-letter-routing-key", string(DEAD_KEY)),
         ]);
-        self.queue(
-            ch,
-            &self.work_queue(),
-            work,
-            &self.work_exchange(),
-            WORK_KEY,
-        )
-        .await?;
-        self.queue(
-            ch,
-            &self.dead_letter_queue(),
-            quorum_args([]),
-            &self.dead_letter_exchange(),
-            DEAD_KEY,
-        )
-        .await?;
+        self.queue(ch, &self.work_queue(), work, &self.work_exchange(), WORK_KEY).await?;
+        self.queue(ch, &self.dead_letter_queue(), quorum_args([]), &self.dead_letter_exchange(), DEAD_KEY).await?;
         for ms in &self.tiers_ms {
             // A tier holds messages for its TTL, then dead-letters them back to the work
             // exchange; at-least-once dead-lettering so a broker failure cannot drop a retry.
             let args = quorum_args([
-                (
-                    "x-message-ttl",
-                    long(i64::try_from(*ms).unwrap_or(i64::MAX)),
-                ),
+                ("x-message-ttl", long(i64::try_from(*ms).unwrap_or(i64::MAX))),
                 ("x-dead-letter-exchange", string(&self.work_exchange())),
                 ("x-dead-letter-routing-key", string(WORK_KEY)),
                 ("x-dead-letter-strategy", string("at-least-once")),
                 ("x-overflow", string("reject-publish")),
             ]);
             let name = self.tier_queue(*ms);
-            self.queue(ch, &name, args, &self.retry_exchange(), &name)
-                .await?;
+            self.queue(ch, &name, args, &self.retry_exchange(), &name).await?;
         }
         Ok(())
     }
 
-    async fn queue(
-        &self,
-        ch: &Channel,
-        name: &str,
-        args: FieldTable,
-        exchange: &str,
-        key: &str,
-    ) -> lapin::Result<()> {
-        ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args)
-            .await?;
-        ch.queue_bind(
-            name.into(),
-            exchange.into(),
-            key.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
+    async fn queue(&self, ch: &Channel, name: &str, args: FieldTable, exchange: &str, key: &str) -> lapin::Result<()> {
+        ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args).await?;
+        ch.queue_bind(name.into(), exchange.into(), key.into(), QueueBindOptions::default(), FieldTable::default())
+            .await
     }
 }
 
 fn durable_exchange() -> ExchangeDeclareOptions {
-    ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    }
+    ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() }
 }
 
 fn quorum_args<const N: usize>(extra: [(&str, AMQPValue); N]) -> FieldTable {

@@ -1,6 +1,6 @@
 //! `event.record`: append to the tenant's event log.
 
-use super::{payload, Handler, HandlerFuture, Outcome};
+use super::{payload, Handler, HandlerFuture, HandlerManyFuture, Outcome};
 use crate::command::Envelope;
 use crate::store::events;
 use chrono::{DateTime, Utc};
@@ -25,9 +25,26 @@ impl Handler for RecordEvent {
             let p: EventPayload = payload(cmd)?;
             let at = p.time.unwrap_or(cmd.submitted_at);
             events::append(tx, cmd.id, &cmd.tenant, &p.name, &p.data, at).await?;
-            Ok(Outcome::Succeeded(
-                json!({"event_id": cmd.id, "occurred_at": at}),
-            ))
+            Ok(succeeded(cmd, at))
         })
     }
+
+    fn handle_many<'a>(&'a self, tx: &'a mut PgConnection, cmds: &'a [&'a Envelope]) -> HandlerManyFuture<'a> {
+        Box::pin(async move {
+            let mut rows = events::NewEvents::with_capacity(cmds.len());
+            let mut outcomes = Vec::with_capacity(cmds.len());
+            for cmd in cmds {
+                let p: EventPayload = payload(cmd)?;
+                let at = p.time.unwrap_or(cmd.submitted_at);
+                rows.push(cmd.id, &cmd.tenant, p.name, p.data, at);
+                outcomes.push(succeeded(cmd, at));
+            }
+            events::append_many(tx, &rows).await?;
+            Ok(outcomes)
+        })
+    }
+}
+
+fn succeeded(cmd: &Envelope, at: DateTime<Utc>) -> Outcome {
+    Outcome::Succeeded(json!({"event_id": cmd.id, "occurred_at": at}))
 }

@@ -39,13 +39,36 @@ pub enum HandlerError {
 }
 
 /// The future a handler returns; it borrows the transaction and the command.
-pub type HandlerFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Outcome, HandlerError>> + Send + 'a>>;
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<Outcome, HandlerError>> + Send + 'a>>;
+
+/// The future of [`Handler::handle_many`]: one outcome per command, in order.
+pub type HandlerManyFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Outcome>, HandlerError>> + Send + 'a>>;
 
 /// The business logic of one command type.
 pub trait Handler: Send + Sync + 'static {
     /// Applies `cmd` inside `tx`. Must not commit; must be safe to roll back at any point.
+    /// A `Rejected` outcome must not have written anything.
     fn handle<'a>(&'a self, tx: &'a mut PgConnection, cmd: &'a Envelope) -> HandlerFuture<'a>;
+
+    /// Names of what `cmd` will lock (e.g. accounts). The worker takes every command's keys of
+    /// a transaction at its start, sorted, so transactions holding several commands cannot
+    /// deadlock each other.
+    fn lock_keys(&self, _cmd: &Envelope) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Applies several commands of this type in the same transaction. The default runs
+    /// [`Handler::handle`] for each; a handler overrides it to use multi-row statements. Any
+    /// error rolls the whole batch back and the worker retries each command on its own.
+    fn handle_many<'a>(&'a self, tx: &'a mut PgConnection, cmds: &'a [&'a Envelope]) -> HandlerManyFuture<'a> {
+        Box::pin(async move {
+            let mut outcomes = Vec::with_capacity(cmds.len());
+            for cmd in cmds {
+                outcomes.push(self.handle(tx, cmd).await?);
+            }
+            Ok(outcomes)
+        })
+    }
 }
 
 /// Command type → handler.

@@ -54,11 +54,9 @@ pub async fn list(pool: &PgPool) -> Result<Vec<StoredKey>, StoreError> {
 
 /// Revokes a key; false if there is no such unrevoked key.
 pub async fn revoke(pool: &PgPool, key_id: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL",
-    )
-    .bind(key_id)
-    .execute(pool)
-    .await?;
+    let done = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL")
+        .bind(key_id)
+        .execute(pool)
+        .await?;
     Ok(done.rows_affected() == 1)
 }

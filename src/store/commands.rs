@@ -54,10 +54,10 @@ pub async fn record_outcome(
 ) -> Result<bool, StoreError> {
     let row = sqlx::query(
         "INSERT INTO commands (id, tenant, type, status, attempts, last_error, result, submitted_at, completed_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, clock_timestamp())
          ON CONFLICT (id) DO UPDATE
             SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
-                result = EXCLUDED.result, updated_at = now(), completed_at = now()
+                result = EXCLUDED.result, updated_at = clock_timestamp(), completed_at = clock_timestamp()
           WHERE commands.status NOT IN ('succeeded', 'rejected')
          RETURNING id",
     )
@@ -74,44 +74,84 @@ pub async fn record_outcome(
     Ok(row.is_some())
 }
 
-/// Marks a command as waiting for a retry (unless it already completed).
-pub async fn mark_retrying(
-    pool: &PgPool,
-    cmd: &Envelope,
-    attempt: u32,
-    error: &str,
-) -> Result<(), StoreError> {
-    upsert_unfinished(
-        pool,
-        cmd.id,
-        &cmd.tenant,
-        &cmd.kind,
-        cmd.submitted_at,
-        "retrying",
-        attempt,
-        error,
+/// Outcomes to record in one statement, column by column.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    ids: Vec<Uuid>,
+    tenants: Vec<String>,
+    kinds: Vec<String>,
+    statuses: Vec<&'static str>,
+    attempts: Vec<i32>,
+    errors: Vec<Option<String>>,
+    results: Vec<Option<Value>>,
+    submitted: Vec<DateTime<Utc>>,
+}
+
+impl Outcomes {
+    /// Adds one command's outcome.
+    pub fn push(
+        &mut self,
+        cmd: &Envelope,
+        attempt: u32,
+        status: FinalStatus,
+        result: Option<Value>,
+        error: Option<String>,
+    ) {
+        self.ids.push(cmd.id);
+        self.tenants.push(cmd.tenant.clone());
+        self.kinds.push(cmd.kind.clone());
+        self.statuses.push(status.as_str());
+        self.attempts.push(attempt_i32(attempt));
+        self.errors.push(error);
+        self.results.push(result);
+        self.submitted.push(cmd.submitted_at);
+    }
+
+    /// How many outcomes are held.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether none are held.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// [`record_outcome`] for many commands in one statement (ids must be distinct). Returns how
+/// many were fresh; fewer than `len()` means some had already completed.
+pub async fn record_outcomes(tx: &mut PgConnection, o: &Outcomes) -> Result<usize, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO commands (id, tenant, type, status, attempts, last_error, result, submitted_at, completed_at)
+         SELECT id, tenant, type, status, attempts, last_error, result, submitted_at, clock_timestamp()
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::jsonb[], $8::timestamptz[])
+             AS u(id, tenant, type, status, attempts, last_error, result, submitted_at)
+         ON CONFLICT (id) DO UPDATE
+            SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
+                result = EXCLUDED.result, updated_at = clock_timestamp(), completed_at = clock_timestamp()
+          WHERE commands.status NOT IN ('succeeded', 'rejected')",
     )
-    .await
+    .bind(&o.ids)
+    .bind(&o.tenants)
+    .bind(&o.kinds)
+    .bind(&o.statuses)
+    .bind(&o.attempts)
+    .bind(&o.errors)
+    .bind(&o.results)
+    .bind(&o.submitted)
+    .execute(tx)
+    .await?;
+    Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+}
+
+/// Marks a command as waiting for a retry (unless it already completed).
+pub async fn mark_retrying(pool: &PgPool, cmd: &Envelope, attempt: u32, error: &str) -> Result<(), StoreError> {
+    upsert_unfinished(pool, cmd.id, &cmd.tenant, &cmd.kind, cmd.submitted_at, "retrying", attempt, error).await
 }
 
 /// Marks a command as dead-lettered (unless it already completed).
-pub async fn mark_dead(
-    tx: &mut PgConnection,
-    cmd: &Envelope,
-    attempt: u32,
-    error: &str,
-) -> Result<(), StoreError> {
-    upsert_unfinished(
-        &mut *tx,
-        cmd.id,
-        &cmd.tenant,
-        &cmd.kind,
-        cmd.submitted_at,
-        "dead",
-        attempt,
-        error,
-    )
-    .await
+pub async fn mark_dead(tx: &mut PgConnection, cmd: &Envelope, attempt: u32, error: &str) -> Result<(), StoreError> {
+    upsert_unfinished(&mut *tx, cmd.id, &cmd.tenant, &cmd.kind, cmd.submitted_at, "dead", attempt, error).await
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -51,6 +51,55 @@ pub async fn append(
     Ok(())
 }
 
+/// Events to append in one statement, column by column.
+#[derive(Debug, Default)]
+pub struct NewEvents {
+    ids: Vec<Uuid>,
+    tenants: Vec<String>,
+    names: Vec<String>,
+    data: Vec<Value>,
+    times: Vec<DateTime<Utc>>,
+}
+
+impl NewEvents {
+    /// Room for `n` events.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            ids: Vec::with_capacity(n),
+            tenants: Vec::with_capacity(n),
+            names: Vec::with_capacity(n),
+            data: Vec::with_capacity(n),
+            times: Vec::with_capacity(n),
+        }
+    }
+
+    /// Adds one event.
+    pub fn push(&mut self, id: Uuid, tenant: &str, name: String, data: Value, at: DateTime<Utc>) {
+        self.ids.push(id);
+        self.tenants.push(tenant.to_owned());
+        self.names.push(name);
+        self.data.push(data);
+        self.times.push(at);
+    }
+}
+
+/// Appends many events in one statement; ids already present are skipped.
+pub async fn append_many(tx: &mut PgConnection, e: &NewEvents) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO events (id, tenant, name, data, occurred_at)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[])
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&e.ids)
+    .bind(&e.tenants)
+    .bind(&e.names)
+    .bind(&e.data)
+    .bind(&e.times)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// A page of a tenant's events in time order; index-backed (tenant, [name,] occurred_at, id).
 pub async fn list(pool: &PgPool, tenant: &str, q: &EventQuery) -> Result<Vec<Event>, StoreError> {
     let (after_at, after_id) = q.after.map_or((None, None), |(t, id)| (Some(t), Some(id)));

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod commands;
 pub mod dead_letters;
 pub mod events;
+pub mod locks;
 
 use crate::config::DatabaseSettings;
 use backon::{ExponentialBuilder, Retryable};
@@ -35,19 +36,14 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         use sqlx::Error as E;
         match &e {
-            E::Io(_)
-            | E::PoolTimedOut
-            | E::PoolClosed
-            | E::Tls(_)
-            | E::WorkerCrashed
-            | E::Protocol(_) => Self::Unavailable(e),
+            E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::Tls(_) | E::WorkerCrashed | E::Protocol(_) => {
+                Self::Unavailable(e)
+            }
             E::Database(db) => match db.code().as_deref().unwrap_or("") {
                 "40001" | "40P01" => Self::Conflict(e),
                 "57014" => Self::Timeout(e),
                 // 08: connection exception; 57P0x: shutdown / cannot connect now; 53: resources.
-                c if c.starts_with("08") || c.starts_with("57P0") || c.starts_with("53") => {
-                    Self::Unavailable(e)
-                }
+                c if c.starts_with("08") || c.starts_with("57P0") || c.starts_with("53") => Self::Unavailable(e),
                 _ => Self::Other(e),
             },
             _ => Self::Other(e),
@@ -78,10 +74,7 @@ pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, MigrateError> {
     let options = PgConnectOptions::from_str(settings.url.expose())
         .map_err(MigrateError::Url)?
         .application_name("sluice")
-        .options([(
-            "statement_timeout",
-            settings.statement_timeout_ms.to_string(),
-        )]);
+        .options([("statement_timeout", settings.statement_timeout_ms.to_string())]);
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
@@ -94,11 +87,7 @@ pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, MigrateError> {
 pub async fn migrate(pool: &PgPool, cancel: &CancellationToken) -> Result<(), MigrateError> {
     let ping = || async { sqlx::query("SELECT 1").execute(pool).await.map(|_| ()) };
     let wait = ping
-        .retry(
-            ExponentialBuilder::default()
-                .with_max_delay(Duration::from_secs(5))
-                .without_max_times(),
-        )
+        .retry(ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).without_max_times())
         .notify(|e, d| tracing::warn!(error = %e, retry_in = ?d, "database not reachable yet"));
     tokio::select! {
         r = wait => r.map_err(|e| MigrateError::Migrate(sqlx::migrate::MigrateError::Execute(e)))?,
@@ -110,8 +99,5 @@ pub async fn migrate(pool: &PgPool, cancel: &CancellationToken) -> Result<(), Mi
 
 /// Whether the database answers within `within`.
 pub async fn ping(pool: &PgPool, within: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(within, sqlx::query("SELECT 1").execute(pool)).await,
-        Ok(Ok(_))
-    )
+    matches!(tokio::time::timeout(within, sqlx::query("SELECT 1").execute(pool)).await, Ok(Ok(_)))
 }

@@ -42,18 +42,15 @@ pub async fn record(ctx: &WorkerCtx, delivery: Delivery, cancel: &CancellationTo
 async fn store(ctx: &WorkerCtx, delivery: &Delivery) -> Result<(), StoreError> {
     let headers = delivery.properties.headers().as_ref();
     let cmd = Envelope::decode(&delivery.data).ok();
-    let attempts = get_i64(headers, ATTEMPT_HEADER)
-        .and_then(|a| u32::try_from(a).ok())
-        .unwrap_or(1);
-    let (id, kind, error) =
-        match get_str(headers, DEAD_LETTER_ID_HEADER).and_then(|s| Uuid::parse_str(&s).ok()) {
-            Some(id) => (
-                id,
-                get_str(headers, ERROR_KIND_HEADER).unwrap_or_else(|| "unknown".into()),
-                get_str(headers, ERROR_HEADER).unwrap_or_default(),
-            ),
-            None => broker_made(delivery),
-        };
+    let attempts = get_i64(headers, ATTEMPT_HEADER).and_then(|a| u32::try_from(a).ok()).unwrap_or(1);
+    let (id, kind, error) = match get_str(headers, DEAD_LETTER_ID_HEADER).and_then(|s| Uuid::parse_str(&s).ok()) {
+        Some(id) => (
+            id,
+            get_str(headers, ERROR_KIND_HEADER).unwrap_or_else(|| "unknown".into()),
+            get_str(headers, ERROR_HEADER).unwrap_or_default(),
+        ),
+        None => broker_made(delivery),
+    };
     let mut tx = ctx.pool.begin().await?;
     let fresh = dead_letters::insert(
         &mut tx,
@@ -84,22 +81,9 @@ async fn store(ctx: &WorkerCtx, delivery: &Delivery) -> Result<(), StoreError> {
 fn broker_made(delivery: &Delivery) -> (Uuid, String, String) {
     let headers = delivery.properties.headers().as_ref();
     let death = first_death(headers).unwrap_or_default();
-    let reason = death
-        .get("reason")
-        .and_then(|v| v.as_str())
-        .unwrap_or("unknown")
-        .to_owned();
-    let queue = death
-        .get("queue")
-        .and_then(|v| v.as_str())
-        .unwrap_or("?")
-        .to_owned();
-    let message_id = delivery
-        .properties
-        .message_id()
-        .as_ref()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_default();
+    let reason = death.get("reason").and_then(|v| v.as_str()).unwrap_or("unknown").to_owned();
+    let queue = death.get("queue").and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+    let message_id = delivery.properties.message_id().as_ref().map(|m| m.as_str().to_owned()).unwrap_or_default();
     let deliveries = get_i64(headers, "x-delivery-count").unwrap_or(0);
     let key = format!(
         "{message_id}/{}/{reason}/{}",

@@ -38,51 +38,87 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
     let work = {
         let ctx = ctx.clone();
         let cancel = cancel.clone();
-        move |d: Delivery| {
+        move |batch: Vec<Delivery>| {
             let ctx = ctx.clone();
             let cancel = cancel.clone();
-            async move { handle(&ctx, d, &cancel).await }
+            async move { handle_batch(&ctx, batch, &cancel).await }
         }
     };
     let record = {
         let ctx = ctx.clone();
         let cancel = cancel.clone();
-        move |d: Delivery| {
+        move |batch: Vec<Delivery>| {
             let ctx = ctx.clone();
             let cancel = cancel.clone();
-            async move { dead_letters::record(&ctx, d, &cancel).await }
+            async move {
+                for d in batch {
+                    dead_letters::record(&ctx, d, &cancel).await;
+                }
+            }
         }
     };
     let s = &ctx.settings;
+    let work_queue = consume::Options {
+        queue: topology.work_queue(),
+        prefetch: s.prefetch,
+        batch_size: s.batch_size,
+        concurrency: s.concurrency,
+        drain,
+    };
+    let dead_queue =
+        consume::Options { queue: topology.dead_letter_queue(), prefetch: 16, batch_size: 1, concurrency: 4, drain };
     tokio::join!(
-        consume::consume(
-            &ctx.broker,
-            topology.work_queue(),
-            s.prefetch,
-            s.concurrency,
-            drain,
-            &cancel,
-            work
-        ),
-        consume::consume(
-            &ctx.broker,
-            topology.dead_letter_queue(),
-            16,
-            4,
-            drain,
-            &cancel,
-            record
-        ),
+        consume::consume(&ctx.broker, work_queue, &cancel, work),
+        consume::consume(&ctx.broker, dead_queue, &cancel, record),
     );
 }
 
-/// One delivery from the work queue, start to ack.
-async fn handle(ctx: &WorkerCtx, delivery: Delivery, cancel: &CancellationToken) {
+/// Deliveries that arrived together: one transaction for all of them when nothing goes
+/// wrong, otherwise each on its own.
+async fn handle_batch(ctx: &WorkerCtx, batch: Vec<Delivery>, cancel: &CancellationToken) {
+    let n = batch.len();
+    metrics::gauge!("sluice_worker_in_flight").increment(n as f64);
+    let mut jobs = Vec::with_capacity(n);
+    for delivery in batch {
+        let attempt = attempt_of(&delivery);
+        match process::prepare(ctx, &delivery.data, attempt) {
+            Ok(job) => jobs.push((delivery, job)),
+            Err(verdict) => route::route(ctx, &delivery, attempt, verdict).await,
+        }
+    }
+    let batched = if jobs.len() > 1 {
+        let only_jobs: Vec<&process::Job> = jobs.iter().map(|(_, j)| j).collect();
+        let run = process::apply_batch(ctx, &only_jobs);
+        let span = tracing::info_span!("batch", size = jobs.len());
+        match AssertUnwindSafe(run.instrument(span)).catch_unwind().await {
+            Ok(Ok(outcomes)) => Some(outcomes),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, size = jobs.len(), "batch fell back to one transaction per command");
+                metrics::counter!("sluice_batch_fallbacks_total").increment(1);
+                None
+            }
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    if let Some(outcomes) = batched {
+        for ((delivery, _), outcome) in jobs.iter().zip(outcomes) {
+            metrics::counter!("sluice_commands_processed_total", "outcome" => outcome).increment(1);
+            route::ack(delivery).await;
+        }
+    } else {
+        for (delivery, job) in jobs {
+            handle_one(ctx, &delivery, job, cancel).await;
+        }
+    }
+    metrics::gauge!("sluice_worker_in_flight").decrement(n as f64);
+}
+
+/// One command in its own transaction, start to ack.
+async fn handle_one(ctx: &WorkerCtx, delivery: &Delivery, job: process::Job, cancel: &CancellationToken) {
     let headers = delivery.properties.headers().as_ref();
-    let attempt = get_i64(headers, ATTEMPT_HEADER)
-        .and_then(|a| u32::try_from(a).ok())
-        .unwrap_or(1)
-        .max(1);
+    let attempt = job.attempt;
     let span = tracing::info_span!(
         "command",
         command_id = tracing::field::Empty,
@@ -92,22 +128,22 @@ async fn handle(ctx: &WorkerCtx, delivery: Delivery, cancel: &CancellationToken)
         traceparent = get_str(headers, TRACEPARENT_HEADER).unwrap_or_default(),
     );
     async {
-        metrics::gauge!("sluice_worker_in_flight").increment(1.0);
         // A panicking handler is treated like a crashed worker: the message goes back to the
         // queue, and the quorum queue's delivery limit dead-letters it if it keeps happening.
-        match AssertUnwindSafe(process::decide(ctx, &delivery.data, attempt, cancel))
-            .catch_unwind()
-            .await
-        {
-            Ok(verdict) => route::route(ctx, &delivery, attempt, verdict).await,
+        match AssertUnwindSafe(process::decide(ctx, job, cancel)).catch_unwind().await {
+            Ok(verdict) => route::route(ctx, delivery, attempt, verdict).await,
             Err(_) => {
                 tracing::error!("handler panicked; returning the message to the queue");
                 metrics::counter!("sluice_handler_panics_total").increment(1);
-                route::give_back(&delivery).await;
+                route::give_back(delivery).await;
             }
         }
-        metrics::gauge!("sluice_worker_in_flight").decrement(1.0);
     }
     .instrument(span)
     .await;
+}
+
+fn attempt_of(delivery: &Delivery) -> u32 {
+    let headers = delivery.properties.headers().as_ref();
+    get_i64(headers, ATTEMPT_HEADER).and_then(|a| u32::try_from(a).ok()).unwrap_or(1).max(1)
 }

@@ -4,8 +4,11 @@ use super::WorkerCtx;
 use crate::command::Envelope;
 use crate::handlers::{Handler, HandlerError, Outcome};
 use crate::store::commands::{self, FinalStatus};
+use crate::store::locks;
 use crate::store::StoreError;
 use backon::{BackoffBuilder, ExponentialBuilder};
+use sqlx::PgConnection;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -16,44 +19,102 @@ pub enum Verdict {
     Done { outcome: &'static str },
     /// Failed in a way that may pass later: retry through a delay tier (or dead-letter when
     /// attempts are exhausted).
-    Retry { cmd: Envelope, error: String },
+    Retry { cmd: Box<Envelope>, error: String },
     /// Will never work: dead-letter now.
-    Dead {
-        cmd: Option<Envelope>,
-        kind: &'static str,
-        error: String,
-    },
+    Dead { cmd: Option<Box<Envelope>>, kind: &'static str, error: String },
     /// Shutting down while the database is away: give the message back, untouched.
     GiveBack,
 }
 
-/// Decides the fate of one message body on its `attempt`-th delivery.
-pub async fn decide(
-    ctx: &WorkerCtx,
-    body: &[u8],
-    attempt: u32,
-    cancel: &CancellationToken,
-) -> Verdict {
+/// A decoded command with its handler, ready to run.
+pub struct Job {
+    pub cmd: Envelope,
+    pub handler: Arc<dyn Handler>,
+    pub attempt: u32,
+}
+
+/// Decodes a message body and finds its handler; failures are verdicts of their own.
+pub fn prepare(ctx: &WorkerCtx, body: &[u8], attempt: u32) -> Result<Job, Verdict> {
     let cmd = match Envelope::decode(body) {
         Ok(cmd) => cmd,
-        Err(e) => {
-            return Verdict::Dead {
-                cmd: None,
-                kind: "undecodable",
-                error: e.to_string(),
-            }
-        }
+        Err(e) => return Err(Verdict::Dead { cmd: None, kind: "undecodable", error: e.to_string() }),
     };
+    match ctx.handlers.get(&cmd.kind).cloned() {
+        Some(handler) => Ok(Job { cmd, handler, attempt }),
+        None => {
+            let error = format!("no handler for command type {:?}", cmd.kind);
+            Err(Verdict::Dead { cmd: Some(Box::new(cmd)), kind: "unknown_type", error })
+        }
+    }
+}
+
+/// Runs several jobs in one transaction (one commit, one WAL flush; handlers may use
+/// multi-row statements). Succeeds only if every job was fresh and decided without error;
+/// otherwise everything is rolled back and the caller runs the jobs one by one, where each
+/// failure gets its precise treatment. Returns each job's outcome label, in order.
+pub async fn apply_batch(ctx: &WorkerCtx, jobs: &[&Job]) -> Result<Vec<&'static str>, HandlerError> {
+    let fallback = |why: &str| Err(HandlerError::Transient(why.to_owned()));
+    let mut ids: Vec<_> = jobs.iter().map(|j| j.cmd.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() != jobs.len() {
+        return fallback("the batch holds the same command twice");
+    }
+    let started = Instant::now();
+    let mut tx = ctx.pool.begin().await.map_err(StoreError::from)?;
+    let keys: Vec<String> = jobs.iter().flat_map(|j| j.handler.lock_keys(&j.cmd)).collect();
+    locks::lock_all(&mut tx, &keys).await?;
+    // Group by type, keeping positions, so each handler sees all of its commands at once.
+    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        match groups.iter_mut().find(|(kind, _)| *kind == job.cmd.kind) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((&job.cmd.kind, vec![i])),
+        }
+    }
+    let mut outcomes: Vec<Option<Outcome>> = jobs.iter().map(|_| None).collect();
+    for (_, members) in &groups {
+        let cmds: Vec<&Envelope> = members.iter().map(|&i| &jobs[i].cmd).collect();
+        let results = jobs[members[0]].handler.handle_many(&mut tx, &cmds).await?;
+        if results.len() != members.len() {
+            return fallback("a handler returned the wrong number of outcomes");
+        }
+        for (&i, outcome) in members.iter().zip(results) {
+            outcomes[i] = Some(outcome);
+        }
+    }
+    let mut rows = commands::Outcomes::default();
+    let mut labels = Vec::with_capacity(jobs.len());
+    for (job, outcome) in jobs.iter().zip(outcomes) {
+        match outcome {
+            Some(Outcome::Succeeded(result)) => {
+                rows.push(&job.cmd, job.attempt, FinalStatus::Succeeded, Some(result), None);
+                labels.push("succeeded");
+            }
+            Some(Outcome::Rejected { reason, message }) => {
+                let result = serde_json::json!({ "reason": reason });
+                rows.push(&job.cmd, job.attempt, FinalStatus::Rejected, Some(result), Some(message));
+                labels.push("rejected");
+            }
+            None => return fallback("a command of the batch got no outcome"),
+        }
+    }
+    if commands::record_outcomes(&mut tx, &rows).await? != rows.len() {
+        // Some command had already completed: its effects must not happen again.
+        return fallback("a command of the batch was a duplicate");
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    metrics::histogram!("sluice_batch_seconds").record(started.elapsed());
+    metrics::histogram!("sluice_batch_size").record(jobs.len() as f64);
+    Ok(labels)
+}
+
+/// Decides the fate of one job in its own transaction, retrying conflicts in-process and
+/// waiting out database outages.
+pub async fn decide(ctx: &WorkerCtx, job: Job, cancel: &CancellationToken) -> Verdict {
+    let Job { cmd, handler, attempt } = job;
     tracing::Span::current().record("command_id", tracing::field::display(cmd.id));
     tracing::Span::current().record("kind", cmd.kind.as_str());
-    let Some(handler) = ctx.handlers.get(&cmd.kind).cloned() else {
-        let error = format!("no handler for command type {:?}", cmd.kind);
-        return Verdict::Dead {
-            cmd: Some(cmd),
-            kind: "unknown_type",
-            error,
-        };
-    };
     let mut conflicts = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(5))
         .with_max_delay(Duration::from_millis(200))
@@ -69,42 +130,22 @@ pub async fn decide(
     loop {
         let started = Instant::now();
         let result = apply(ctx, handler.as_ref(), &cmd, attempt).await;
-        metrics::histogram!("sluice_handler_seconds", "type" => cmd.kind.clone())
-            .record(started.elapsed());
+        metrics::histogram!("sluice_handler_seconds", "type" => cmd.kind.clone()).record(started.elapsed());
         let wait = match result {
-            Ok(Applied::Fresh(Outcome::Succeeded(_))) => {
-                return Verdict::Done {
-                    outcome: "succeeded",
-                }
-            }
-            Ok(Applied::Fresh(Outcome::Rejected { .. })) => {
-                return Verdict::Done {
-                    outcome: "rejected",
-                }
-            }
-            Ok(Applied::Duplicate) => {
-                return Verdict::Done {
-                    outcome: "duplicate",
-                }
-            }
+            Ok(Applied::Fresh(Outcome::Succeeded(_))) => return Verdict::Done { outcome: "succeeded" },
+            Ok(Applied::Fresh(Outcome::Rejected { .. })) => return Verdict::Done { outcome: "rejected" },
+            Ok(Applied::Duplicate) => return Verdict::Done { outcome: "duplicate" },
             Err(HandlerError::Permanent(error)) => {
-                return Verdict::Dead {
-                    cmd: Some(cmd),
-                    kind: "permanent",
-                    error,
-                }
+                return Verdict::Dead { cmd: Some(Box::new(cmd)), kind: "permanent", error }
             }
-            Err(HandlerError::Transient(error)) => return Verdict::Retry { cmd, error },
+            Err(HandlerError::Transient(error)) => return Verdict::Retry { cmd: Box::new(cmd), error },
             Err(HandlerError::Store(StoreError::Conflict(e))) => match conflicts.next() {
                 Some(delay) => {
                     metrics::counter!("sluice_tx_conflicts_total").increment(1);
                     delay
                 }
                 None => {
-                    return Verdict::Retry {
-                        cmd,
-                        error: format!("transaction kept conflicting: {e}"),
-                    }
+                    return Verdict::Retry { cmd: Box::new(cmd), error: format!("transaction kept conflicting: {e}") }
                 }
             },
             Err(HandlerError::Store(StoreError::Unavailable(e))) => {
@@ -116,17 +157,10 @@ pub async fn decide(
                 delay
             }
             Err(HandlerError::Store(StoreError::Timeout(e))) => {
-                return Verdict::Retry {
-                    cmd,
-                    error: format!("statement timed out: {e}"),
-                };
+                return Verdict::Retry { cmd: Box::new(cmd), error: format!("statement timed out: {e}") };
             }
             Err(HandlerError::Store(StoreError::Other(e))) => {
-                return Verdict::Dead {
-                    cmd: Some(cmd),
-                    kind: "database_error",
-                    error: e.to_string(),
-                };
+                return Verdict::Dead { cmd: Some(Box::new(cmd)), kind: "database_error", error: e.to_string() };
             }
         };
         tokio::select! {
@@ -144,35 +178,27 @@ enum Applied {
 
 /// Business writes and the outcome row in one transaction. The outcome row is the inbox: if
 /// it shows the command already completed, everything is rolled back.
-async fn apply(
-    ctx: &WorkerCtx,
-    handler: &dyn Handler,
-    cmd: &Envelope,
-    attempt: u32,
-) -> Result<Applied, HandlerError> {
+async fn apply(ctx: &WorkerCtx, handler: &dyn Handler, cmd: &Envelope, attempt: u32) -> Result<Applied, HandlerError> {
     let mut tx = ctx.pool.begin().await.map_err(StoreError::from)?;
+    locks::lock_all(&mut tx, &handler.lock_keys(cmd)).await?;
     let outcome = handler.handle(&mut tx, cmd).await?;
-    let (status, result, error) = match &outcome {
-        Outcome::Succeeded(v) => (FinalStatus::Succeeded, Some(v.clone()), None),
-        Outcome::Rejected { reason, message } => (
-            FinalStatus::Rejected,
-            Some(serde_json::json!({"reason": reason})),
-            Some(message.clone()),
-        ),
-    };
-    let fresh = commands::record_outcome(
-        &mut tx,
-        cmd,
-        attempt,
-        status,
-        result.as_ref(),
-        error.as_deref(),
-    )
-    .await?;
-    if !fresh {
+    if !record(&mut tx, cmd, attempt, &outcome).await? {
         tx.rollback().await.map_err(StoreError::from)?;
         return Ok(Applied::Duplicate);
     }
     tx.commit().await.map_err(StoreError::from)?;
     Ok(Applied::Fresh(outcome))
+}
+
+/// Writes the outcome row (the inbox entry); false if the command had already completed.
+async fn record(tx: &mut PgConnection, cmd: &Envelope, attempt: u32, outcome: &Outcome) -> Result<bool, StoreError> {
+    match outcome {
+        Outcome::Succeeded(result) => {
+            commands::record_outcome(tx, cmd, attempt, FinalStatus::Succeeded, Some(result), None).await
+        }
+        Outcome::Rejected { reason, message } => {
+            let result = serde_json::json!({ "reason": reason });
+            commands::record_outcome(tx, cmd, attempt, FinalStatus::Rejected, Some(&result), Some(message)).await
+        }
+    }
 }

@@ -18,12 +18,7 @@ impl RetryPolicy {
         let mut tiers_ms = s.retry_tiers_ms.clone();
         tiers_ms.sort_unstable();
         tiers_ms.dedup();
-        Self {
-            tiers_ms,
-            base_ms: s.retry_base_ms.max(1),
-            jitter: s.retry_jitter,
-            max_attempts: s.max_attempts,
-        }
+        Self { tiers_ms, base_ms: s.retry_base_ms.max(1), jitter: s.retry_jitter, max_attempts: s.max_attempts }
     }
 
     /// Whether a command that failed on `attempt` gets another one.
@@ -56,12 +51,7 @@ mod tests {
     use super::*;
 
     fn policy(jitter: f64) -> RetryPolicy {
-        RetryPolicy {
-            tiers_ms: vec![100, 200, 400, 800, 1600],
-            base_ms: 100,
-            jitter,
-            max_attempts: 5,
-        }
+        RetryPolicy { tiers_ms: vec![100, 200, 400, 800, 1600], base_ms: 100, jitter, max_attempts: 5 }
     }
 
     #[test]

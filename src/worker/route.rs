@@ -32,19 +32,9 @@ pub async fn route(ctx: &WorkerCtx, delivery: &Delivery, attempt: u32, verdict: 
         }
         Verdict::Retry { cmd, error } => {
             let error = format!("gave up after {attempt} attempts; last error: {error}");
-            dead_letter(
-                ctx,
-                delivery,
-                Some(&cmd),
-                attempt,
-                "retries_exhausted",
-                &error,
-            )
-            .await;
+            dead_letter(ctx, delivery, Some(&cmd), attempt, "retries_exhausted", &error).await;
         }
-        Verdict::Dead { cmd, kind, error } => {
-            dead_letter(ctx, delivery, cmd.as_ref(), attempt, kind, &error).await
-        }
+        Verdict::Dead { cmd, kind, error } => dead_letter(ctx, delivery, cmd.as_deref(), attempt, kind, &error).await,
         Verdict::GiveBack => give_back(delivery).await,
     }
 }
@@ -62,13 +52,8 @@ async fn retry(ctx: &WorkerCtx, delivery: &Delivery, cmd: &Envelope, attempt: u3
     let topology = ctx.broker.topology();
     let (exchange, key) = (topology.retry_exchange(), topology.tier_queue(delay));
     let message_id = cmd.id.to_string();
-    let msg = Message {
-        exchange: &exchange,
-        routing_key: &key,
-        body: &delivery.data,
-        message_id: &message_id,
-        headers,
-    };
+    let msg =
+        Message { exchange: &exchange, routing_key: &key, body: &delivery.data, message_id: &message_id, headers };
     match ctx.broker.publish(msg).await {
         Ok(()) => {
             metrics::counter!("sluice_retries_total").increment(1);
@@ -93,21 +78,12 @@ async fn dead_letter(
     let mut headers = copy_headers(delivery);
     set_str(&mut headers, ERROR_HEADER, truncate(error));
     set_str(&mut headers, ERROR_KIND_HEADER, kind);
-    set_str(
-        &mut headers,
-        DEAD_LETTER_ID_HEADER,
-        &uuid::Uuid::new_v4().to_string(),
-    );
+    set_str(&mut headers, DEAD_LETTER_ID_HEADER, &uuid::Uuid::new_v4().to_string());
     set_i64(&mut headers, ATTEMPT_HEADER, i64::from(attempt));
     let exchange = ctx.broker.topology().dead_letter_exchange();
     let message_id = cmd.map(|c| c.id.to_string()).unwrap_or_default();
-    let msg = Message {
-        exchange: &exchange,
-        routing_key: DEAD_KEY,
-        body: &delivery.data,
-        message_id: &message_id,
-        headers,
-    };
+    let msg =
+        Message { exchange: &exchange, routing_key: DEAD_KEY, body: &delivery.data, message_id: &message_id, headers };
     match ctx.broker.publish(msg).await {
         Ok(()) => {
             metrics::counter!("sluice_dead_letters_total", "kind" => kind.to_owned()).increment(1);
@@ -143,13 +119,7 @@ pub async fn ack(delivery: &Delivery) {
 
 /// Returns the message to its queue for another worker (counts as a delivery for the limit).
 pub async fn give_back(delivery: &Delivery) {
-    if let Err(e) = delivery
-        .nack(BasicNackOptions {
-            requeue: true,
-            ..BasicNackOptions::default()
-        })
-        .await
-    {
+    if let Err(e) = delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await {
         tracing::warn!(error = %e, "nack failed; the broker will redeliver when the channel closes");
     }
 }

@@ -13,111 +13,56 @@ async fn every_v1_route_answers_401_without_a_key() {
         ("GET", "/v1/accounts/a"),
         ("GET", "/v1/events"),
     ] {
-        let req = app
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", app.base));
-        let r = req
-            .header("content-type", "application/json")
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
+        let req = app.http.request(method.parse().unwrap(), format!("{}{path}", app.base));
+        let r = req.header("content-type", "application/json").body("{}").send().await.unwrap();
         assert_eq!(r.status(), 401, "{method} {path}");
         assert_eq!(r.headers()["www-authenticate"], "Bearer");
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"]["code"], "unauthorized");
     }
-    assert_eq!(
-        app.get("/healthz").await.status(),
-        200,
-        "health needs no key"
-    );
+    assert_eq!(app.get("/healthz").await.status(), 200, "health needs no key");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_or_malformed_key_is_a_401() {
     let app = spawn_app().await;
-    let valid = create_key(&app.pool, "acme", &["admin".into()])
-        .await
-        .unwrap();
+    let valid = create_key(&app.pool, "acme", &["admin".into()]).await.unwrap();
     let tampered = format!("{}x", valid.key);
     for key in ["nonsense", "sk_0123456789ab_wrongsecret", tampered.as_str()] {
-        let r = app
-            .submit_as(key, "event.record", json!({"name": "n", "data": 1}), None)
-            .await;
+        let r = app.submit_as(key, "event.record", json!({"name": "n", "data": 1}), None).await;
         assert_eq!(r.status(), 401, "{key}");
     }
-    let r = app
-        .submit_as(
-            &valid.key,
-            "event.record",
-            json!({"name": "n", "data": 1}),
-            None,
-        )
-        .await;
+    let r = app.submit_as(&valid.key, "event.record", json!({"name": "n", "data": 1}), None).await;
     assert_eq!(r.status(), 202);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_without_the_needed_scope_is_a_403_naming_the_scope() {
     let app = spawn_app().await;
-    let reader = create_key(&app.pool, "acme", &["read".into()])
-        .await
-        .unwrap();
-    let r = app
-        .submit_as(
-            &reader.key,
-            "event.record",
-            json!({"name": "n", "data": 1}),
-            None,
-        )
-        .await;
+    let reader = create_key(&app.pool, "acme", &["read".into()]).await.unwrap();
+    let r = app.submit_as(&reader.key, "event.record", json!({"name": "n", "data": 1}), None).await;
     assert_eq!(r.status(), 403);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["required_scope"], "submit");
-    let submitter = create_key(&app.pool, "acme", &["submit".into()])
-        .await
-        .unwrap();
-    let r = app
-        .http
-        .get(format!("{}/v1/events", app.base))
-        .bearer_auth(&submitter.key)
-        .send()
-        .await
-        .unwrap();
+    let submitter = create_key(&app.pool, "acme", &["submit".into()]).await.unwrap();
+    let r = app.http.get(format!("{}/v1/events", app.base)).bearer_auth(&submitter.key).send().await.unwrap();
     assert_eq!(r.status(), 403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_stops_working() {
     let app = spawn_app_with(|s| s.auth.cache_ttl_secs = 0, &Probe::default()).await;
-    let k = create_key(&app.pool, "acme", &["submit".into()])
-        .await
-        .unwrap();
+    let k = create_key(&app.pool, "acme", &["submit".into()]).await.unwrap();
     let payload = json!({"name": "n", "data": 1});
-    assert_eq!(
-        app.submit_as(&k.key, "event.record", payload.clone(), None)
-            .await
-            .status(),
-        202
-    );
-    assert!(sluice::store::api_keys::revoke(&app.pool, &k.key_id)
-        .await
-        .unwrap());
-    assert_eq!(
-        app.submit_as(&k.key, "event.record", payload, None)
-            .await
-            .status(),
-        401
-    );
+    assert_eq!(app.submit_as(&k.key, "event.record", payload.clone(), None).await.status(), 202);
+    assert!(sluice::store::api_keys::revoke(&app.pool, &k.key_id).await.unwrap());
+    assert_eq!(app.submit_as(&k.key, "event.record", payload, None).await.status(), 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_stored_hashed_never_in_the_clear() {
     let app = spawn_app().await;
-    let k = create_key(&app.pool, "acme", &["read,submit".into()])
-        .await
-        .unwrap();
+    let k = create_key(&app.pool, "acme", &["read,submit".into()]).await.unwrap();
     let (hash, scopes): (Vec<u8>, Vec<String>) =
         sqlx::query_as("SELECT key_hash, scopes FROM api_keys WHERE key_id = $1")
             .bind(&k.key_id)
@@ -127,71 +72,31 @@ async fn keys_are_stored_hashed_never_in_the_clear() {
     assert_eq!(hash.len(), 32);
     assert!(!String::from_utf8_lossy(&hash).contains(&k.key));
     assert_eq!(scopes, vec!["read", "submit"]);
-    assert!(create_key(&app.pool, "acme", &["superuser".into()])
-        .await
-        .is_err());
+    assert!(create_key(&app.pool, "acme", &["superuser".into()]).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_sees_only_its_own_accounts_events_and_commands() {
     let app = spawn_app().await;
     app.open_account("shared-name", 500).await;
-    let id = app
-        .accept("event.record", json!({"name": "secret", "data": {"x": 1}}))
-        .await;
+    let id = app.accept("event.record", json!({"name": "secret", "data": {"x": 1}})).await;
     app.settled(id).await;
-    let other = create_key(&app.pool, "globex", &["read".into(), "submit".into()])
-        .await
-        .unwrap();
-    let get = |path: String| {
-        app.http
-            .get(format!("{}{path}", app.base))
-            .bearer_auth(&other.key)
-            .send()
-    };
-    assert_eq!(
-        get("/v1/accounts/shared-name".into())
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    let events: Value = get("/v1/events?name=secret".into())
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let other = create_key(&app.pool, "globex", &["read".into(), "submit".into()]).await.unwrap();
+    let get = |path: String| app.http.get(format!("{}{path}", app.base)).bearer_auth(&other.key).send();
+    assert_eq!(get("/v1/accounts/shared-name".into()).await.unwrap().status(), 404);
+    let events: Value = get("/v1/events?name=secret".into()).await.unwrap().json().await.unwrap();
     assert_eq!(events["events"].as_array().unwrap().len(), 0);
-    let status: Value = get(format!("/v1/commands/{id}"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        status["status"], "pending",
-        "another tenant's command is unknown, not shown"
-    );
+    let status: Value = get(format!("/v1/commands/{id}")).await.unwrap().json().await.unwrap();
+    assert_eq!(status["status"], "pending", "another tenant's command is unknown, not shown");
     assert!(status.get("result").is_none());
     // The same account id in another tenant is another account.
     let r = app
-        .submit_as(
-            &other.key,
-            "account.open",
-            json!({"account_id": "shared-name", "initial_balance_cents": 1}),
-            None,
-        )
+        .submit_as(&other.key, "account.open", json!({"account_id": "shared-name", "initial_balance_cents": 1}), None)
         .await;
     let cmd: Value = r.json().await.unwrap();
     let cmd = uuid::Uuid::parse_str(cmd["id"].as_str().unwrap()).unwrap();
     crate::helpers::eventually(crate::helpers::DEADLINE, || async {
-        let v: Value = get(format!("/v1/commands/{cmd}"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get(format!("/v1/commands/{cmd}")).await.unwrap().json().await.unwrap();
         (v["status"] == "succeeded").then_some(())
     })
     .await;

@@ -17,15 +17,8 @@ impl Drop for RestartGuard {
 }
 
 fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl runs");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl runs");
+    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,11 +31,10 @@ async fn a_broker_restart_mid_stream_loses_no_accepted_command_and_applies_none_
     };
     // Restart while the stream is running.
     crate::helpers::eventually(crate::helpers::DEADLINE, || async {
-        let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM commands WHERE type = 'ledger.transfer'")
-                .fetch_one(&app.pool)
-                .await
-                .unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM commands WHERE type = 'ledger.transfer'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
         (n >= 100).then_some(())
     })
     .await;
@@ -54,18 +46,11 @@ async fn a_broker_restart_mid_stream_loses_no_accepted_command_and_applies_none_
     }
     let results = stream.await.unwrap();
     let accepted: Vec<uuid::Uuid> = results.iter().flatten().copied().collect();
-    eprintln!(
-        "{} accepted, {} refused with 503 during the restart",
-        accepted.len(),
-        results.len() - accepted.len()
-    );
+    eprintln!("{} accepted, {} refused with 503 during the restart", accepted.len(), results.len() - accepted.len());
     // Every 202 is applied exactly once (or rejected); refused ones were never accepted.
     let (ok, rejected) = settle_all(&app, &accepted).await;
     assert_eq!((ok + rejected) as usize, accepted.len());
     check_books(&app).await;
     let reconnects = app.metric("sluice_broker_connects_total").await;
-    assert!(
-        reconnects >= 2.0,
-        "sluice reconnected after the restart ({reconnects} connects)"
-    );
+    assert!(reconnects >= 2.0, "sluice reconnected after the restart ({reconnects} connects)");
 }

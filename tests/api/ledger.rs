@@ -16,11 +16,7 @@ pub async fn open_accounts(app: &TestApp) {
 }
 
 /// Submits `n` random transfers with `concurrency` clients; returns the accepted ids.
-pub async fn transfers(
-    app: &Arc<TestApp>,
-    n: usize,
-    concurrency: usize,
-) -> Vec<Option<uuid::Uuid>> {
+pub async fn transfers(app: &Arc<TestApp>, n: usize, concurrency: usize) -> Vec<Option<uuid::Uuid>> {
     futures_util::stream::iter(0..n)
         .map(|i| {
             let app = app.clone();
@@ -29,10 +25,14 @@ pub async fn transfers(
                 let to = (i * 7 + 1 + i / ACCOUNTS) % ACCOUNTS;
                 let to = if to == from { (to + 1) % ACCOUNTS } else { to };
                 let amount = 1 + (i as i64 * 37) % 3000;
-                let payload = json!({"from": format!("acct-{from}"), "to": format!("acct-{to}"), "amount_cents": amount});
+                let payload =
+                    json!({"from": format!("acct-{from}"), "to": format!("acct-{to}"), "amount_cents": amount});
                 let r = app.submit("ledger.transfer", payload).await;
                 if r.status() == 202 {
-                    r.json::<Value>().await.ok().and_then(|v| v["id"].as_str().and_then(|s| uuid::Uuid::parse_str(s).ok()))
+                    r.json::<Value>()
+                        .await
+                        .ok()
+                        .and_then(|v| v["id"].as_str().and_then(|s| uuid::Uuid::parse_str(s).ok()))
                 } else {
                     None
                 }
@@ -67,11 +67,7 @@ pub async fn check_books(app: &TestApp) {
             .fetch_one(&app.pool)
             .await
             .unwrap();
-    assert_eq!(
-        total,
-        OPENING * ACCOUNTS as i64,
-        "money was created or destroyed"
-    );
+    assert_eq!(total, OPENING * ACCOUNTS as i64, "money was created or destroyed");
     assert_eq!(negative, 0);
     let bad: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (
@@ -85,10 +81,7 @@ pub async fn check_books(app: &TestApp) {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert_eq!(
-        bad, 0,
-        "every applied transfer has exactly one debit and one credit"
-    );
+    assert_eq!(bad, 0, "every applied transfer has exactly one debit and one credit");
     let balances_match: bool = sqlx::query_scalar(
         "SELECT bool_and(a.balance_cents = o.opening + coalesce(e.moved, 0))
            FROM accounts a
@@ -100,31 +93,18 @@ pub async fn check_books(app: &TestApp) {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert!(
-        balances_match,
-        "balances equal opening balance plus their ledger entries"
-    );
+    assert!(balances_match, "balances equal opening balance plus their ledger entries");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_concurrent_transfers_keep_the_books_balanced() {
     let app = Arc::new(spawn_app().await);
     open_accounts(&app).await;
-    let ids: Vec<uuid::Uuid> = transfers(&app, 3000, 32)
-        .await
-        .into_iter()
-        .map(|id| id.expect("accepted"))
-        .collect();
+    let ids: Vec<uuid::Uuid> = transfers(&app, 3000, 32).await.into_iter().map(|id| id.expect("accepted")).collect();
     let (ok, rejected) = settle_all(&app, &ids).await;
     assert_eq!(ok + rejected, 3000);
-    assert!(
-        ok > 0 && rejected > 0,
-        "both outcomes occur: {ok} succeeded, {rejected} rejected"
-    );
+    assert!(ok > 0 && rejected > 0, "both outcomes occur: {ok} succeeded, {rejected} rejected");
     check_books(&app).await;
-    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters").fetch_one(&app.pool).await.unwrap();
     assert_eq!(dead, 0, "contention is retried, never dead-lettered");
 }

@@ -9,18 +9,13 @@ use sluice::config::Secret;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_broker_gets_503_with_retry_after_and_ingest_recovers_by_itself() {
     let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
-    let url = format!(
-        "amqp://guest:guest@127.0.0.1:{}/%2f?heartbeat=5",
-        proxy.port
-    );
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f?heartbeat=5", proxy.port);
     let app = spawn_app_with(|s| s.broker.url = Secret::new(url), &Probe::default()).await;
     app.open_account("a", 1).await;
 
     proxy.cut();
     let r = eventually(DEADLINE, || async {
-        let r = app
-            .submit("event.record", json!({"name": "during", "data": 1}))
-            .await;
+        let r = app.submit("event.record", json!({"name": "during", "data": 1})).await;
         (r.status() != 202).then_some(r)
     })
     .await;
@@ -28,17 +23,11 @@ async fn an_unreachable_broker_gets_503_with_retry_after_and_ingest_recovers_by_
     assert!(r.headers().get("retry-after").is_some());
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unavailable");
-    assert_eq!(
-        app.get("/readyz").await.status(),
-        503,
-        "not ready without the broker"
-    );
+    assert_eq!(app.get("/readyz").await.status(), 503, "not ready without the broker");
 
     proxy.restore();
     let id = eventually(DEADLINE, || async {
-        let r = app
-            .submit("event.record", json!({"name": "after", "data": 1}))
-            .await;
+        let r = app.submit("event.record", json!({"name": "after", "data": 1})).await;
         if r.status() == 202 {
             r.json::<Value>().await.ok()
         } else {
@@ -47,11 +36,7 @@ async fn an_unreachable_broker_gets_503_with_retry_after_and_ingest_recovers_by_
     })
     .await;
     let id = uuid::Uuid::parse_str(id["id"].as_str().unwrap()).unwrap();
-    assert_eq!(
-        app.settled(id).await["status"],
-        "succeeded",
-        "workers reconnected too"
-    );
+    assert_eq!(app.settled(id).await["status"], "succeeded", "workers reconnected too");
     assert_eq!(app.get("/readyz").await.status(), 200);
 }
 
@@ -60,16 +45,8 @@ async fn while_postgres_is_unreachable_workers_hold_commands_and_apply_them_once
     let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let app = spawn_app_with(
         |s| {
-            let db = s
-                .database
-                .url
-                .expose()
-                .rsplit('/')
-                .next()
-                .unwrap()
-                .to_owned();
-            s.database.url =
-                Secret::new(format!("postgres://postgres@127.0.0.1:{}/{db}", proxy.port));
+            let db = s.database.url.expose().rsplit('/').next().unwrap().to_owned();
+            s.database.url = Secret::new(format!("postgres://postgres@127.0.0.1:{}/{db}", proxy.port));
             s.database.acquire_timeout_ms = 500;
         },
         &Probe::default(),
@@ -82,43 +59,23 @@ async fn while_postgres_is_unreachable_workers_hold_commands_and_apply_them_once
     // Ingest does not need Postgres: commands are accepted and wait in RabbitMQ.
     let mut ids = Vec::new();
     for _ in 0..20 {
-        ids.push(
-            app.accept(
-                "ledger.transfer",
-                json!({"from": "a", "to": "b", "amount_cents": 10}),
-            )
-            .await,
-        );
+        ids.push(app.accept("ledger.transfer", json!({"from": "a", "to": "b", "amount_cents": 10})).await);
     }
     // Workers notice the outage and hold the commands instead of failing them.
     app.metric_reaches("sluice_db_unavailable_total", 1.0).await;
-    let applied: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM commands WHERE type = 'ledger.transfer'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-    assert_eq!(
-        applied, 0,
-        "nothing is applied (or marked) while the database is away"
-    );
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM commands WHERE type = 'ledger.transfer'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, 0, "nothing is applied (or marked) while the database is away");
 
     proxy.restore();
     for id in &ids {
         let s = app.settled(*id).await;
-        assert_eq!(
-            (s["status"].as_str(), s["attempts"].as_i64()),
-            (Some("succeeded"), Some(1)),
-            "{s}"
-        );
+        assert_eq!((s["status"].as_str(), s["attempts"].as_i64()), (Some("succeeded"), Some(1)), "{s}");
     }
     assert_eq!((app.balance("a").await, app.balance("b").await), (800, 200));
-    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters").fetch_one(&app.pool).await.unwrap();
     assert_eq!(dead, 0, "an outage is not the commands' fault");
-    eventually(DEADLINE, || async {
-        (app.get("/readyz").await.status() == 200).then_some(())
-    })
-    .await;
+    eventually(DEADLINE, || async { (app.get("/readyz").await.status() == 200).then_some(()) }).await;
 }

@@ -34,10 +34,7 @@ async fn a_command_whose_retries_run_out_is_dead_lettered_with_its_last_error() 
     let status = app.status_becomes(id, "dead").await;
     assert_eq!(status["attempts"], 4);
     assert_eq!(probe.calls_of(id).len(), 4, "exactly max_attempts attempts");
-    let dead = eventually(DEADLINE, || async {
-        Some(app.dead_letters_of(id).await).filter(|d| !d.is_empty())
-    })
-    .await;
+    let dead = eventually(DEADLINE, || async { Some(app.dead_letters_of(id).await).filter(|d| !d.is_empty()) }).await;
     assert_eq!(dead.len(), 1);
     let (kind, error, attempts) = &dead[0];
     assert_eq!((kind.as_str(), *attempts), ("retries_exhausted", 4));
@@ -50,10 +47,7 @@ async fn a_permanent_failure_is_dead_lettered_at_once() {
     let id = app.accept("test.poison", json!({"anything": true})).await;
     let status = app.status_becomes(id, "dead").await;
     assert_eq!(status["attempts"], 1);
-    let dead = eventually(DEADLINE, || async {
-        Some(app.dead_letters_of(id).await).filter(|d| !d.is_empty())
-    })
-    .await;
+    let dead = eventually(DEADLINE, || async { Some(app.dead_letters_of(id).await).filter(|d| !d.is_empty()) }).await;
     assert_eq!((dead[0].0.as_str(), dead[0].2), ("permanent", 1));
     let (body, headers): (Vec<u8>, serde_json::Value) =
         sqlx::query_as("SELECT body, headers FROM dead_letters WHERE command_id = $1")
@@ -61,32 +55,18 @@ async fn a_permanent_failure_is_dead_lettered_at_once() {
             .fetch_one(&app.pool)
             .await
             .unwrap();
-    assert_eq!(
-        Envelope::decode(&body).unwrap().id,
-        id,
-        "the original message is kept"
-    );
+    assert_eq!(Envelope::decode(&body).unwrap().id, id, "the original message is kept");
     assert_eq!(headers["x-sluice-error-kind"], "permanent");
 }
 
 async fn publish_raw(app: &crate::helpers::TestApp, body: &[u8], message_id: &str) {
-    let conn = Connection::connect(AMQP, ConnectionProperties::default())
-        .await
-        .unwrap();
+    let conn = Connection::connect(AMQP, ConnectionProperties::default()).await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(Default::default()).await.unwrap();
     let exchange = format!("{}.work", app.settings.broker.prefix);
-    let props = BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_message_id(message_id.into());
+    let props = BasicProperties::default().with_delivery_mode(2).with_message_id(message_id.into());
     let confirm = ch
-        .basic_publish(
-            exchange.as_str().into(),
-            "work".into(),
-            BasicPublishOptions::default(),
-            body,
-            props,
-        )
+        .basic_publish(exchange.as_str().into(), "work".into(), BasicPublishOptions::default(), body, props)
         .await
         .unwrap()
         .await
@@ -100,10 +80,7 @@ async fn a_message_that_is_not_a_command_is_dead_lettered_not_lost() {
     let app = spawn_app().await;
     publish_raw(&app, b"\x00 definitely not json", "garbage-1").await;
     let (kind, body): (String, Vec<u8>) = eventually(DEADLINE, || async {
-        sqlx::query_as("SELECT error_kind, body FROM dead_letters")
-            .fetch_optional(&app.pool)
-            .await
-            .unwrap()
+        sqlx::query_as("SELECT error_kind, body FROM dead_letters").fetch_optional(&app.pool).await.unwrap()
     })
     .await;
     assert_eq!(kind, "undecodable");
@@ -115,22 +92,13 @@ async fn a_redelivered_transfer_applies_no_second_effect() {
     let app = spawn_app().await;
     app.open_account("a", 1000).await;
     app.open_account("b", 0).await;
-    let cmd = Envelope::new(
-        "acme",
-        "ledger.transfer",
-        json!({"from": "a", "to": "b", "amount_cents": 300}),
-        None,
-    );
+    let cmd = Envelope::new("acme", "ledger.transfer", json!({"from": "a", "to": "b", "amount_cents": 300}), None);
     // The same message arriving three times: what a redelivery after a lost ack, or a
     // producer re-publishing, looks like to the worker.
     for _ in 0..3 {
         publish_raw(&app, &cmd.encode(), &cmd.id.to_string()).await;
     }
-    app.metric_reaches(
-        "sluice_commands_processed_total{outcome=\"duplicate\"}",
-        2.0,
-    )
-    .await;
+    app.metric_reaches("sluice_commands_processed_total{outcome=\"duplicate\"}", 2.0).await;
     assert_eq!(app.settled(cmd.id).await["status"], "succeeded");
     assert_eq!((app.balance("a").await, app.balance("b").await), (700, 300));
 }
@@ -140,20 +108,11 @@ async fn a_message_that_crashes_its_worker_every_time_is_dead_lettered_by_the_de
     let probe = Probe::default();
     let app = spawn_app_with(|s| s.broker.delivery_limit = 2, &probe).await;
     let id = app.accept("test.panic", json!({})).await;
-    let dead = eventually(DEADLINE, || async {
-        Some(app.dead_letters_of(id).await).filter(|d| !d.is_empty())
-    })
-    .await;
+    let dead = eventually(DEADLINE, || async { Some(app.dead_letters_of(id).await).filter(|d| !d.is_empty()) }).await;
     assert_eq!(dead[0].0, "delivery_limit");
-    assert_eq!(
-        probe.calls_of(id).len(),
-        3,
-        "first delivery + delivery_limit redeliveries"
-    );
+    assert_eq!(probe.calls_of(id).len(), 3, "first delivery + delivery_limit redeliveries");
     assert_eq!(app.status_becomes(id, "dead").await["status"], "dead");
     // The rest of the pipeline is unaffected.
-    let ok = app
-        .accept("event.record", json!({"name": "after", "data": 1}))
-        .await;
+    let ok = app.accept("event.record", json!({"name": "after", "data": 1})).await;
     assert_eq!(app.settled(ok).await["status"], "succeeded");
 }

@@ -3,11 +3,7 @@
 use crate::helpers::{spawn_app, spawn_app_with, Probe, TestApp};
 use serde_json::{json, Value};
 
-async fn post_raw(
-    app: &TestApp,
-    body: impl Into<reqwest::Body>,
-    content_type: &str,
-) -> (u16, Value) {
+async fn post_raw(app: &TestApp, body: impl Into<reqwest::Body>, content_type: &str) -> (u16, Value) {
     let r = app
         .http
         .post(format!("{}/v1/commands", app.base))
@@ -24,21 +20,10 @@ async fn post_raw(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json_is_a_400_that_points_at_the_line_and_column() {
     let app = spawn_app().await;
-    let (status, body) = post_raw(
-        &app,
-        "{\"type\": \"account.open\",\n \"payload\": {",
-        "application/json",
-    )
-    .await;
+    let (status, body) = post_raw(&app, "{\"type\": \"account.open\",\n \"payload\": {", "application/json").await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "malformed_json");
-    assert!(
-        body["error"]["location"]
-            .as_str()
-            .unwrap()
-            .contains("line 2"),
-        "{body}"
-    );
+    assert!(body["error"]["location"].as_str().unwrap().contains("line 2"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,30 +34,18 @@ async fn an_unknown_command_type_is_a_422_that_lists_the_known_ones() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unknown_type");
     assert_eq!(body["error"]["violations"][0]["path"], "/type");
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("ledger.transfer"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("ledger.transfer"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payload_breaking_its_schema_is_a_422_naming_every_failing_path() {
     let app = spawn_app().await;
-    let r = app
-        .submit(
-            "ledger.transfer",
-            json!({"from": "a", "to": 7, "amount_cents": -5}),
-        )
-        .await;
+    let r = app.submit("ledger.transfer", json!({"from": "a", "to": 7, "amount_cents": -5})).await;
     assert_eq!(r.status(), 422);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_payload");
-    let mut paths: Vec<&str> = body["error"]["violations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["path"].as_str().unwrap())
-        .collect();
+    let mut paths: Vec<&str> =
+        body["error"]["violations"].as_array().unwrap().iter().map(|v| v["path"].as_str().unwrap()).collect();
     paths.sort_unstable();
     assert_eq!(paths, vec!["/payload/amount_cents", "/payload/to"]);
 }
@@ -81,20 +54,11 @@ async fn a_payload_breaking_its_schema_is_a_422_naming_every_failing_path() {
 async fn a_command_without_payload_or_with_extra_fields_is_a_422() {
     let app = spawn_app().await;
     let (status, body) = post_raw(&app, r#"{"type": "account.open"}"#, "application/json").await;
-    assert_eq!(
-        (status, body["error"]["violations"][0]["path"].as_str()),
-        (422, Some("/payload"))
-    );
-    let (status, body) = post_raw(
-        &app,
-        r#"{"type": "account.open", "payload": {"account_id": "x"}, "oops": 1}"#,
-        "application/json",
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["violations"][0]["path"].as_str()),
-        (422, Some("/oops"))
-    );
+    assert_eq!((status, body["error"]["violations"][0]["path"].as_str()), (422, Some("/payload")));
+    let (status, body) =
+        post_raw(&app, r#"{"type": "account.open", "payload": {"account_id": "x"}, "oops": 1}"#, "application/json")
+            .await;
+    assert_eq!((status, body["error"]["violations"][0]["path"].as_str()), (422, Some("/oops")));
     let (status, _) = post_raw(&app, "[1, 2]", "application/json").await;
     assert_eq!(status, 422);
 }
@@ -102,8 +66,7 @@ async fn a_command_without_payload_or_with_extra_fields_is_a_422() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_over_the_limit_is_a_413_that_states_the_limit() {
     let app = spawn_app_with(|s| s.http.body_limit_bytes = 1024, &Probe::default()).await;
-    let big = json!({"type": "event.record", "payload": {"name": "n", "data": "x".repeat(2000)}})
-        .to_string();
+    let big = json!({"type": "event.record", "payload": {"name": "n", "data": "x".repeat(2000)}}).to_string();
     let (status, body) = post_raw(&app, big, "application/json").await;
     assert_eq!(status, 413);
     assert_eq!(body["error"]["limit_bytes"], 1024);
@@ -112,29 +75,14 @@ async fn a_body_over_the_limit_is_a_413_that_states_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_json_content_type_is_a_415() {
     let app = spawn_app().await;
-    let (status, body) = post_raw(
-        &app,
-        "type=account.open",
-        "application/x-www-form-urlencoded",
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (415, Some("unsupported_media_type"))
-    );
+    let (status, body) = post_raw(&app, "type=account.open", "application/x-www-form-urlencoded").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (415, Some("unsupported_media_type")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_idempotency_key_is_a_400_naming_the_header() {
     let app = spawn_app().await;
-    let r = app
-        .submit_as(
-            &app.key,
-            "event.record",
-            json!({"name": "n", "data": 1}),
-            Some(&"k".repeat(300)),
-        )
-        .await;
+    let r = app.submit_as(&app.key, "event.record", json!({"name": "n", "data": 1}), Some(&"k".repeat(300))).await;
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["location"], "header Idempotency-Key");

@@ -1,0 +1,146 @@
+//! The reference: the same broker and database with nothing of sluice in between — lapin
+//! publishing persistent messages with confirms to a quorum queue, and a consumer inserting
+//! them in batches (one transaction per batch, inbox-style `ON CONFLICT DO NOTHING`).
+
+use super::rate;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde_json::Value;
+use sqlx::PgPool;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Messages per insert transaction.
+const BATCH: usize = 500;
+/// Publishes awaiting confirmation at once.
+const WINDOW: usize = 1000;
+
+/// What the raw pipeline achieved.
+pub struct RawFigures {
+    pub n: usize,
+    pub publish_rate: f64,
+    pub drain_rate: f64,
+    pub pipeline_rate: f64,
+}
+
+impl RawFigures {
+    pub fn print(&self) {
+        println!("raw pipeline (lapin + sqlx, no HTTP, no handler), {} messages:", self.n);
+        println!("  publish with confirms        {:>9.0} msg/s", self.publish_rate);
+        println!("  consume + batched insert     {:>9.0} msg/s", self.drain_rate);
+        println!("  both at once (the limit)     {:>9.0} msg/s", self.pipeline_rate);
+    }
+}
+
+/// Runs the three raw phases on queue `<prefix>.raw` and a table in `db_url`.
+pub async fn run(amqp: &str, db_url: &str, prefix: &str, n: usize) -> anyhow::Result<RawFigures> {
+    let pool = PgPool::connect(db_url).await?;
+    sqlx::query(
+        "CREATE TABLE raw_inbox (id uuid PRIMARY KEY, body jsonb NOT NULL, at timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(&pool)
+    .await?;
+    let conn = Connection::connect(amqp, ConnectionProperties::default()).await?;
+    let queue = format!("{prefix}.raw");
+    let publisher = conn.create_channel().await?;
+    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut args = FieldTable::default();
+    args.insert(ShortString::from("x-queue-type"), AMQPValue::LongString(LongString::from("quorum")));
+    publisher.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args).await?;
+
+    let result = async {
+        let started = Instant::now();
+        publish(&publisher, &queue, n).await?;
+        let publish_rate = rate(n, started.elapsed());
+
+        let started = Instant::now();
+        let consumer = tokio::spawn(consume(conn.create_channel().await?, queue.clone(), pool.clone(), n));
+        consumer.await??;
+        let drain_rate = rate(n, started.elapsed());
+
+        let started = Instant::now();
+        let consumer = tokio::spawn(consume(conn.create_channel().await?, queue.clone(), pool.clone(), n));
+        publish(&publisher, &queue, n).await?;
+        consumer.await??;
+        let pipeline_rate = rate(n, started.elapsed());
+        anyhow::Ok(RawFigures { n, publish_rate, drain_rate, pipeline_rate })
+    }
+    .await;
+    let _ = publisher.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+    let _ = conn.close(200, "bench done".into()).await;
+    pool.close().await;
+    result
+}
+
+/// A body shaped like a sluice command (~300 bytes).
+fn body(i: usize) -> Vec<u8> {
+    let v = serde_json::json!({
+        "id": Uuid::now_v7(), "tenant": "bench", "type": "event.record",
+        "payload": {"name": "bench.event", "data": {"i": i, "text": "lorem ipsum dolor sit amet consectetur"}},
+        "submitted_at": chrono::Utc::now(),
+    });
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+async fn publish(ch: &Channel, queue: &str, n: usize) -> anyhow::Result<()> {
+    let mut pending = Vec::with_capacity(WINDOW);
+    for i in 0..n {
+        let props = BasicProperties::default().with_delivery_mode(2);
+        let opts = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+        pending.push(ch.basic_publish("".into(), queue.into(), opts, &body(i), props).await?);
+        if pending.len() == WINDOW || i + 1 == n {
+            for confirm in pending.drain(..) {
+                anyhow::ensure!(confirm.await?.is_ack(), "broker nacked a publish");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn consume(ch: Channel, queue: String, pool: PgPool, n: usize) -> anyhow::Result<()> {
+    ch.basic_qos(u16::try_from(BATCH * 2).unwrap_or(u16::MAX), BasicQosOptions::default()).await?;
+    let mut consumer = ch
+        .basic_consume(queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
+    let mut done = 0;
+    while done < n {
+        let mut batch = Vec::with_capacity(BATCH);
+        // Take what is there, up to a batch, waiting at most 2 ms after the first message.
+        let first = consumer.next().await.ok_or_else(|| anyhow::anyhow!("consumer ended"))??;
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(2);
+        while batch.len() < BATCH {
+            match tokio::time::timeout_at(deadline, consumer.next()).await {
+                Ok(Some(d)) => batch.push(d?),
+                _ => break,
+            }
+        }
+        let mut ids = Vec::with_capacity(batch.len());
+        let mut bodies = Vec::with_capacity(batch.len());
+        for d in &batch {
+            let v: Value = serde_json::from_slice(&d.data)?;
+            ids.push(v["id"].as_str().and_then(|s| Uuid::parse_str(s).ok()).unwrap_or_else(Uuid::now_v7));
+            bodies.push(v);
+        }
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO raw_inbox (id, body) SELECT * FROM unnest($1::uuid[], $2::jsonb[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(&bodies)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if let Some(last) = batch.last() {
+            last.ack(BasicAckOptions { multiple: true }).await?;
+        }
+        done += batch.len();
+    }
+    let _ = ch.close(200, "done".into()).await;
+    Ok(())
+}
