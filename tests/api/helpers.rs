@@ -26,6 +26,9 @@ pub struct TestApp {
     pub pool: PgPool,
     pub key: String,
     pub settings: Settings,
+    /// Whether dropping this app deletes its database and broker names (false for a second
+    /// app sharing another's).
+    pub owns_resources: bool,
     db_name: String,
     token: CancellationToken,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -86,7 +89,17 @@ pub async fn spawn_on(settings: Settings, db_name: String, roles: Roles, probe: 
     // broker start with it cut and do not wait.
     let _ = tokio::time::timeout(Duration::from_secs(10), broker.wait_link(&token)).await;
     let key = settings.auth.bootstrap_key.expose().to_owned();
-    TestApp { base, http: reqwest::Client::new(), pool, key, settings, db_name, token, handle: Some(handle) }
+    TestApp {
+        base,
+        http: reqwest::Client::new(),
+        pool,
+        key,
+        settings,
+        owns_resources: true,
+        db_name,
+        token,
+        handle: Some(handle),
+    }
 }
 
 pub async fn create_database(name: &str) {
@@ -194,6 +207,9 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.token.cancel();
+        if !self.owns_resources {
+            return;
+        }
         let db = self.db_name.clone();
         let queues = sluice::broker::Topology::new(
             &self.settings.broker.prefix,

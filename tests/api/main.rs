@@ -2,6 +2,7 @@
 //! disturb shared services and run one at a time after the others (see scripts/test).
 
 mod auth;
+mod batches;
 mod commands;
 mod fault;
 mod helpers;

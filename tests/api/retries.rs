@@ -59,7 +59,7 @@ async fn a_permanent_failure_is_dead_lettered_at_once() {
     assert_eq!(headers["x-sluice-error-kind"], "permanent");
 }
 
-async fn publish_raw(app: &crate::helpers::TestApp, body: &[u8], message_id: &str) {
+pub async fn publish_raw(app: &crate::helpers::TestApp, body: &[u8], message_id: &str) {
     let conn = Connection::connect(AMQP, ConnectionProperties::default()).await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(Default::default()).await.unwrap();
