@@ -1,5 +1,6 @@
 //! A bounded consumer that survives reconnects and drains on shutdown.
 
+use super::acks::Acks;
 use crate::broker::{Broker, Link};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -31,7 +32,7 @@ pub struct Options {
 /// `drain`) for running calls to ack.
 pub async fn consume<F, Fut>(broker: &Broker, opts: Options, cancel: &CancellationToken, work: F)
 where
-    F: Fn(Vec<Delivery>) -> Fut + Send + Sync + 'static,
+    F: Fn(Vec<Delivery>, Arc<Acks>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let Options { queue, prefetch, batch_size, concurrency, drain } = opts;
@@ -50,6 +51,7 @@ where
         };
         tracing::info!(%queue, prefetch, batch_size, concurrency, "consuming");
         let mut ready = consumer.ready_chunks(batch_size.max(1));
+        let acks = Acks::new(channel.clone(), usize::from(prefetch / 4));
         loop {
             let permit = tokio::select! {
                 p = permits.clone().acquire_owned() => p,
@@ -66,12 +68,15 @@ where
                     let mut failure = None;
                     for r in results {
                         match r {
-                            Ok(d) => batch.push(d),
+                            Ok(d) => {
+                                acks.received(d.delivery_tag).await;
+                                batch.push(d);
+                            }
                             Err(e) => failure = Some(e),
                         }
                     }
                     if !batch.is_empty() {
-                        let task = work(batch);
+                        let task = work(batch, acks.clone());
                         tokio::spawn(async move {
                             task.await;
                             drop(permit);

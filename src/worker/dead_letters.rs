@@ -1,7 +1,8 @@
 //! The recorder: takes dead letters off their queue and into the `dead_letters` table (and the
 //! command's status), whether a worker or the broker's delivery limit put them there.
 
-use super::route::{ack, give_back, DEAD_LETTER_ID_HEADER, ERROR_HEADER, ERROR_KIND_HEADER};
+use super::acks::Acks;
+use super::route::{DEAD_LETTER_ID_HEADER, ERROR_HEADER, ERROR_KIND_HEADER};
 use super::WorkerCtx;
 use crate::broker::headers::{first_death, get_i64, get_str, table_to_json};
 use crate::command::{Envelope, ATTEMPT_HEADER};
@@ -17,7 +18,7 @@ use uuid::Uuid;
 const BROKER_DEAD_LETTER_NS: Uuid = Uuid::from_u128(0x0d9e_2f41_77c3_4b8a_9e15_6a2b_c4d8_e7f0);
 
 /// Records one dead letter, waiting out database outages; acks only after commit.
-pub async fn record(ctx: &WorkerCtx, delivery: Delivery, cancel: &CancellationToken) {
+pub async fn record(ctx: &WorkerCtx, acks: &Acks, delivery: Delivery, cancel: &CancellationToken) {
     let mut outage = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(5))
@@ -26,13 +27,13 @@ pub async fn record(ctx: &WorkerCtx, delivery: Delivery, cancel: &CancellationTo
         .build();
     loop {
         match store(ctx, &delivery).await {
-            Ok(()) => return ack(&delivery).await,
+            Ok(()) => return acks.ack(&[&delivery]).await,
             Err(e) => {
                 let delay = outage.next().unwrap_or(Duration::from_secs(5));
                 tracing::warn!(error = %e, retry_in = ?delay, "cannot record dead letter yet");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
-                    () = cancel.cancelled() => return give_back(&delivery).await,
+                    () = cancel.cancelled() => return acks.give_back(&delivery).await,
                 }
             }
         }

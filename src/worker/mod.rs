@@ -1,6 +1,7 @@
 //! The worker role: a pool consuming the work queue, and the recorder that moves dead
 //! letters from their queue into Postgres.
 
+mod acks;
 mod consume;
 mod dead_letters;
 mod process;
@@ -12,6 +13,7 @@ use crate::broker::Broker;
 use crate::command::{ATTEMPT_HEADER, TRACEPARENT_HEADER};
 use crate::config::WorkerSettings;
 use crate::handlers::Handlers;
+use acks::Acks;
 use futures_util::FutureExt;
 use lapin::message::Delivery;
 use retry::RetryPolicy;
@@ -38,21 +40,21 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
     let work = {
         let ctx = ctx.clone();
         let cancel = cancel.clone();
-        move |batch: Vec<Delivery>| {
+        move |batch: Vec<Delivery>, acks: Arc<Acks>| {
             let ctx = ctx.clone();
             let cancel = cancel.clone();
-            async move { handle_batch(&ctx, batch, &cancel).await }
+            async move { handle_batch(&ctx, &acks, batch, &cancel).await }
         }
     };
     let record = {
         let ctx = ctx.clone();
         let cancel = cancel.clone();
-        move |batch: Vec<Delivery>| {
+        move |batch: Vec<Delivery>, acks: Arc<Acks>| {
             let ctx = ctx.clone();
             let cancel = cancel.clone();
             async move {
                 for d in batch {
-                    dead_letters::record(&ctx, d, &cancel).await;
+                    dead_letters::record(&ctx, &acks, d, &cancel).await;
                 }
             }
         }
@@ -75,7 +77,7 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
 
 /// Deliveries that arrived together: one transaction for all of them when nothing goes
 /// wrong, otherwise each on its own.
-async fn handle_batch(ctx: &WorkerCtx, batch: Vec<Delivery>, cancel: &CancellationToken) {
+async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel: &CancellationToken) {
     let n = batch.len();
     metrics::gauge!("sluice_worker_in_flight").increment(n as f64);
     let mut jobs = Vec::with_capacity(n);
@@ -83,7 +85,7 @@ async fn handle_batch(ctx: &WorkerCtx, batch: Vec<Delivery>, cancel: &Cancellati
         let attempt = attempt_of(&delivery);
         match process::prepare(ctx, &delivery.data, attempt) {
             Ok(job) => jobs.push((delivery, job)),
-            Err(verdict) => route::route(ctx, &delivery, attempt, verdict).await,
+            Err(verdict) => route::route(ctx, acks, &delivery, attempt, verdict).await,
         }
     }
     let batched = if jobs.len() > 1 {
@@ -103,20 +105,21 @@ async fn handle_batch(ctx: &WorkerCtx, batch: Vec<Delivery>, cancel: &Cancellati
         None
     };
     if let Some(outcomes) = batched {
-        for ((delivery, _), outcome) in jobs.iter().zip(outcomes) {
+        for outcome in outcomes {
             metrics::counter!("sluice_commands_processed_total", "outcome" => outcome).increment(1);
-            route::ack(delivery).await;
         }
+        let deliveries: Vec<&Delivery> = jobs.iter().map(|(d, _)| d).collect();
+        acks.ack(&deliveries).await;
     } else {
         for (delivery, job) in jobs {
-            handle_one(ctx, &delivery, job, cancel).await;
+            handle_one(ctx, acks, &delivery, job, cancel).await;
         }
     }
     metrics::gauge!("sluice_worker_in_flight").decrement(n as f64);
 }
 
 /// One command in its own transaction, start to ack.
-async fn handle_one(ctx: &WorkerCtx, delivery: &Delivery, job: process::Job, cancel: &CancellationToken) {
+async fn handle_one(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, job: process::Job, cancel: &CancellationToken) {
     let headers = delivery.properties.headers().as_ref();
     let attempt = job.attempt;
     let span = tracing::info_span!(
@@ -131,11 +134,11 @@ async fn handle_one(ctx: &WorkerCtx, delivery: &Delivery, job: process::Job, can
         // A panicking handler is treated like a crashed worker: the message goes back to the
         // queue, and the quorum queue's delivery limit dead-letters it if it keeps happening.
         match AssertUnwindSafe(process::decide(ctx, job, cancel)).catch_unwind().await {
-            Ok(verdict) => route::route(ctx, delivery, attempt, verdict).await,
+            Ok(verdict) => route::route(ctx, acks, delivery, attempt, verdict).await,
             Err(_) => {
                 tracing::error!("handler panicked; returning the message to the queue");
                 metrics::counter!("sluice_handler_panics_total").increment(1);
-                route::give_back(delivery).await;
+                acks.give_back(delivery).await;
             }
         }
     }

@@ -1,6 +1,7 @@
 //! After the verdict: ack, send to a retry tier, or dead-letter, always publishing (with
 //! confirm) before acking so a message is never in neither place.
 
+use super::acks::Acks;
 use super::process::Verdict;
 use super::WorkerCtx;
 use crate::broker::headers::{set_i64, set_str};
@@ -8,7 +9,6 @@ use crate::broker::{topology::DEAD_KEY, Message};
 use crate::command::{Envelope, ATTEMPT_HEADER};
 use crate::store::commands;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::FieldTable;
 
 /// Header: why the message was dead-lettered.
@@ -21,25 +21,27 @@ pub const DEAD_LETTER_ID_HEADER: &str = "x-sluice-dead-letter-id";
 pub const LAST_ERROR_HEADER: &str = "x-sluice-last-error";
 
 /// Carries out `verdict` for `delivery`, which was the `attempt`-th.
-pub async fn route(ctx: &WorkerCtx, delivery: &Delivery, attempt: u32, verdict: Verdict) {
+pub async fn route(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, attempt: u32, verdict: Verdict) {
     match verdict {
         Verdict::Done { outcome } => {
             metrics::counter!("sluice_commands_processed_total", "outcome" => outcome).increment(1);
-            ack(delivery).await;
+            acks.ack(&[delivery]).await;
         }
         Verdict::Retry { cmd, error } if ctx.policy.allows_another(attempt) => {
-            retry(ctx, delivery, &cmd, attempt, &error).await
+            retry(ctx, acks, delivery, &cmd, attempt, &error).await
         }
         Verdict::Retry { cmd, error } => {
             let error = format!("gave up after {attempt} attempts; last error: {error}");
-            dead_letter(ctx, delivery, Some(&cmd), attempt, "retries_exhausted", &error).await;
+            dead_letter(ctx, acks, delivery, Some(&cmd), attempt, "retries_exhausted", &error).await;
         }
-        Verdict::Dead { cmd, kind, error } => dead_letter(ctx, delivery, cmd.as_deref(), attempt, kind, &error).await,
-        Verdict::GiveBack => give_back(delivery).await,
+        Verdict::Dead { cmd, kind, error } => {
+            dead_letter(ctx, acks, delivery, cmd.as_deref(), attempt, kind, &error).await
+        }
+        Verdict::GiveBack => acks.give_back(delivery).await,
     }
 }
 
-async fn retry(ctx: &WorkerCtx, delivery: &Delivery, cmd: &Envelope, attempt: u32, error: &str) {
+async fn retry(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, cmd: &Envelope, attempt: u32, error: &str) {
     let delay = ctx.policy.delay_ms(attempt, rand::random::<f64>());
     tracing::info!(attempt, delay_ms = delay, %error, "transient failure; retrying later");
     if let Err(e) = commands::mark_retrying(&ctx.pool, cmd, attempt, error).await {
@@ -57,17 +59,18 @@ async fn retry(ctx: &WorkerCtx, delivery: &Delivery, cmd: &Envelope, attempt: u3
     match ctx.broker.publish(msg).await {
         Ok(()) => {
             metrics::counter!("sluice_retries_total").increment(1);
-            ack(delivery).await;
+            acks.ack(&[delivery]).await;
         }
         Err(e) => {
             tracing::warn!(error = %e, "could not schedule the retry; giving the message back");
-            give_back(delivery).await;
+            acks.give_back(delivery).await;
         }
     }
 }
 
 async fn dead_letter(
     ctx: &WorkerCtx,
+    acks: &Acks,
     delivery: &Delivery,
     cmd: Option<&Envelope>,
     attempt: u32,
@@ -87,11 +90,11 @@ async fn dead_letter(
     match ctx.broker.publish(msg).await {
         Ok(()) => {
             metrics::counter!("sluice_dead_letters_total", "kind" => kind.to_owned()).increment(1);
-            ack(delivery).await;
+            acks.ack(&[delivery]).await;
         }
         Err(e) => {
             tracing::warn!(error = %e, "could not dead-letter; giving the message back");
-            give_back(delivery).await;
+            acks.give_back(delivery).await;
         }
     }
 }
@@ -106,20 +109,4 @@ fn truncate(s: &str) -> &str {
         end -= 1;
     }
     &s[..end]
-}
-
-/// Acks; a failed ack means the channel is gone and the broker will redeliver, which the
-/// inbox absorbs.
-pub async fn ack(delivery: &Delivery) {
-    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-        metrics::counter!("sluice_ack_failures_total").increment(1);
-        tracing::warn!(error = %e, "ack failed; the broker will redeliver and the inbox absorb it");
-    }
-}
-
-/// Returns the message to its queue for another worker (counts as a delivery for the limit).
-pub async fn give_back(delivery: &Delivery) {
-    if let Err(e) = delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await {
-        tracing::warn!(error = %e, "nack failed; the broker will redeliver when the channel closes");
-    }
 }
