@@ -77,12 +77,27 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
     if !args.skip_sluice {
         let db = format!("sluice_bench_{id}");
         let url = create_database(&args, &db).await?;
-        let r = http::run(&settings, &args, &url, &format!("bench-{id}")).await;
+        let prefix = format!("bench-{id}");
+        let r = http::run(&settings, &args, &url, &prefix).await;
         drop_database(&args, &db).await;
+        drop_topology(&settings, &prefix).await;
         let r = r?;
         r.print(raw.as_ref());
     }
     Ok(())
+}
+
+/// Deletes the queues and exchanges the sluice under test declared.
+async fn drop_topology(settings: &Settings, prefix: &str) {
+    let w = &settings.worker;
+    let topology = crate::broker::Topology::new(prefix, &w.retry_tiers_ms, settings.broker.delivery_limit);
+    let props = lapin::ConnectionProperties::default();
+    if let Ok(conn) = lapin::Connection::connect(settings.broker.url.expose(), props).await {
+        if let Ok(ch) = conn.create_channel().await {
+            topology.delete(&ch).await;
+        }
+        let _ = conn.close(200, "bench done".into()).await;
+    }
 }
 
 fn rate(n: usize, d: Duration) -> f64 {

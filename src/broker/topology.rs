@@ -1,6 +1,8 @@
 //! Exchange and queue names, and their declaration.
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
 
@@ -93,6 +95,17 @@ impl Topology {
             self.queue(ch, &name, args, &self.retry_exchange(), &name).await?;
         }
         Ok(())
+    }
+
+    /// Deletes every queue and exchange (tests and benchmarks clean up with it). Errors are
+    /// ignored: a name that is already gone is what the caller wants.
+    pub async fn delete(&self, ch: &Channel) {
+        for q in self.queues() {
+            let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+        }
+        for e in self.exchanges() {
+            let _ = ch.exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default()).await;
+        }
     }
 
     async fn queue(&self, ch: &Channel, name: &str, args: FieldTable, exchange: &str, key: &str) -> lapin::Result<()> {

@@ -1,6 +1,5 @@
 //! Test harness: one sluice per test on port 0, with its own database and broker names.
 
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
 use serde_json::{json, Value};
 use sluice::app::{Application, Catalog, Roles};
@@ -223,12 +222,7 @@ impl Drop for TestApp {
             rt.block_on(async {
                 if let Ok(conn) = Connection::connect(AMQP, ConnectionProperties::default()).await {
                     if let Ok(ch) = conn.create_channel().await {
-                        for q in queues.queues() {
-                            let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
-                        }
-                        for e in queues.exchanges() {
-                            let _ = ch.exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default()).await;
-                        }
+                        queues.delete(&ch).await;
                     }
                     let _ = conn.close(200, "test done".into()).await;
                 }
