@@ -8,7 +8,6 @@ use crate::broker::headers::{first_death, get_i64, get_str, table_to_json};
 use crate::command::{Envelope, ATTEMPT_HEADER};
 use crate::store::dead_letters::NewDeadLetter;
 use crate::store::{commands, dead_letters, StoreError};
-use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::message::Delivery;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -19,12 +18,7 @@ const BROKER_DEAD_LETTER_NS: Uuid = Uuid::from_u128(0x0d9e_2f41_77c3_4b8a_9e15_6
 
 /// Records one dead letter, waiting out database outages; acks only after commit.
 pub async fn record(ctx: &WorkerCtx, acks: &Acks, delivery: Delivery, cancel: &CancellationToken) {
-    let mut outage = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut outage = super::outage_backoff();
     loop {
         match store(ctx, &delivery).await {
             Ok(()) => return acks.ack(&[&delivery]).await,

@@ -146,6 +146,17 @@ async fn handle_one(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, job: proc
     .await;
 }
 
+/// Backoff while the database is unreachable: work is held, never failed, so it has no end.
+fn outage_backoff() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 fn attempt_of(delivery: &Delivery) -> u32 {
     let headers = delivery.properties.headers().as_ref();
     get_i64(headers, ATTEMPT_HEADER).and_then(|a| u32::try_from(a).ok()).unwrap_or(1).max(1)

@@ -121,12 +121,7 @@ pub async fn decide(ctx: &WorkerCtx, job: Job, cancel: &CancellationToken) -> Ve
         .with_jitter()
         .with_max_times(ctx.settings.serialization_retries)
         .build();
-    let mut outage = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut outage = super::outage_backoff();
     loop {
         let started = Instant::now();
         let result = apply(ctx, handler.as_ref(), &cmd, attempt).await;
