@@ -74,6 +74,7 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     pub prefetch: u16,
     pub batch_size: usize,
+    pub batch_linger_ms: u64,
     pub max_attempts: u32,
     pub retry_tiers_ms: Vec<u64>,
     pub retry_base_ms: u64,

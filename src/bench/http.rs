@@ -27,6 +27,8 @@ pub struct SluiceFigures {
     e2e_rate: f64,
     e2e: Percentiles,
     peak_rss_mib: f64,
+    /// Worker transactions and the mean commands in each, from sluice's own metrics.
+    batches: Option<(f64, f64)>,
 }
 
 impl SluiceFigures {
@@ -35,6 +37,9 @@ impl SluiceFigures {
         println!("  ingest (202 = confirmed)     {:>9.0} cmd/s   {}", self.ingest_rate, self.ingest.line());
         println!("  end to end (202 → committed) {:>9.0} cmd/s   {}", self.e2e_rate, self.e2e.line());
         println!("  sluice process peak RSS      {:>9.1} MiB", self.peak_rss_mib);
+        if let Some((count, mean)) = self.batches {
+            println!("  worker transactions          {count:>9.0}       mean {mean:.1} commands each");
+        }
         if let Some(raw) = raw {
             println!(
                 "  ratio to the raw pipeline: ingest {:.0}% of raw publish, end to end {:.0}% of raw both-at-once",
@@ -151,6 +156,7 @@ async fn measure(args: &BenchArgs, db_url: &str, port: u16, key: &str, child: &C
     .map(|s| Duration::from_secs_f64(s.max(0.0)))
     .collect();
     pool.close().await;
+    let batches = batch_figures(&http, &base).await;
     Ok(SluiceFigures {
         n: args.commands,
         refused,
@@ -159,6 +165,7 @@ async fn measure(args: &BenchArgs, db_url: &str, port: u16, key: &str, child: &C
         e2e_rate: rate(accepted, span),
         e2e: Percentiles::of(&mut e2e),
         peak_rss_mib: child.id().map_or(0.0, peak_rss_mib),
+        batches,
     })
 }
 
@@ -200,6 +207,15 @@ async fn wait_committed(pool: &PgPool, kind: &str, n: usize, budget: Duration) -
         anyhow::ensure!(Instant::now() < deadline, "only {done} of {n} {kind} committed within {budget:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `sluice_batch_size` count and mean, read from the child's `/metrics`.
+async fn batch_figures(http: &reqwest::Client, base: &str) -> Option<(f64, f64)> {
+    let text = http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
+    let value =
+        |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
+    let (sum, count) = (value("sluice_batch_size_sum")?, value("sluice_batch_size_count")?);
+    (count > 0.0).then(|| (count, sum / count))
 }
 
 /// Peak resident memory of a process (Linux), in MiB.

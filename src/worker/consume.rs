@@ -18,8 +18,10 @@ pub struct Options {
     pub queue: String,
     /// Unacked deliveries the broker may push.
     pub prefetch: u16,
-    /// Most deliveries handed to one `work` call: whatever is already there, never waiting.
+    /// Most deliveries handed to one `work` call.
     pub batch_size: usize,
+    /// How long a batch may wait to fill up while other batches are running; zero = never.
+    pub linger: Duration,
     /// `work` calls running at once.
     pub concurrency: usize,
     /// How long shutdown waits for running calls.
@@ -35,7 +37,7 @@ where
     F: Fn(Vec<Delivery>, Arc<Acks>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Options { queue, prefetch, batch_size, concurrency, drain } = opts;
+    let Options { queue, prefetch, batch_size, linger, concurrency, drain } = opts;
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut last: Option<Arc<Link>> = None;
     let mut open: Option<(Channel, String)> = None;
@@ -51,6 +53,7 @@ where
         };
         tracing::info!(%queue, prefetch, batch_size, concurrency, "consuming");
         let mut ready = consumer.ready_chunks(batch_size.max(1));
+        let mut carry = Vec::new();
         let acks = Acks::new(channel.clone(), usize::from(prefetch / 4));
         loop {
             let permit = tokio::select! {
@@ -58,8 +61,11 @@ where
                 () = cancel.cancelled() => break,
             };
             let Ok(permit) = permit else { break };
+            // Others still running means the database is busy anyway: waiting a moment for a
+            // fuller batch then costs no latency and saves commits and acks. Alone, go at once.
+            let busy = permits.available_permits() + 1 < concurrency;
             let next = tokio::select! {
-                d = ready.next() => d,
+                d = gather(&mut ready, &mut carry, batch_size, if busy { linger } else { Duration::ZERO }) => d,
                 () = cancel.cancelled() => break,
             };
             match next {
@@ -117,6 +123,29 @@ where
     }
 }
 
+/// The next batch: what is ready (at least one delivery), topped up for at most `linger` until
+/// `batch_size`; `None` once the stream ends. Deliveries beyond `batch_size` wait in `carry`.
+async fn gather<S, T>(ready: &mut S, carry: &mut Vec<T>, batch_size: usize, linger: Duration) -> Option<Vec<T>>
+where
+    S: futures_util::Stream<Item = Vec<T>> + Unpin,
+{
+    let mut batch = std::mem::take(carry);
+    if batch.is_empty() {
+        batch = ready.next().await?;
+    }
+    let deadline = tokio::time::Instant::now() + linger;
+    while batch.len() < batch_size && !linger.is_zero() {
+        match tokio::time::timeout_at(deadline, ready.next()).await {
+            Ok(Some(more)) => batch.extend(more),
+            _ => break,
+        }
+    }
+    if batch.len() > batch_size {
+        *carry = batch.split_off(batch_size);
+    }
+    Some(batch)
+}
+
 async fn subscribe(link: &Link, queue: &str, prefetch: u16) -> lapin::Result<(Channel, Consumer, String)> {
     let channel = link.connection.create_channel().await?;
     channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
@@ -125,4 +154,38 @@ async fn subscribe(link: &Link, queue: &str, prefetch: u16) -> lapin::Result<(Ch
         .basic_consume(queue.into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
         .await?;
     Ok((channel, consumer, tag))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gather;
+    use futures_util::stream::{self, StreamExt};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn without_linger_a_batch_is_what_was_ready() {
+        let mut ready = stream::iter(vec![vec![1, 2], vec![3]]);
+        let mut carry = Vec::new();
+        assert_eq!(gather(&mut ready, &mut carry, 10, Duration::ZERO).await, Some(vec![1, 2]));
+        assert_eq!(gather(&mut ready, &mut carry, 10, Duration::ZERO).await, Some(vec![3]));
+        assert_eq!(gather(&mut ready, &mut carry, 10, Duration::ZERO).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_lingering_batch_fills_up_to_the_batch_size_and_carries_the_rest_to_the_next() {
+        let mut ready = stream::iter(vec![vec![1, 2], vec![3, 4, 5]]);
+        let mut carry = Vec::new();
+        let linger = Duration::from_secs(5);
+        assert_eq!(gather(&mut ready, &mut carry, 4, linger).await, Some(vec![1, 2, 3, 4]));
+        assert_eq!(gather(&mut ready, &mut carry, 4, linger).await, Some(vec![5]));
+        assert_eq!(gather(&mut ready, &mut carry, 4, linger).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_lingering_batch_goes_when_the_linger_ends_even_if_not_full() {
+        let mut ready = stream::iter(vec![vec![1]]).chain(stream::pending());
+        let mut carry = Vec::new();
+        let batch = gather(&mut ready, &mut carry, 4, Duration::from_millis(5)).await;
+        assert_eq!(batch, Some(vec![1]));
+    }
 }

@@ -64,11 +64,18 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
         queue: topology.work_queue(),
         prefetch: s.prefetch,
         batch_size: s.batch_size,
+        linger: Duration::from_millis(s.batch_linger_ms),
         concurrency: s.concurrency,
         drain,
     };
-    let dead_queue =
-        consume::Options { queue: topology.dead_letter_queue(), prefetch: 16, batch_size: 1, concurrency: 4, drain };
+    let dead_queue = consume::Options {
+        queue: topology.dead_letter_queue(),
+        prefetch: 16,
+        batch_size: 1,
+        linger: Duration::ZERO,
+        concurrency: 4,
+        drain,
+    };
     tokio::join!(
         consume::consume(&ctx.broker, work_queue, &cancel, work),
         consume::consume(&ctx.broker, dead_queue, &cancel, record),

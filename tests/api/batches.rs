@@ -5,6 +5,8 @@ use crate::helpers::{create_database, spawn_on, test_settings, Probe, TestApp};
 use serde_json::json;
 use sluice::app::Roles;
 use sluice::command::Envelope;
+use sluice::handlers::ledger::Transfer;
+use sluice::handlers::{Handler, Outcome};
 
 /// An API-only app; commands it accepts wait in the queue until [`worker_for`] starts a worker,
 /// which then finds them all ready at once and batches them.
@@ -67,4 +69,35 @@ async fn transfers_batched_with_duplicates_and_rejections_apply_exactly_once() {
         (400, 600),
         "six transfers of 100, the duplicate once"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_in_one_transaction_see_each_others_effects_in_order() {
+    // The handler is driven directly so that the three transfers are one batch for certain.
+    let api = api_only().await;
+    sqlx::query("INSERT INTO accounts (tenant, id, balance_cents, opened_by) VALUES ('acme', 'a', 100, $1), ('acme', 'b', 0, $1), ('acme', 'c', 0, $1)")
+        .bind(uuid::Uuid::now_v7())
+        .execute(&api.pool)
+        .await
+        .unwrap();
+    let transfer = |from: &str, to: &str, amount: i64| {
+        Envelope::new("acme", "ledger.transfer", json!({"from": from, "to": to, "amount_cents": amount}), None)
+    };
+    let cmds = [transfer("a", "b", 100), transfer("b", "c", 100), transfer("b", "c", 1)];
+    let mut tx = api.pool.begin().await.unwrap();
+    let outcomes = Transfer.handle_many(&mut tx, &cmds.iter().collect::<Vec<_>>()).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(matches!(outcomes[0], Outcome::Succeeded(_)));
+    assert!(matches!(outcomes[1], Outcome::Succeeded(_)), "b's incoming 100 counts within the batch");
+    assert!(
+        matches!(&outcomes[2], Outcome::Rejected { reason, .. } if reason == "insufficient_funds"),
+        "b is empty again"
+    );
+    assert_eq!((api.balance("a").await, api.balance("b").await, api.balance("c").await), (0, 0, 100));
+    let entries: Vec<(String, i64)> = sqlx::query_as("SELECT account_id, amount_cents FROM ledger_entries ORDER BY id")
+        .fetch_all(&api.pool)
+        .await
+        .unwrap();
+    let expected = [("a", -100), ("b", 100), ("b", -100), ("c", 100)].map(|(a, n)| (a.to_owned(), n));
+    assert_eq!(entries, expected, "two entries per applied transfer, none for the refused one");
 }
