@@ -14,6 +14,8 @@ pub mod command;
 pub mod config;
 /// Business logic, one module per command family.
 pub mod handlers;
+/// Operator actions: dead-letter replay and discard, queue pause, all audited.
+pub mod ops;
 /// JSON Schema registry for command payloads.
 pub mod schemas;
 /// PostgreSQL pool, migrations and queries per table.

@@ -14,38 +14,49 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-            let ct = ct.to_str().unwrap_or("");
-            let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-            if essence != "application/json" && !essence.ends_with("+json") {
-                return Err(ApiError::UnsupportedMediaType(format!(
-                    "Content-Type must be application/json, not {ct:?}"
-                )));
-            }
-        }
-        let limit = req.extensions().get::<BodyLimit>().map_or(usize::MAX, |l| l.0);
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::TooLarge { limit }
-            } else {
-                ApiError::bad_request("unreadable_body", e.body_text(), Some("body"))
-            }
-        })?;
-        if bytes.is_empty() {
-            return Err(ApiError::bad_request(
-                "empty_body",
-                "the request body is empty; send a JSON object",
-                Some("body"),
-            ));
-        }
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            ApiError::bad_request(
-                "malformed_json",
-                format!("body is not valid JSON: {e}"),
-                Some(&format!("body line {} column {}", e.line(), e.column())),
-            )
+        read(req, state).await?.map(JsonBody).ok_or_else(|| {
+            ApiError::bad_request("empty_body", "the request body is empty; send a JSON object", Some("body"))
         })
     }
+}
+
+/// Like [`JsonBody`], for routes where a body is optional: an empty body is `None`.
+pub struct MaybeJsonBody(pub Option<Value>);
+
+impl<S: Send + Sync> FromRequest<S> for MaybeJsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        read(req, state).await.map(MaybeJsonBody)
+    }
+}
+
+async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Option<Value>, ApiError> {
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(ApiError::UnsupportedMediaType(format!("Content-Type must be application/json, not {ct:?}")));
+        }
+    }
+    let limit = req.extensions().get::<BodyLimit>().map_or(usize::MAX, |l| l.0);
+    let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge { limit }
+        } else {
+            ApiError::bad_request("unreadable_body", e.body_text(), Some("body"))
+        }
+    })?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        ApiError::bad_request(
+            "malformed_json",
+            format!("body is not valid JSON: {e}"),
+            Some(&format!("body line {} column {}", e.line(), e.column())),
+        )
+    })
 }
 
 /// The configured body limit, put in request extensions so errors can quote it.

@@ -1,6 +1,7 @@
 //! The API's one error type: every failure becomes a JSON body that says what and where.
 
 use crate::broker::PublishError;
+use crate::ops::OpsError;
 use crate::schemas::Violation;
 use crate::store::StoreError;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -25,6 +26,8 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("{message}")]
     Unavailable { message: String, retry_after_secs: u32 },
     /// Our fault; logged with its cause, answered with a generic body.
@@ -64,6 +67,23 @@ impl From<PublishError> for ApiError {
     }
 }
 
+impl From<OpsError> for ApiError {
+    fn from(e: OpsError) -> Self {
+        match e {
+            OpsError::NotFound(m) => Self::NotFound(m),
+            OpsError::Conflict(m) => Self::Conflict(m),
+            OpsError::BadInput(m) => Self::bad_request("invalid_request", m, None),
+            OpsError::Invalid { kind, violations } => Self::Unprocessable {
+                code: "invalid_payload",
+                message: format!("the edited payload does not match the schema of {kind}"),
+                violations,
+            },
+            OpsError::Publish(e) => e.into(),
+            OpsError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, extra) = match &self {
@@ -80,6 +100,7 @@ impl IntoResponse for ApiError {
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", json!({})),
             Self::Forbidden(scope) => (StatusCode::FORBIDDEN, "forbidden", json!({ "required_scope": scope })),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", json!({})),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", json!({})),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", json!({})),
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");

@@ -3,8 +3,10 @@
 pub mod auth;
 mod body;
 mod commands;
+mod dead_letters;
 pub mod error;
 mod health;
+mod operators;
 mod reads;
 
 use crate::broker::Broker;
@@ -28,6 +30,13 @@ pub struct ApiState {
     pub auth: Arc<Authenticator>,
 }
 
+impl ApiState {
+    /// Operator actions over this state's pool, broker and schemas.
+    pub fn ops(&self) -> crate::ops::Operators {
+        crate::ops::Operators { pool: self.pool.clone(), broker: self.broker.clone(), schemas: self.schemas.clone() }
+    }
+}
+
 /// The full API (`/v1`, health, metrics).
 pub fn router(state: ApiState, body_limit: usize) -> Router {
     let v1 = Router::new()
@@ -35,6 +44,17 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
         .route("/v1/commands/{id}", get(commands::status))
         .route("/v1/accounts/{id}", get(reads::account))
         .route("/v1/events", get(reads::events))
+        .route("/v1/dead-letters", get(dead_letters::list))
+        .route("/v1/dead-letters/groups", get(dead_letters::groups))
+        .route("/v1/dead-letters/replay", post(dead_letters::replay_many))
+        .route("/v1/dead-letters/discard", post(dead_letters::discard_many))
+        .route("/v1/dead-letters/{id}", get(dead_letters::show))
+        .route("/v1/dead-letters/{id}/replay", post(dead_letters::replay))
+        .route("/v1/dead-letters/{id}/discard", post(dead_letters::discard))
+        .route("/v1/audit", get(operators::audit_log))
+        .route("/v1/queues", get(operators::queues))
+        .route("/v1/queues/{name}/pause", post(operators::pause))
+        .route("/v1/queues/{name}/resume", post(operators::resume))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::Extension(BodyLimit(body_limit)));
     finish(v1.merge(ops_router()).with_state(state))

@@ -51,12 +51,7 @@ pub async fn events(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Read)?;
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text(), Some("query")))?;
-    let limit = match p.limit.as_deref() {
-        None => 100,
-        Some(s) => s.parse::<i64>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
-            ApiError::bad_request("invalid_query", format!("limit must be 1-{MAX_LIMIT}"), Some("query limit"))
-        })?,
-    };
+    let limit = limit_param(p.limit.as_deref(), 100, MAX_LIMIT)?;
     let q = EventQuery {
         name: p.name.filter(|n| !n.is_empty()),
         from: p.from.as_deref().map(|s| time_param(s, "from")).transpose()?,
@@ -69,7 +64,17 @@ pub async fn events(
     Ok(Json(json!({"events": page, "next_cursor": next})))
 }
 
-fn time_param(s: &str, name: &'static str) -> Result<DateTime<Utc>, ApiError> {
+/// `limit` from the query string: `default` when absent, else 1..=`max`.
+pub(super) fn limit_param(s: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match s {
+        None => Ok(default),
+        Some(s) => s.parse::<i64>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
+            ApiError::bad_request("invalid_query", format!("limit must be 1-{max}"), Some("query limit"))
+        }),
+    }
+}
+
+pub(super) fn time_param(s: &str, name: &'static str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|e| {
         ApiError::bad_request(
             "invalid_query",
@@ -79,11 +84,11 @@ fn time_param(s: &str, name: &'static str) -> Result<DateTime<Utc>, ApiError> {
     })
 }
 
-fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+pub(super) fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
     format!("{}_{}", at.timestamp_micros(), id.simple())
 }
 
-fn decode_cursor(s: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+pub(super) fn decode_cursor(s: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     let bad = || ApiError::bad_request("invalid_query", "cursor is not one this API returned", Some("query cursor"));
     let (micros, id) = s.split_once('_').ok_or_else(bad)?;
     let at = micros.parse::<i64>().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(bad)?;

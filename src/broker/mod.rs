@@ -2,9 +2,11 @@
 //! re-declared on every connect, publishing with confirms.
 
 pub mod headers;
+mod inspect;
 mod publisher;
 pub mod topology;
 
+pub use inspect::QueueStat;
 pub use publisher::{Message, PublishError};
 pub use topology::Topology;
 

@@ -39,6 +39,8 @@ pub struct CommandRow {
     pub first_seen_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// Every failed attempt: `{"attempt", "error", "at"}`, oldest first.
+    pub errors: Value,
 }
 
 /// Records the final outcome; this insert is the inbox. Returns false when the command was
@@ -166,11 +168,13 @@ async fn upsert_unfinished<'e>(
     error: &str,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO commands (id, tenant, type, status, attempts, last_error, submitted_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO commands (id, tenant, type, status, attempts, last_error, submitted_at, errors)
+         VALUES ($1, $2, $3, $4, $5, $6, $7,
+                 jsonb_build_array(jsonb_build_object('attempt', $5, 'error', $6, 'at', now())))
          ON CONFLICT (id) DO UPDATE
             SET status = EXCLUDED.status, attempts = EXCLUDED.attempts,
-                last_error = EXCLUDED.last_error, updated_at = now()
+                last_error = EXCLUDED.last_error, updated_at = now(),
+                errors = commands.errors || EXCLUDED.errors
           WHERE commands.status NOT IN ('succeeded', 'rejected')",
     )
     .bind(id)
@@ -188,12 +192,62 @@ async fn upsert_unfinished<'e>(
 /// One command of one tenant.
 pub async fn find(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<CommandRow>, StoreError> {
     Ok(sqlx::query_as::<_, CommandRow>(
-        "SELECT id, type, status, attempts, last_error, result, submitted_at, first_seen_at, updated_at, completed_at
+        "SELECT id, type, status, attempts, last_error, result, submitted_at, first_seen_at, updated_at, completed_at,
+                errors
            FROM commands WHERE id = $1 AND tenant = $2",
     )
     .bind(id)
     .bind(tenant)
     .fetch_optional(pool)
+    .await?)
+}
+
+/// A command as operators see it: any tenant's.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct OperatorRow {
+    pub tenant: String,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub command: CommandRow,
+}
+
+/// What operators search recent commands by; empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    pub id: Option<Uuid>,
+    pub kind: Option<String>,
+    pub status: Option<String>,
+}
+
+/// The most recently updated commands matching `search`, newest first, after `before`
+/// (a keyset cursor: `(updated_at, id)` of the last row of the previous page).
+pub async fn search(
+    pool: &PgPool,
+    search: &Search,
+    before: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<OperatorRow>, StoreError> {
+    let (before_at, before_id) = before.unzip();
+    Ok(sqlx::query_as::<_, OperatorRow>(
+        "SELECT tenant, id, type, status, attempts, last_error, result, submitted_at, first_seen_at, updated_at,
+                completed_at, errors
+           FROM commands
+          WHERE ($1::uuid IS NULL OR id = $1)
+            AND ($2::text IS NULL OR type = $2)
+            AND ($3::text IS NULL OR status = $3)
+            AND ($4::timestamptz IS NULL OR (updated_at, id) < ($4, $5))
+          ORDER BY updated_at DESC, id DESC
+          LIMIT $6",
+    )
+    // Unnamed statement: planned with the actual filters, so each picks its index.
+    .persistent(false)
+    .bind(search.id)
+    .bind(&search.kind)
+    .bind(&search.status)
+    .bind(before_at)
+    .bind(before_id)
+    .bind(limit)
+    .fetch_all(pool)
     .await?)
 }
 

@@ -2,10 +2,14 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod audit;
 pub mod commands;
 pub mod dead_letters;
 pub mod events;
 pub mod locks;
+pub mod outcome_counts;
+pub mod processes;
+pub mod sessions;
 
 use crate::config::DatabaseSettings;
 use backon::{ExponentialBuilder, Retryable};

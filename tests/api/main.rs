@@ -4,6 +4,7 @@
 mod auth;
 mod batches;
 mod commands;
+mod dead_letters;
 mod fault;
 mod helpers;
 mod ledger;

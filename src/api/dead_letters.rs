@@ -1,0 +1,221 @@
+//! `/v1/dead-letters` (admin scope): list, groups, show, replay, discard, one or by filter.
+//! Admin keys are operators' keys and see every tenant's dead letters.
+
+use super::auth::{Principal, Scope};
+use super::body::{JsonBody, MaybeJsonBody};
+use super::error::ApiError;
+use super::reads::{decode_cursor, encode_cursor, limit_param, time_param};
+use super::ApiState;
+use crate::command::Envelope;
+use crate::ops::dead_letters::MAX_BULK;
+use crate::store::dead_letters::{self, Filter, STATES};
+use crate::store::StoreError;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// Query string of the list; parsed by hand so each error names its parameter.
+#[derive(Deserialize)]
+pub struct ListParams {
+    state: Option<String>,
+    command_type: Option<String>,
+    tenant: Option<String>,
+    error_kind: Option<String>,
+    error: Option<String>,
+    fingerprint: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// A page of dead letters, newest first.
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    State(state): State<ApiState>,
+    principal: Principal,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Scope::Admin)?;
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text(), Some("query")))?;
+    let limit = limit_param(p.limit.as_deref(), 50, 500)?;
+    let filter = Filter {
+        state: p.state.map(|s| check_state(&s)).transpose()?,
+        command_type: p.command_type.filter(|s| !s.is_empty()),
+        tenant: p.tenant.filter(|s| !s.is_empty()),
+        error_kind: p.error_kind.filter(|s| !s.is_empty()),
+        error: p.error.filter(|s| !s.is_empty()),
+        fingerprint: p.fingerprint.filter(|s| !s.is_empty()),
+        since: p.since.as_deref().map(|s| time_param(s, "since")).transpose()?,
+        until: p.until.as_deref().map(|s| time_param(s, "until")).transpose()?,
+    };
+    let before = p.cursor.as_deref().map(decode_cursor).transpose()?;
+    let page = dead_letters::list(&state.pool, &filter, before, limit).await?;
+    let next = (page.len() as i64 == limit).then(|| page.last().map(|d| encode_cursor(d.dead_at, d.id))).flatten();
+    Ok(Json(json!({"dead_letters": page, "next_cursor": next})))
+}
+
+fn check_state(s: &str) -> Result<String, ApiError> {
+    if STATES.contains(&s) {
+        Ok(s.to_owned())
+    } else {
+        Err(ApiError::bad_request("invalid_query", format!("state must be one of {STATES:?}"), Some("query state")))
+    }
+}
+
+/// Query string of the groups list.
+#[derive(Deserialize)]
+pub struct GroupParams {
+    limit: Option<String>,
+}
+
+/// Groups of open dead letters by cause, most recently seen first.
+#[tracing::instrument(skip_all)]
+pub async fn groups(
+    State(state): State<ApiState>,
+    principal: Principal,
+    params: Result<Query<GroupParams>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Scope::Admin)?;
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text(), Some("query")))?;
+    let limit = limit_param(p.limit.as_deref(), 50, 500)?;
+    Ok(Json(json!({"groups": dead_letters::groups(&state.pool, limit).await?})))
+}
+
+/// One dead letter with its payload, headers and every attempt's error.
+#[tracing::instrument(skip_all)]
+pub async fn show(
+    State(state): State<ApiState>,
+    principal: Principal,
+    id: Result<Path<Uuid>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Scope::Admin)?;
+    let id = path_id(id)?;
+    Ok(Json(detail(&state, id).await?))
+}
+
+/// The full view of one dead letter, shared with the dashboard.
+pub(crate) async fn detail(state: &ApiState, id: Uuid) -> Result<Value, ApiError> {
+    let dl =
+        dead_letters::get(&state.pool, id).await?.ok_or_else(|| ApiError::NotFound(format!("no dead letter {id}")))?;
+    let payload = match Envelope::decode(&dl.body) {
+        Ok(cmd) => cmd.payload,
+        Err(_) => Value::String(String::from_utf8_lossy(&dl.body).into_owned()),
+    };
+    let attempts = match dl.summary.command_id {
+        Some(cid) => sqlx::query_scalar::<_, Value>("SELECT errors FROM commands WHERE id = $1")
+            .bind(cid)
+            .fetch_optional(&state.pool)
+            .await
+            .map_err(StoreError::from)?
+            .unwrap_or_else(|| json!([])),
+        None => json!([]),
+    };
+    let mut v = serde_json::to_value(&dl).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("payload".into(), payload);
+        obj.insert("attempt_errors".into(), attempts);
+    }
+    Ok(v)
+}
+
+/// Body of a single replay: an optional edited payload.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    payload: Option<Value>,
+}
+
+/// Replays one dead letter (202: republished with a confirm; the command's status follows).
+#[tracing::instrument(skip_all)]
+pub async fn replay(
+    State(state): State<ApiState>,
+    principal: Principal,
+    id: Result<Path<Uuid>, PathRejection>,
+    MaybeJsonBody(body): MaybeJsonBody,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Scope::Admin)?;
+    let id = path_id(id)?;
+    let body: ReplayBody = match body {
+        Some(v) => {
+            serde_json::from_value(v).map_err(|e| ApiError::bad_request("invalid_body", e.to_string(), Some("body")))?
+        }
+        None => ReplayBody::default(),
+    };
+    let r = state.ops().replay(id, body.payload, &actor(&principal)).await?;
+    let url = format!("/v1/commands/{}", r.command_id);
+    Ok((StatusCode::ACCEPTED, Json(json!({"replayed": r, "status_url": url}))))
+}
+
+/// Discards one open dead letter.
+#[tracing::instrument(skip_all)]
+pub async fn discard(
+    State(state): State<ApiState>,
+    principal: Principal,
+    id: Result<Path<Uuid>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Scope::Admin)?;
+    let id = path_id(id)?;
+    state.ops().discard(id, &actor(&principal)).await?;
+    Ok(Json(json!({"discarded": id})))
+}
+
+/// Body of a bulk action: which open dead letters, how many, how fast.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkBody {
+    #[serde(default)]
+    filter: Filter,
+    limit: Option<usize>,
+    /// Replays per second (replay only); default 100.
+    rate_per_second: Option<f64>,
+}
+
+fn bulk_body(body: JsonBody) -> Result<BulkBody, ApiError> {
+    serde_json::from_value(body.0).map_err(|e| ApiError::bad_request("invalid_body", e.to_string(), Some("body")))
+}
+
+/// Replays open dead letters by filter; repeat the request to resume.
+#[tracing::instrument(skip_all)]
+pub async fn replay_many(
+    State(state): State<ApiState>,
+    principal: Principal,
+    body: JsonBody,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Scope::Admin)?;
+    let b = bulk_body(body)?;
+    let limit = b.limit.unwrap_or(1000).min(MAX_BULK);
+    let bulk =
+        state.ops().replay_many(&b.filter, limit, b.rate_per_second.unwrap_or(100.0), &actor(&principal)).await?;
+    Ok(Json(
+        json!({"replayed": bulk.done, "failed": bulk.failed, "failures": bulk.failures, "remaining": bulk.remaining}),
+    ))
+}
+
+/// Discards open dead letters by filter.
+#[tracing::instrument(skip_all)]
+pub async fn discard_many(
+    State(state): State<ApiState>,
+    principal: Principal,
+    body: JsonBody,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Scope::Admin)?;
+    let b = bulk_body(body)?;
+    let limit = b.limit.unwrap_or(1000).min(MAX_BULK);
+    let bulk = state.ops().discard_many(&b.filter, limit, &actor(&principal)).await?;
+    Ok(Json(json!({"discarded": bulk.done, "remaining": bulk.remaining})))
+}
+
+fn path_id(id: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, ApiError> {
+    id.map(|Path(id)| id).map_err(|e| ApiError::bad_request("invalid_id", e.body_text(), Some("path id")))
+}
+
+/// How an API caller appears in the audit log.
+pub(crate) fn actor(p: &Principal) -> String {
+    format!("key:{}", p.key_id)
+}

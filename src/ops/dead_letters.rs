@@ -1,0 +1,225 @@
+//! Replaying and discarding dead letters. A replay republishes the original command (same id,
+//! so the worker's inbox applies it at most once however often it is replayed) with a fresh
+//! attempt count and a header naming the dead letter it came from.
+
+use super::{Operators, OpsError};
+use crate::broker::headers::{set_i64, set_str};
+use crate::broker::topology::WORK_KEY;
+use crate::broker::Message;
+use crate::command::{Envelope, ATTEMPT_HEADER, TRACEPARENT_HEADER};
+use crate::schemas::PayloadError;
+use crate::store::audit;
+use crate::store::dead_letters::{self, Filter};
+use lapin::types::FieldTable;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Header on a replayed message: the id of the dead letter it replays.
+pub const REPLAY_OF_HEADER: &str = "x-sluice-replay-of";
+/// Most dead letters one bulk request acts on; more takes another request (it resumes).
+pub const MAX_BULK: usize = 10_000;
+const PAGE: i64 = 200;
+
+/// A replay that happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct Replayed {
+    pub dead_letter_id: Uuid,
+    pub command_id: Uuid,
+    pub edited: bool,
+}
+
+/// What a bulk action did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bulk {
+    /// Dead letters acted on.
+    pub done: usize,
+    /// Dead letters that failed, with why (at most 20 listed).
+    pub failed: usize,
+    pub failures: Vec<(Uuid, String)>,
+    /// Open dead letters still matching the filter: run the same request again to go on.
+    pub remaining: i64,
+}
+
+impl Operators {
+    /// Replays one dead letter, optionally with an operator-edited payload (validated against
+    /// its type's schema; the original body is kept and the edit is audited).
+    #[tracing::instrument(skip(self, edited), fields(edited = edited.is_some()))]
+    pub async fn replay(&self, id: Uuid, edited: Option<Value>, actor: &str) -> Result<Replayed, OpsError> {
+        self.replay_one(id, edited, actor, true).await
+    }
+
+    async fn replay_one(
+        &self,
+        id: Uuid,
+        edited: Option<Value>,
+        actor: &str,
+        audit: bool,
+    ) -> Result<Replayed, OpsError> {
+        let dl = dead_letters::get(&self.pool, id)
+            .await?
+            .ok_or_else(|| OpsError::NotFound(format!("no dead letter {id}")))?;
+        if dl.summary.state == "discarded" {
+            return Err(OpsError::Conflict(format!("dead letter {id} was discarded")));
+        }
+        let mut cmd = Envelope::decode(&dl.body).map_err(|e| {
+            OpsError::Conflict(format!("dead letter {id} is not a sluice command ({e}); edit cannot fix it"))
+        })?;
+        let before = cmd.payload.clone();
+        if let Some(payload) = &edited {
+            self.schemas.validate(&cmd.kind, payload).map_err(|e| match e {
+                PayloadError::Invalid { kind, violations } => OpsError::Invalid { kind, violations },
+                PayloadError::UnknownType(kind) => {
+                    OpsError::Conflict(format!("command type {kind} is no longer known"))
+                }
+            })?;
+            cmd.payload = payload.clone();
+        }
+        let mut headers = FieldTable::default();
+        set_i64(&mut headers, ATTEMPT_HEADER, 1);
+        set_str(&mut headers, REPLAY_OF_HEADER, &id.to_string());
+        if let Some(tp) = dl.headers.get(TRACEPARENT_HEADER).and_then(Value::as_str) {
+            set_str(&mut headers, TRACEPARENT_HEADER, tp);
+        }
+        let exchange = self.broker.topology().work_exchange();
+        let (body, message_id) = (cmd.encode(), cmd.id.to_string());
+        self.broker
+            .publish(Message {
+                exchange: &exchange,
+                routing_key: WORK_KEY,
+                body: &body,
+                message_id: &message_id,
+                headers,
+            })
+            .await?;
+        // Published first: if recording fails now, the replay still happened once and a
+        // second replay is harmless (same command id).
+        let mut tx = self.pool.begin().await.map_err(crate::store::StoreError::from)?;
+        dead_letters::mark_replayed(&mut tx, id, edited.as_ref()).await?;
+        if audit {
+            let (action, details) = match &edited {
+                Some(after) => {
+                    ("dead_letter.edit_replay", json!({"command_id": cmd.id, "before": before, "after": after}))
+                }
+                None => ("dead_letter.replay", json!({"command_id": cmd.id})),
+            };
+            audit::record(&mut tx, actor, action, &format!("dead_letter/{id}"), &details).await?;
+        }
+        tx.commit().await.map_err(crate::store::StoreError::from)?;
+        metrics::counter!("sluice_replays_total").increment(1);
+        tracing::info!(dead_letter_id = %id, command_id = %cmd.id, actor, "dead letter replayed");
+        Ok(Replayed { dead_letter_id: id, command_id: cmd.id, edited: edited.is_some() })
+    }
+
+    /// Replays up to `limit` open dead letters matching `filter`, oldest pages last, at most
+    /// `per_second` a second. Those replayed leave the open set, so repeating the request
+    /// resumes where it stopped.
+    pub async fn replay_many(
+        &self,
+        filter: &Filter,
+        limit: usize,
+        per_second: f64,
+        actor: &str,
+    ) -> Result<Bulk, OpsError> {
+        let limit = check_bulk(filter, limit)?;
+        if !(per_second.is_finite() && per_second > 0.0) {
+            return Err(OpsError::BadInput("rate must be a positive number per second".into()));
+        }
+        let started = Instant::now();
+        let mut bulk = Bulk { done: 0, failed: 0, failures: Vec::new(), remaining: 0 };
+        let mut pages = Pages::new(filter, limit);
+        while let Some(ids) = pages.next(self).await? {
+            for id in ids {
+                let due = started + Duration::from_secs_f64((bulk.done + bulk.failed) as f64 / per_second);
+                tokio::time::sleep_until(due.into()).await;
+                match self.replay_one(id, None, actor, false).await {
+                    Ok(_) => bulk.done += 1,
+                    // The broker is away: stop here; the request can be repeated to resume.
+                    Err(OpsError::Publish(e)) => return Err(OpsError::Publish(e)),
+                    Err(e) => {
+                        bulk.failed += 1;
+                        if bulk.failures.len() < 20 {
+                            bulk.failures.push((id, e.to_string()));
+                        }
+                    }
+                }
+            }
+        }
+        self.finish_bulk(filter, &mut bulk, "dead_letter.replay_many", actor).await?;
+        Ok(bulk)
+    }
+
+    /// Discards one open dead letter: it stays in the table, out of the open set.
+    pub async fn discard(&self, id: Uuid, actor: &str) -> Result<(), OpsError> {
+        let dl = dead_letters::get(&self.pool, id)
+            .await?
+            .ok_or_else(|| OpsError::NotFound(format!("no dead letter {id}")))?;
+        let mut tx = self.pool.begin().await.map_err(crate::store::StoreError::from)?;
+        if !dead_letters::mark_discarded(&mut tx, id).await? {
+            return Err(OpsError::Conflict(format!("dead letter {id} is {}, not open", dl.summary.state)));
+        }
+        audit::record(&mut tx, actor, "dead_letter.discard", &format!("dead_letter/{id}"), &json!({})).await?;
+        tx.commit().await.map_err(crate::store::StoreError::from)?;
+        Ok(())
+    }
+
+    /// Discards up to `limit` open dead letters matching `filter`.
+    pub async fn discard_many(&self, filter: &Filter, limit: usize, actor: &str) -> Result<Bulk, OpsError> {
+        let limit = check_bulk(filter, limit)?;
+        let mut bulk = Bulk { done: 0, failed: 0, failures: Vec::new(), remaining: 0 };
+        let mut pages = Pages::new(filter, limit);
+        while let Some(ids) = pages.next(self).await? {
+            let mut tx = self.pool.begin().await.map_err(crate::store::StoreError::from)?;
+            bulk.done += dead_letters::mark_discarded_many(&mut tx, &ids).await?;
+            tx.commit().await.map_err(crate::store::StoreError::from)?;
+        }
+        self.finish_bulk(filter, &mut bulk, "dead_letter.discard_many", actor).await?;
+        Ok(bulk)
+    }
+
+    async fn finish_bulk(&self, filter: &Filter, bulk: &mut Bulk, action: &str, actor: &str) -> Result<(), OpsError> {
+        bulk.remaining = dead_letters::count(&self.pool, filter).await?;
+        let details = json!({"filter": filter, "done": bulk.done, "failed": bulk.failed, "remaining": bulk.remaining});
+        let mut tx = self.pool.begin().await.map_err(crate::store::StoreError::from)?;
+        audit::record(&mut tx, actor, action, "dead_letters", &details).await?;
+        tx.commit().await.map_err(crate::store::StoreError::from)?;
+        Ok(())
+    }
+}
+
+/// Open dead letters matching a filter, page by page, `limit` in all.
+struct Pages<'a> {
+    filter: &'a Filter,
+    limit: usize,
+    seen: usize,
+    cursor: Option<(chrono::DateTime<chrono::Utc>, Uuid)>,
+}
+
+impl<'a> Pages<'a> {
+    fn new(filter: &'a Filter, limit: usize) -> Self {
+        Self { filter, limit, seen: 0, cursor: None }
+    }
+
+    async fn next(&mut self, ops: &Operators) -> Result<Option<Vec<Uuid>>, OpsError> {
+        if self.seen >= self.limit {
+            return Ok(None);
+        }
+        let want = i64::try_from(self.limit - self.seen).unwrap_or(PAGE).min(PAGE);
+        let page = dead_letters::list(&ops.pool, self.filter, self.cursor, want).await?;
+        let Some(last) = page.last() else { return Ok(None) };
+        self.cursor = Some((last.dead_at, last.id));
+        self.seen += page.len();
+        Ok(Some(page.into_iter().map(|d| d.id).collect()))
+    }
+}
+
+fn check_bulk(filter: &Filter, limit: usize) -> Result<usize, OpsError> {
+    if filter.state.as_deref().is_some_and(|s| s != "open") {
+        return Err(OpsError::BadInput("bulk actions apply to open dead letters only".into()));
+    }
+    if limit == 0 || limit > MAX_BULK {
+        return Err(OpsError::BadInput(format!("limit must be between 1 and {MAX_BULK}")));
+    }
+    Ok(limit)
+}

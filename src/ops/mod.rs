@@ -1,0 +1,38 @@
+//! Operator actions shared by the HTTP API, the dashboard and the CLI: dead-letter replay and
+//! discard, queue pause and resume. Each action is audited in the transaction that records it.
+
+pub mod dead_letters;
+pub mod queues;
+
+use crate::broker::{Broker, PublishError};
+use crate::schemas::{SchemaRegistry, Violation};
+use crate::store::StoreError;
+use sqlx::PgPool;
+use std::sync::Arc;
+
+/// What operator actions need; cheap to clone.
+#[derive(Clone)]
+pub struct Operators {
+    pub pool: PgPool,
+    pub broker: Broker,
+    pub schemas: Arc<SchemaRegistry>,
+}
+
+/// Why an operator action did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error("{0}")]
+    NotFound(String),
+    /// The target is in a state the action does not apply to.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request itself is wrong (e.g. an unknown queue or a bad limit).
+    #[error("{0}")]
+    BadInput(String),
+    #[error("the edited payload does not match the schema of {kind}")]
+    Invalid { kind: String, violations: Vec<Violation> },
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
