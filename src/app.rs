@@ -69,8 +69,13 @@ impl Application {
         let bootstrap = Some((a.bootstrap_key.expose(), a.bootstrap_tenant.as_str()));
         let auth = Authenticator::new(pool.clone(), bootstrap, Duration::from_secs(a.cache_ttl_secs));
         let Catalog { schemas, handlers } = catalog;
-        let state =
-            ApiState { pool: pool.clone(), broker: broker.clone(), schemas: Arc::new(schemas), auth: Arc::new(auth) };
+        let state = ApiState {
+            pool: pool.clone(),
+            broker: broker.clone(),
+            schemas: Arc::new(schemas),
+            auth: Arc::new(auth),
+            dashboard: Arc::new(settings.dashboard.clone()),
+        };
         let router = match roles {
             Roles::All | Roles::Api => api::router(state, settings.http.body_limit_bytes),
             Roles::Worker => api::ops_only(state),

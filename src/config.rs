@@ -35,6 +35,7 @@ pub struct Settings {
     pub broker: BrokerSettings,
     pub worker: WorkerSettings,
     pub auth: AuthSettings,
+    pub dashboard: DashboardSettings,
     pub log: LogSettings,
 }
 
@@ -89,6 +90,13 @@ pub struct AuthSettings {
     pub bootstrap_key: Secret,
     pub bootstrap_tenant: String,
     pub cache_ttl_secs: u64,
+}
+
+/// `[dashboard]`
+#[derive(Clone, Debug, Deserialize)]
+pub struct DashboardSettings {
+    pub session_ttl_secs: u64,
+    pub secure_cookie: bool,
 }
 
 /// `[log]`

@@ -8,10 +8,14 @@ pub mod app;
 pub mod bench;
 /// RabbitMQ: connection supervision, topology, confirmed publishing.
 pub mod broker;
+/// Operator subcommands of the binary (`sluice dlq`).
+pub mod cli;
 /// The command envelope that travels from the API to the workers, and its codec.
 pub mod command;
 /// Typed settings layered from files and the environment.
 pub mod config;
+/// The operator dashboard: server-rendered pages behind an admin login.
+pub mod dashboard;
 /// Business logic, one module per command family.
 pub mod handlers;
 /// Operator actions: dead-letter replay and discard, queue pause, all audited.

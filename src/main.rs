@@ -28,6 +28,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Inspect, replay and discard dead letters.
+    Dlq {
+        #[command(subcommand)]
+        command: sluice::cli::dlq::DlqCommand,
+    },
     /// Measure throughput and latency against the raw broker + database pipeline.
     Bench(sluice::bench::BenchArgs),
     /// Exit 0 if URL answers 200 (for container health checks without curl).
@@ -69,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { command } => keys(settings, command).await,
+        Command::Dlq { command } => sluice::cli::dlq::run(settings, command).await,
         Command::Bench(args) => sluice::bench::run(settings, args).await,
         Command::Healthcheck { url } => {
             let status = reqwest::get(&url).await?.status();

@@ -6,10 +6,8 @@ use super::body::{JsonBody, MaybeJsonBody};
 use super::error::ApiError;
 use super::reads::{decode_cursor, encode_cursor, limit_param, time_param};
 use super::ApiState;
-use crate::command::Envelope;
 use crate::ops::dead_letters::MAX_BULK;
 use crate::store::dead_letters::{self, Filter, STATES};
-use crate::store::StoreError;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -96,32 +94,7 @@ pub async fn show(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Admin)?;
     let id = path_id(id)?;
-    Ok(Json(detail(&state, id).await?))
-}
-
-/// The full view of one dead letter, shared with the dashboard.
-pub(crate) async fn detail(state: &ApiState, id: Uuid) -> Result<Value, ApiError> {
-    let dl =
-        dead_letters::get(&state.pool, id).await?.ok_or_else(|| ApiError::NotFound(format!("no dead letter {id}")))?;
-    let payload = match Envelope::decode(&dl.body) {
-        Ok(cmd) => cmd.payload,
-        Err(_) => Value::String(String::from_utf8_lossy(&dl.body).into_owned()),
-    };
-    let attempts = match dl.summary.command_id {
-        Some(cid) => sqlx::query_scalar::<_, Value>("SELECT errors FROM commands WHERE id = $1")
-            .bind(cid)
-            .fetch_optional(&state.pool)
-            .await
-            .map_err(StoreError::from)?
-            .unwrap_or_else(|| json!([])),
-        None => json!([]),
-    };
-    let mut v = serde_json::to_value(&dl).map_err(|e| ApiError::Internal(e.to_string()))?;
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("payload".into(), payload);
-        obj.insert("attempt_errors".into(), attempts);
-    }
-    Ok(v)
+    Ok(Json(state.ops().detail(id).await?))
 }
 
 /// Body of a single replay: an optional edited payload.

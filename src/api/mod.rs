@@ -28,6 +28,7 @@ pub struct ApiState {
     pub broker: Broker,
     pub schemas: Arc<SchemaRegistry>,
     pub auth: Arc<Authenticator>,
+    pub dashboard: Arc<crate::config::DashboardSettings>,
 }
 
 impl ApiState {
@@ -57,7 +58,7 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
         .route("/v1/queues/{name}/resume", post(operators::resume))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::Extension(BodyLimit(body_limit)));
-    finish(v1.merge(ops_router()).with_state(state))
+    finish(v1.merge(ops_router()).merge(crate::dashboard::router()).with_state(state))
 }
 
 /// Health and metrics only: what a worker-only process serves.

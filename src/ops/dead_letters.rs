@@ -8,8 +8,8 @@ use crate::broker::topology::WORK_KEY;
 use crate::broker::Message;
 use crate::command::{Envelope, ATTEMPT_HEADER, TRACEPARENT_HEADER};
 use crate::schemas::PayloadError;
-use crate::store::audit;
 use crate::store::dead_letters::{self, Filter};
+use crate::store::{audit, commands};
 use lapin::types::FieldTable;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -43,6 +43,28 @@ pub struct Bulk {
 }
 
 impl Operators {
+    /// One dead letter in full: its summary, headers, decoded payload (or the raw body as text
+    /// when it is not a command) and every failed attempt of its command.
+    pub async fn detail(&self, id: Uuid) -> Result<Value, OpsError> {
+        let dl = dead_letters::get(&self.pool, id)
+            .await?
+            .ok_or_else(|| OpsError::NotFound(format!("no dead letter {id}")))?;
+        let payload = match Envelope::decode(&dl.body) {
+            Ok(cmd) => cmd.payload,
+            Err(_) => Value::String(String::from_utf8_lossy(&dl.body).into_owned()),
+        };
+        let attempts = match dl.summary.command_id {
+            Some(cid) => commands::errors_of(&self.pool, cid).await?,
+            None => Value::Array(Vec::new()),
+        };
+        let mut v = serde_json::to_value(&dl).unwrap_or_default();
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("payload".into(), payload);
+            obj.insert("attempt_errors".into(), attempts);
+        }
+        Ok(v)
+    }
+
     /// Replays one dead letter, optionally with an operator-edited payload (validated against
     /// its type's schema; the original body is kept and the edit is audited).
     #[tracing::instrument(skip(self, edited), fields(edited = edited.is_some()))]

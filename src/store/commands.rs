@@ -202,6 +202,15 @@ pub async fn find(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Comman
     .await?)
 }
 
+/// Every failed attempt of a command (any tenant's), oldest first; `[]` if it has no row.
+pub async fn errors_of(pool: &PgPool, id: Uuid) -> Result<Value, StoreError> {
+    Ok(sqlx::query_scalar::<_, Value>("SELECT errors FROM commands WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .unwrap_or_else(|| Value::Array(Vec::new())))
+}
+
 /// A command as operators see it: any tenant's.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct OperatorRow {

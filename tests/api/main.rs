@@ -3,7 +3,9 @@
 
 mod auth;
 mod batches;
+mod cli;
 mod commands;
+mod dashboard;
 mod dead_letters;
 mod fault;
 mod helpers;

@@ -1,0 +1,159 @@
+//! Recent commands, searchable by id, type and status (keyset-paginated, index-backed), and
+//! one command's status, refreshed live.
+
+use super::layout::{clipped, maybe_time, page, status_badge, time, PageError};
+use super::session::Operator;
+use crate::api::ApiState;
+use crate::store::commands::{self, Search};
+use axum::extract::{Path, Query, State};
+use chrono::{DateTime, Utc};
+use maud::{html, Markup};
+use serde::Deserialize;
+use uuid::Uuid;
+
+const PAGE: i64 = 50;
+const STATUSES: [&str; 5] = ["succeeded", "rejected", "retrying", "dead", "processing"];
+
+/// Search fields from the query string.
+#[derive(Deserialize, Default)]
+pub struct SearchQuery {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    command_type: String,
+    #[serde(default)]
+    status: String,
+    /// Keyset cursor: `<micros>_<uuid>` of the last row shown.
+    #[serde(default)]
+    before: String,
+}
+
+/// `GET /dashboard/commands`
+pub async fn index(
+    State(state): State<ApiState>,
+    op: Operator,
+    Query(q): Query<SearchQuery>,
+) -> Result<Markup, PageError> {
+    let bad = |what: &str| PageError::new(axum::http::StatusCode::BAD_REQUEST, format!("{what} is not valid"));
+    let id = match q.id.trim() {
+        "" => None,
+        s => Some(Uuid::parse_str(s).map_err(|_| bad("The command id"))?),
+    };
+    let before = match q.before.split_once('_') {
+        None => None,
+        Some((m, id)) => Some((
+            m.parse::<i64>().ok().and_then(DateTime::<Utc>::from_timestamp_micros).ok_or_else(|| bad("The cursor"))?,
+            Uuid::parse_str(id).map_err(|_| bad("The cursor"))?,
+        )),
+    };
+    let search = Search {
+        id,
+        kind: Some(q.command_type.trim().to_owned()).filter(|s| !s.is_empty()),
+        status: Some(q.status.clone()).filter(|s| STATUSES.contains(&s.as_str())),
+    };
+    let rows = commands::search(&state.pool, &search, before, PAGE).await?;
+    let next = (rows.len() as i64 == PAGE).then(|| rows.last()).flatten().map(|r| {
+        format!(
+            "/dashboard/commands?command_type={}&status={}&before={}_{}",
+            search.kind.as_deref().unwrap_or(""),
+            search.status.as_deref().unwrap_or(""),
+            r.command.updated_at.timestamp_micros(),
+            r.command.id
+        )
+    });
+    Ok(page(
+        "Commands",
+        "Commands",
+        &op.csrf,
+        html! {
+            h1 { "Recent commands" }
+            section {
+                form.filters method="get" action="/dashboard/commands" {
+                    label { "Id" input name="id" value=(q.id) size="38"; }
+                    label { "Type" input name="command_type" value=(q.command_type); }
+                    label { "Status" select name="status" {
+                        option value="" { "any" }
+                        @for s in STATUSES { option value=(s) selected[q.status == s] { (s) } }
+                    } }
+                    button.secondary type="submit" { "Search" }
+                }
+                @if rows.is_empty() { p.muted { "No command matches." } } @else {
+                    table {
+                        thead { tr { th { "Updated" } th { "Id" } th { "Type" } th { "Tenant" } th { "Status" } th.num { "Attempts" } th { "Last error" } } }
+                        tbody {
+                            @for r in &rows {
+                                tr {
+                                    td { (time(r.command.updated_at)) }
+                                    td { a href=(format!("/dashboard/commands/{}", r.command.id)) { code { (r.command.id) } } }
+                                    td { (r.command.kind) }
+                                    td { (r.tenant) }
+                                    td { (status_badge(&r.command.status)) }
+                                    td.num { (r.command.attempts) }
+                                    td { (clipped(r.command.last_error.as_deref().unwrap_or(""), 80)) }
+                                }
+                            }
+                        }
+                    }
+                    @if let Some(n) = next { p { a href=(n) { "Older →" } } }
+                }
+            }
+        },
+    ))
+}
+
+/// `GET /dashboard/commands/{id}`
+pub async fn detail(State(state): State<ApiState>, op: Operator, Path(id): Path<Uuid>) -> Result<Markup, PageError> {
+    let status = status_block(&state, id).await?;
+    Ok(page(
+        "Command",
+        "Commands",
+        &op.csrf,
+        html! {
+            h1 { "Command " code { (id) } }
+            section { (status) }
+        },
+    ))
+}
+
+/// `GET /dashboard/live/commands/{id}`: the status block alone, for htmx to refresh.
+pub async fn live_status(
+    State(state): State<ApiState>,
+    _op: Operator,
+    Path(id): Path<Uuid>,
+) -> Result<Markup, PageError> {
+    status_block(&state, id).await
+}
+
+async fn status_block(state: &ApiState, id: Uuid) -> Result<Markup, PageError> {
+    let rows = commands::search(&state.pool, &Search { id: Some(id), ..Search::default() }, None, 1).await?;
+    let row = rows.into_iter().next();
+    let live = format!("/dashboard/live/commands/{id}");
+    Ok(html! {
+        div #command-status hx-get=(live) hx-trigger="every 1s" hx-swap="outerHTML" {
+            @match &row {
+                None => {
+                    p { "Status: " span data-command-status { "pending" } }
+                    p.muted { "No worker has taken it yet (it may still be in the queue)." }
+                }
+                Some(r) => {
+                    table {
+                        tr { th { "Status" } td { span data-command-status class=(format!("badge {}", r.command.status)) { (r.command.status) } } }
+                        tr { th { "Type / tenant" } td { (r.command.kind) " / " (r.tenant) } }
+                        tr { th { "Attempts" } td { (r.command.attempts) } }
+                        tr { th { "Submitted" } td { (time(r.command.submitted_at)) } }
+                        tr { th { "Completed" } td { (maybe_time(r.command.completed_at)) } }
+                        tr { th { "Last error" } td { (r.command.last_error.as_deref().unwrap_or("—")) } }
+                        tr { th { "Result" } td { pre { (r.command.result.as_ref().map(|v| serde_json::to_string_pretty(v).unwrap_or_default()).unwrap_or_default()) } } }
+                    }
+                    @if let Some(errors) = r.command.errors.as_array().filter(|e| !e.is_empty()) {
+                        h2 { "Failed attempts" }
+                        table {
+                            thead { tr { th.num { "#" } th { "At" } th { "Error" } } }
+                            tbody { @for a in errors { tr { td.num { (a["attempt"]) } td { (a["at"].as_str().unwrap_or("")) } td { (a["error"].as_str().unwrap_or("")) } } } }
+                        }
+                    }
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,60 @@
+//! `sluice dlq`: the dead-letter operations from a shell, against the same database and broker.
+
+use crate::helpers::{spawn_app, TestApp};
+use serde_json::{json, Value};
+use std::process::Command;
+
+fn sluice(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env("SLUICE_ENV", "test")
+        .env("SLUICE__DATABASE__URL", app.settings.database.url.expose())
+        .env("SLUICE__BROKER__URL", app.settings.broker.url.expose())
+        .env("SLUICE__BROKER__PREFIX", &app.settings.broker.prefix)
+        .env("SLUICE__LOG__LEVEL", "warn")
+        .output()
+        .expect("the sluice binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_shows_replays_with_an_edit_and_discards_dead_letters() {
+    let app = spawn_app().await;
+    let fixable = app.dead_event(1).await;
+    let hopeless = app.dead_event(2).await;
+
+    let (ok, out, err) = sluice(&app, &["dlq", "list", "--json"]);
+    assert!(ok, "{err}");
+    let listed: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(listed.len(), 2);
+    let id_of = |cmd| listed.iter().find(|d| d["command_id"] == json!(cmd)).unwrap()["id"].as_str().unwrap().to_owned();
+    let (fix_id, drop_id) = (id_of(fixable), id_of(hopeless));
+
+    let (ok, out, err) = sluice(&app, &["dlq", "show", &fix_id]);
+    assert!(ok, "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["payload"], json!({"data": {"marker": 1}}));
+
+    let (ok, out, err) = sluice(&app, &["dlq", "replay", &fix_id, "--payload", r#"{"name": "cli", "data": 1}"#]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&fixable.to_string()), "{out}");
+    app.status_becomes(fixable, "succeeded").await;
+
+    let (ok, _, err) = sluice(&app, &["dlq", "replay", &drop_id, "--payload", r#"{"name": 1}"#]);
+    assert!(!ok, "a payload breaking the schema is refused");
+    assert!(err.contains("schema"), "{err}");
+
+    let (ok, _, err) = sluice(&app, &["dlq", "discard", &drop_id]);
+    assert!(ok, "{err}");
+    let (_, out, _) = sluice(&app, &["dlq", "list", "--json"]);
+    assert_eq!(out.trim(), "", "nothing open is left");
+
+    let audit = app.get_json("/v1/audit").await;
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert!(entries.iter().all(|e| e["actor"].as_str().unwrap().starts_with("cli:")), "{audit}");
+}
