@@ -4,6 +4,7 @@ use crate::api::{self, auth::Authenticator, ApiState};
 use crate::broker::{Broker, Topology};
 use crate::config::Settings;
 use crate::handlers::{Handler, Handlers};
+use crate::heartbeat::Reporter;
 use crate::schemas::{SchemaError, SchemaRegistry};
 use crate::store;
 use crate::worker::{self, retry::RetryPolicy, WorkerCtx};
@@ -52,6 +53,7 @@ pub struct Application {
     worker: Option<Arc<WorkerCtx>>,
     broker: Broker,
     pool: PgPool,
+    reporter: Arc<Reporter>,
     cancel: CancellationToken,
 }
 
@@ -69,12 +71,19 @@ impl Application {
         let bootstrap = Some((a.bootstrap_key.expose(), a.bootstrap_tenant.as_str()));
         let auth = Authenticator::new(pool.clone(), bootstrap, Duration::from_secs(a.cache_ttl_secs));
         let Catalog { schemas, handlers } = catalog;
+        let role_names = match roles {
+            Roles::All => "api+worker",
+            Roles::Api => "api",
+            Roles::Worker => "worker",
+        };
+        let reporter = Arc::new(Reporter::new(role_names, settings.worker.concurrency, settings.worker.prefetch));
         let state = ApiState {
             pool: pool.clone(),
             broker: broker.clone(),
             schemas: Arc::new(schemas),
             auth: Arc::new(auth),
             dashboard: Arc::new(settings.dashboard.clone()),
+            reporter: reporter.clone(),
         };
         let router = match roles {
             Roles::All | Roles::Api => api::router(state, settings.http.body_limit_bytes),
@@ -87,10 +96,11 @@ impl Application {
                 handlers,
                 policy: RetryPolicy::new(&settings.worker),
                 settings: settings.worker.clone(),
+                reporter: reporter.clone(),
             })
         });
         let listener = TcpListener::bind(&settings.http.addr).await?;
-        Ok(Self { listener, router, worker, broker, pool, cancel })
+        Ok(Self { listener, router, worker, broker, pool, reporter, cancel })
     }
 
     /// The bound HTTP port (useful with port 0).
@@ -116,7 +126,11 @@ impl Application {
     /// Serves HTTP and runs the workers until the shutdown token fires, then drains: stop
     /// accepting, stop consuming, finish and ack what is in flight, close connections.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self { listener, router, worker, broker, pool, cancel } = self;
+        let Self { listener, router, worker, broker, pool, reporter, cancel } = self;
+        let beat = {
+            let (pool, cancel) = (pool.clone(), cancel.clone());
+            tokio::spawn(async move { reporter.run(pool, cancel).await })
+        };
         let http_cancel = cancel.clone();
         // Spawned, not joined in place: the caller's task is often `main`'s block_on thread,
         // which is not one of the runtime's workers, and everything would funnel through it.
@@ -130,6 +144,7 @@ impl Application {
             workers.await?;
         }
         let served = server.await?;
+        let _ = beat.await;
         broker.close().await;
         pool.close().await;
         served?;

@@ -18,6 +18,8 @@ pub mod config;
 pub mod dashboard;
 /// Business logic, one module per command family.
 pub mod handlers;
+/// This process's heartbeat, outcome counts for the dashboard, and queue pauses read back.
+pub mod heartbeat;
 /// Operator actions: dead-letter replay and discard, queue pause, all audited.
 pub mod ops;
 /// JSON Schema registry for command payloads.

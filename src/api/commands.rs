@@ -31,6 +31,7 @@ pub async fn submit(
     JsonBody(body): JsonBody,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Submit)?;
+    let started = std::time::Instant::now();
     let key = idempotency_key(&headers)?;
     let (kind, payload) = match validate(&state, body) {
         Ok(ok) => ok,
@@ -56,6 +57,8 @@ pub async fn submit(
         return Err(e.into());
     }
     metrics::counter!("sluice_ingest_accepted_total", "type" => kind).increment(1);
+    state.reporter.accepted();
+    metrics::histogram!("sluice_ingest_seconds").record(started.elapsed());
     let url = format!("/v1/commands/{id}");
     Ok((
         StatusCode::ACCEPTED,

@@ -22,7 +22,16 @@ pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     (status, Json(json!({"status": word(broker && database), "broker": word(broker), "database": word(database)})))
 }
 
-/// Prometheus text format.
-pub async fn metrics() -> impl IntoResponse {
+/// Prometheus text format. Gauges read from elsewhere (queue depths from RabbitMQ, parked
+/// dead letters from Postgres) are refreshed per scrape, each bounded to a second.
+pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    let bound = Duration::from_secs(1);
+    let _ = tokio::time::timeout(bound, state.broker.queue_stats()).await;
+    if let Ok(Ok(n)) = tokio::time::timeout(bound, crate::store::dead_letters::open_count(&state.pool)).await {
+        metrics::gauge!("sluice_dead_letters_parked").set(n as f64);
+    }
+    let link_up = state.broker.link().is_some_and(|l| l.connection.status().connected());
+    metrics::gauge!("sluice_broker_connected").set(if link_up { 1.0 } else { 0.0 });
+    metrics::gauge!("sluice_broker_blocked").set(if link_up && !state.broker.is_ready() { 1.0 } else { 0.0 });
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::metrics_handle().render())
 }

@@ -29,6 +29,7 @@ pub struct ApiState {
     pub schemas: Arc<SchemaRegistry>,
     pub auth: Arc<Authenticator>,
     pub dashboard: Arc<crate::config::DashboardSettings>,
+    pub reporter: Arc<crate::heartbeat::Reporter>,
 }
 
 impl ApiState {

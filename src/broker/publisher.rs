@@ -65,6 +65,9 @@ impl Broker {
             Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable(msg.exchange.to_owned())),
             Ok(Ok(Confirmation::Nack(_) | Confirmation::NotRequested)) => Err(PublishError::Nacked),
         };
+        if result.is_ok() {
+            metrics::counter!("sluice_published_total").increment(1);
+        }
         if let Err(e) = &result {
             metrics::counter!("sluice_publish_failures_total", "reason" => e.reason()).increment(1);
             if matches!(e, PublishError::Channel(_)) && !channel.status().connected() {

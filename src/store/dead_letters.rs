@@ -255,6 +255,13 @@ pub async fn groups(pool: &PgPool, limit: i64) -> Result<Vec<Group>, StoreError>
     .await?)
 }
 
+/// Open dead letters in all (from the groups table: no scan of dead letters).
+pub async fn open_count(pool: &PgPool) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar::<_, i64>("SELECT coalesce(sum(open_count), 0)::bigint FROM dead_letter_groups")
+        .fetch_one(pool)
+        .await?)
+}
+
 /// Records a replay (the letter leaves the open set); `payload` when an operator edited it.
 pub async fn mark_replayed(tx: &mut PgConnection, id: Uuid, payload: Option<&Value>) -> Result<(), StoreError> {
     sqlx::query(

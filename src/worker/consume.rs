@@ -2,6 +2,7 @@
 
 use super::acks::Acks;
 use crate::broker::{Broker, Link};
+use futures_util::stream::ReadyChunks;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
@@ -10,7 +11,7 @@ use lapin::{Channel, Consumer};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// How to consume one queue.
@@ -26,84 +27,80 @@ pub struct Options {
     pub concurrency: usize,
     /// How long shutdown waits for running calls.
     pub drain: Duration,
+    /// Told whether deliveries are flowing (subscribed) or not (paused, reconnecting, stopped).
+    pub on_consuming: Box<dyn Fn(bool) + Send + Sync>,
 }
 
 /// Consumes a queue with at most `prefetch` unacked deliveries and `concurrency` running
 /// `work` calls, each given the deliveries that were ready together (up to `batch_size`),
 /// resubscribing after every reconnect, until `cancel`; then stops consuming and waits (up to
-/// `drain`) for running calls to ack.
-pub async fn consume<F, Fut>(broker: &Broker, opts: Options, cancel: &CancellationToken, work: F)
-where
+/// `drain`) for running calls to ack. While `paused` holds true it cancels its subscription,
+/// finishes what it already received, and subscribes again on resume.
+pub async fn consume<F, Fut>(
+    broker: &Broker,
+    opts: Options,
+    cancel: &CancellationToken,
+    mut paused: watch::Receiver<bool>,
+    work: F,
+) where
     F: Fn(Vec<Delivery>, Arc<Acks>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Options { queue, prefetch, batch_size, linger, concurrency, drain } = opts;
+    let Options { queue, prefetch, batch_size, linger, concurrency, drain, on_consuming } = opts;
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut last: Option<Arc<Link>> = None;
     let mut open: Option<(Channel, String)> = None;
-    while let Some(link) = broker.wait_new_link(last.as_ref(), cancel).await {
+    'links: while let Some(link) = broker.wait_new_link(last.as_ref(), cancel).await {
         last = Some(link.clone());
-        let (channel, consumer, tag) = match subscribe(&link, &queue, prefetch).await {
-            Ok(ok) => ok,
+        let channel = match open_channel(&link, prefetch).await {
+            Ok(c) => c,
             Err(e) => {
-                tracing::warn!(%queue, error = %e, "cannot subscribe; reconnecting");
+                tracing::warn!(%queue, error = %e, "cannot open a channel; reconnecting");
                 broker.request_reconnect(&link);
                 continue;
             }
         };
-        tracing::info!(%queue, prefetch, batch_size, concurrency, "consuming");
-        let mut ready = consumer.ready_chunks(batch_size.max(1));
-        let mut carry = Vec::new();
+        // One ledger per channel: delivery tags are the channel's, across resubscriptions.
         let acks = Acks::new(channel.clone(), usize::from(prefetch / 4));
         loop {
-            let permit = tokio::select! {
-                p = permits.clone().acquire_owned() => p,
-                () = cancel.cancelled() => break,
-            };
-            let Ok(permit) = permit else { break };
-            // Others still running means the database is busy anyway: waiting a moment for a
-            // fuller batch then costs no latency and saves commits and acks. Alone, go at once.
-            let busy = permits.available_permits() + 1 < concurrency;
-            let next = tokio::select! {
-                d = gather(&mut ready, &mut carry, batch_size, if busy { linger } else { Duration::ZERO }) => d,
-                () = cancel.cancelled() => break,
-            };
-            match next {
-                Some(results) => {
-                    let mut batch = Vec::with_capacity(results.len());
-                    let mut failure = None;
-                    for r in results {
-                        match r {
-                            Ok(d) => {
-                                acks.received(d.delivery_tag).await;
-                                batch.push(d);
-                            }
-                            Err(e) => failure = Some(e),
-                        }
-                    }
-                    if !batch.is_empty() {
-                        let task = work(batch, acks.clone());
-                        tokio::spawn(async move {
-                            task.await;
-                            drop(permit);
-                        });
-                    }
-                    if let Some(e) = failure {
-                        tracing::warn!(%queue, error = %e, "consumer failed; resubscribing");
-                        broker.request_reconnect(&link);
-                        break;
-                    }
+            if *paused.borrow_and_update() {
+                tracing::info!(%queue, "consumption paused by an operator");
+                tokio::select! {
+                    r = paused.wait_for(|p| !*p) => if r.is_err() { break 'links },
+                    () = cancel.cancelled() => break 'links,
                 }
-                None => {
-                    tracing::warn!(%queue, "consumer was cancelled by the broker; resubscribing");
+                tracing::info!(%queue, "consumption resumed");
+            }
+            let (consumer, tag) = match subscribe(&channel, &queue).await {
+                Ok(ok) => ok,
+                Err(e) => {
+                    tracing::warn!(%queue, error = %e, "cannot subscribe; reconnecting");
                     broker.request_reconnect(&link);
-                    break;
+                    continue 'links;
+                }
+            };
+            tracing::info!(%queue, prefetch, batch_size, concurrency, "consuming");
+            on_consuming(true);
+            let pump = Pump { permits: &permits, acks: &acks, work: &work, batch_size, linger, concurrency };
+            let stopped = pump.run(consumer, cancel, &mut paused).await;
+            on_consuming(false);
+            match stopped {
+                Stopped::Cancelled => {
+                    open = Some((channel, tag));
+                    break 'links;
+                }
+                Stopped::Paused(ready, carry) => {
+                    // Stop new deliveries, then finish those already received: the stream
+                    // ends after the last of them.
+                    let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                    pump.drain(ready, carry).await;
+                }
+                Stopped::Failed(why) => {
+                    tracing::warn!(%queue, %why, "consumer stopped; resubscribing");
+                    broker.request_reconnect(&link);
+                    continue 'links;
                 }
             }
-        }
-        if cancel.is_cancelled() {
-            open = Some((channel, tag));
-            break;
         }
     }
     if let Some((channel, tag)) = &open {
@@ -123,37 +120,138 @@ where
     }
 }
 
+/// Why a subscription stopped being pumped.
+enum Stopped {
+    Cancelled,
+    /// Operators paused the queue; received deliveries are still in the stream and the carry.
+    Paused(ReadyChunks<Consumer>, Vec<lapin::Result<Delivery>>),
+    Failed(String),
+}
+
+/// Hands a consumer's deliveries to `work`, in batches, within the concurrency bound.
+struct Pump<'a, F> {
+    permits: &'a Arc<Semaphore>,
+    acks: &'a Arc<Acks>,
+    work: &'a F,
+    batch_size: usize,
+    linger: Duration,
+    concurrency: usize,
+}
+
+impl<F, Fut> Pump<'_, F>
+where
+    F: Fn(Vec<Delivery>, Arc<Acks>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    async fn run(&self, consumer: Consumer, cancel: &CancellationToken, paused: &mut watch::Receiver<bool>) -> Stopped {
+        let mut ready = consumer.ready_chunks(self.batch_size.max(1));
+        let mut carry = Vec::new();
+        loop {
+            let permit = tokio::select! {
+                p = self.permits.clone().acquire_owned() => p,
+                () = cancel.cancelled() => return Stopped::Cancelled,
+                Ok(_) = paused.wait_for(|p| *p) => return Stopped::Paused(ready, carry),
+            };
+            let Ok(permit) = permit else { return Stopped::Cancelled };
+            // Others still running means the database is busy anyway: waiting a moment for a
+            // fuller batch then costs no latency and saves commits and acks. Alone, go at once.
+            let busy = self.permits.available_permits() + 1 < self.concurrency;
+            let linger = if busy { self.linger } else { Duration::ZERO };
+            let next = tokio::select! {
+                d = gather(&mut ready, &mut carry, self.batch_size, linger) => d,
+                () = cancel.cancelled() => return Stopped::Cancelled,
+                Ok(_) = paused.wait_for(|p| *p) => return Stopped::Paused(ready, carry),
+            };
+            match next {
+                Some(results) => {
+                    if let Err(e) = self.dispatch(results, permit).await {
+                        return Stopped::Failed(format!("consumer failed: {e}"));
+                    }
+                }
+                None => return Stopped::Failed("consumer was cancelled by the broker".into()),
+            }
+        }
+    }
+
+    /// Works off what a cancelled consumer still holds (`carry` first), until its stream ends.
+    async fn drain(&self, mut ready: ReadyChunks<Consumer>, carry: Vec<lapin::Result<Delivery>>) {
+        let mut held = Some(carry).filter(|c| !c.is_empty());
+        loop {
+            let results = match held.take() {
+                Some(c) => c,
+                None => match ready.next().await {
+                    Some(r) => r,
+                    None => return,
+                },
+            };
+            let Ok(permit) = self.permits.clone().acquire_owned().await else { return };
+            if self.dispatch(results, permit).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        results: Vec<lapin::Result<Delivery>>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<(), lapin::Error> {
+        let mut batch = Vec::with_capacity(results.len());
+        let mut failure = None;
+        for r in results {
+            match r {
+                Ok(d) => {
+                    self.acks.received(d.delivery_tag).await;
+                    batch.push(d);
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        if !batch.is_empty() {
+            let task = (self.work)(batch, self.acks.clone());
+            tokio::spawn(async move {
+                task.await;
+                drop(permit);
+            });
+        }
+        failure.map_or(Ok(()), Err)
+    }
+}
+
 /// The next batch: what is ready (at least one delivery), topped up for at most `linger` until
-/// `batch_size`; `None` once the stream ends. Deliveries beyond `batch_size` wait in `carry`.
+/// `batch_size`; `None` once the stream ends. Deliveries gather in `carry`, and those beyond
+/// `batch_size` stay there for the next batch, so dropping this future mid-way loses nothing.
 async fn gather<S, T>(ready: &mut S, carry: &mut Vec<T>, batch_size: usize, linger: Duration) -> Option<Vec<T>>
 where
     S: futures_util::Stream<Item = Vec<T>> + Unpin,
 {
-    let mut batch = std::mem::take(carry);
-    if batch.is_empty() {
-        batch = ready.next().await?;
+    if carry.is_empty() {
+        let first = ready.next().await?;
+        carry.extend(first);
     }
     let deadline = tokio::time::Instant::now() + linger;
-    while batch.len() < batch_size && !linger.is_zero() {
+    while carry.len() < batch_size && !linger.is_zero() {
         match tokio::time::timeout_at(deadline, ready.next()).await {
-            Ok(Some(more)) => batch.extend(more),
+            Ok(Some(more)) => carry.extend(more),
             _ => break,
         }
     }
-    if batch.len() > batch_size {
-        *carry = batch.split_off(batch_size);
-    }
-    Some(batch)
+    let rest = if carry.len() > batch_size { carry.split_off(batch_size) } else { Vec::new() };
+    Some(std::mem::replace(carry, rest))
 }
 
-async fn subscribe(link: &Link, queue: &str, prefetch: u16) -> lapin::Result<(Channel, Consumer, String)> {
+async fn open_channel(link: &Link, prefetch: u16) -> lapin::Result<Channel> {
     let channel = link.connection.create_channel().await?;
     channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    Ok(channel)
+}
+
+async fn subscribe(channel: &Channel, queue: &str) -> lapin::Result<(Consumer, String)> {
     let tag = format!("{queue}.{}", uuid::Uuid::new_v4().simple());
     let consumer = channel
         .basic_consume(queue.into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
         .await?;
-    Ok((channel, consumer, tag))
+    Ok((consumer, tag))
 }
 
 #[cfg(test)]

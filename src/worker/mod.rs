@@ -13,6 +13,7 @@ use crate::broker::Broker;
 use crate::command::{ATTEMPT_HEADER, TRACEPARENT_HEADER};
 use crate::config::WorkerSettings;
 use crate::handlers::Handlers;
+use crate::heartbeat::{Ended, Reporter};
 use acks::Acks;
 use futures_util::FutureExt;
 use lapin::message::Delivery;
@@ -31,6 +32,7 @@ pub struct WorkerCtx {
     pub handlers: Handlers,
     pub policy: RetryPolicy,
     pub settings: WorkerSettings,
+    pub reporter: Arc<Reporter>,
 }
 
 /// Runs the worker role until `cancel`, then drains in-flight commands.
@@ -67,6 +69,10 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
         linger: Duration::from_millis(s.batch_linger_ms),
         concurrency: s.concurrency,
         drain,
+        on_consuming: {
+            let reporter = ctx.reporter.clone();
+            Box::new(move |yes| reporter.consuming(yes))
+        },
     };
     let dead_queue = consume::Options {
         queue: topology.dead_letter_queue(),
@@ -75,10 +81,17 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
         linger: Duration::ZERO,
         concurrency: 4,
         drain,
+        on_consuming: Box::new(|_| {}),
     };
     tokio::join!(
-        consume::consume(&ctx.broker, work_queue, &cancel, work),
-        consume::consume(&ctx.broker, dead_queue, &cancel, record),
+        consume::consume(&ctx.broker, work_queue, &cancel, ctx.reporter.pause_signal(&topology.work_queue()), work),
+        consume::consume(
+            &ctx.broker,
+            dead_queue,
+            &cancel,
+            ctx.reporter.pause_signal(&topology.dead_letter_queue()),
+            record
+        ),
     );
 }
 
@@ -87,12 +100,21 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
 async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel: &CancellationToken) {
     let n = batch.len();
     metrics::gauge!("sluice_worker_in_flight").increment(n as f64);
+    ctx.reporter.in_flight(n as i64);
     let mut jobs = Vec::with_capacity(n);
     for delivery in batch {
         let attempt = attempt_of(&delivery);
         match process::prepare(ctx, &delivery.data, attempt) {
-            Ok(job) => jobs.push((delivery, job)),
-            Err(verdict) => route::route(ctx, acks, &delivery, attempt, verdict).await,
+            Ok(job) => {
+                ctx.reporter.delivered(job.cmd.submitted_at);
+                jobs.push((delivery, job));
+            }
+            Err(verdict) => {
+                if let process::Verdict::Dead { cmd: Some(cmd), .. } = &verdict {
+                    tally(ctx, &cmd.kind, cmd.submitted_at, "dead");
+                }
+                route::route(ctx, acks, &delivery, attempt, verdict).await
+            }
         }
     }
     let batched = if jobs.len() > 1 {
@@ -112,8 +134,8 @@ async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel
         None
     };
     if let Some(outcomes) = batched {
-        for outcome in outcomes {
-            metrics::counter!("sluice_commands_processed_total", "outcome" => outcome).increment(1);
+        for ((_, job), outcome) in jobs.iter().zip(outcomes) {
+            tally(ctx, &job.cmd.kind, job.cmd.submitted_at, outcome);
         }
         let deliveries: Vec<&Delivery> = jobs.iter().map(|(d, _)| d).collect();
         acks.ack(&deliveries).await;
@@ -123,6 +145,20 @@ async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel
         }
     }
     metrics::gauge!("sluice_worker_in_flight").decrement(n as f64);
+    ctx.reporter.in_flight(-(n as i64));
+}
+
+/// Counts how a delivery of a command ended: metrics, and the dashboard's outcome counts.
+fn tally(ctx: &WorkerCtx, kind: &str, submitted_at: chrono::DateTime<chrono::Utc>, outcome: &'static str) {
+    metrics::counter!("sluice_commands_processed_total", "type" => kind.to_owned(), "outcome" => outcome).increment(1);
+    let ended = match outcome {
+        "succeeded" => Ended::Succeeded,
+        "rejected" => Ended::Rejected,
+        "retried" => Ended::Retried,
+        "dead" => Ended::Dead,
+        _ => return,
+    };
+    ctx.reporter.ended(kind, submitted_at, ended);
 }
 
 /// One command in its own transaction, start to ack.
@@ -140,8 +176,20 @@ async fn handle_one(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, job: proc
     async {
         // A panicking handler is treated like a crashed worker: the message goes back to the
         // queue, and the quorum queue's delivery limit dead-letters it if it keeps happening.
+        let (kind, submitted_at) = (job.cmd.kind.clone(), job.cmd.submitted_at);
         match AssertUnwindSafe(process::decide(ctx, job, cancel)).catch_unwind().await {
-            Ok(verdict) => route::route(ctx, acks, delivery, attempt, verdict).await,
+            Ok(verdict) => {
+                let outcome = match &verdict {
+                    process::Verdict::Done { outcome } => Some(*outcome),
+                    process::Verdict::Retry { .. } if ctx.policy.allows_another(attempt) => Some("retried"),
+                    process::Verdict::Retry { .. } | process::Verdict::Dead { .. } => Some("dead"),
+                    process::Verdict::GiveBack => None,
+                };
+                if let Some(outcome) = outcome {
+                    tally(ctx, &kind, submitted_at, outcome);
+                }
+                route::route(ctx, acks, delivery, attempt, verdict).await
+            }
             Err(_) => {
                 tracing::error!("handler panicked; returning the message to the queue");
                 metrics::counter!("sluice_handler_panics_total").increment(1);

@@ -23,10 +23,8 @@ pub const LAST_ERROR_HEADER: &str = "x-sluice-last-error";
 /// Carries out `verdict` for `delivery`, which was the `attempt`-th.
 pub async fn route(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, attempt: u32, verdict: Verdict) {
     match verdict {
-        Verdict::Done { outcome } => {
-            metrics::counter!("sluice_commands_processed_total", "outcome" => outcome).increment(1);
-            acks.ack(&[delivery]).await;
-        }
+        // Counted by the caller, which knows the command.
+        Verdict::Done { .. } => acks.ack(&[delivery]).await,
         Verdict::Retry { cmd, error } if ctx.policy.allows_another(attempt) => {
             retry(ctx, acks, delivery, &cmd, attempt, &error).await
         }

@@ -85,7 +85,7 @@ async fn the_same_idempotency_key_returns_the_same_id_and_applies_once() {
     let id = uuid::Uuid::parse_str(&ids[0]).unwrap();
     assert_eq!(app.settled(id).await["status"], "succeeded");
     // Every duplicate reaches a worker and is absorbed by the inbox.
-    app.metric_reaches("sluice_commands_processed_total{outcome=\"duplicate\"}", 2.0).await;
+    app.metric_reaches("sluice_commands_processed_total{type=\"ledger.transfer\",outcome=\"duplicate\"}", 2.0).await;
     assert_eq!((app.balance("a").await, app.balance("b").await), (900, 100));
     let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_entries").fetch_one(&app.pool).await.unwrap();
     assert_eq!(entries, 2);

@@ -77,7 +77,7 @@ async fn a_dead_letter_is_listed_shown_with_its_error_and_replayed_with_an_edite
     .await;
     assert_eq!(shown["state"], "replayed");
     assert_eq!(shown["replayed_payload"], fixed);
-    app.metric_reaches("sluice_commands_processed_total{outcome=\"duplicate\"}", 1.0).await;
+    app.metric_reaches("sluice_commands_processed_total{type=\"event.record\",outcome=\"duplicate\"}", 1.0).await;
     assert_eq!(events_named(&app, "fixed").await, 1, "two replays, one effect");
 
     let audit = app.get_json("/v1/audit").await;

@@ -10,6 +10,7 @@ mod dead_letters;
 mod fault;
 mod helpers;
 mod ledger;
+mod operators;
 mod outages;
 mod proxy;
 mod retries;

@@ -98,7 +98,7 @@ async fn a_redelivered_transfer_applies_no_second_effect() {
     for _ in 0..3 {
         publish_raw(&app, &cmd.encode(), &cmd.id.to_string()).await;
     }
-    app.metric_reaches("sluice_commands_processed_total{outcome=\"duplicate\"}", 2.0).await;
+    app.metric_reaches("sluice_commands_processed_total{type=\"ledger.transfer\",outcome=\"duplicate\"}", 2.0).await;
     assert_eq!(app.settled(cmd.id).await["status"], "succeeded");
     assert_eq!((app.balance("a").await, app.balance("b").await), (700, 300));
 }

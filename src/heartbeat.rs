@@ -1,0 +1,190 @@
+//! What this process tells the others through Postgres, every couple of seconds: a heartbeat
+//! row (roles, concurrency, in-flight, totals, how long the latest delivery had waited), the
+//! outcome counts behind the dashboard's charts, and — read back — which queues operators
+//! paused.
+
+use crate::store::outcome_counts::{self, Counts};
+use crate::store::processes::{self, Heartbeat};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// How often the heartbeat runs.
+const EVERY: Duration = Duration::from_secs(2);
+
+/// How a command ended, for the dashboard's counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Succeeded,
+    Rejected,
+    Retried,
+    Dead,
+}
+
+/// One process's reporter; shared by its API and worker parts.
+pub struct Reporter {
+    id: Uuid,
+    roles: String,
+    host: String,
+    concurrency: i32,
+    prefetch: i32,
+    in_flight: AtomicI64,
+    processed: AtomicI64,
+    accepted: AtomicI64,
+    /// Milliseconds the latest delivery had waited since it was accepted; -1 = none yet.
+    queue_wait_ms: AtomicI64,
+    consuming: AtomicBool,
+    counts: Mutex<HashMap<(DateTime<Utc>, String), Counts>>,
+    paused: Mutex<HashMap<String, watch::Sender<bool>>>,
+}
+
+impl Reporter {
+    /// A reporter for a process with these roles and worker sizes.
+    pub fn new(roles: &str, concurrency: usize, prefetch: u16) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            roles: roles.to_owned(),
+            host: std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "localhost".into()),
+            concurrency: i32::try_from(concurrency).unwrap_or(i32::MAX),
+            prefetch: i32::from(prefetch),
+            in_flight: AtomicI64::new(0),
+            processed: AtomicI64::new(0),
+            accepted: AtomicI64::new(0),
+            queue_wait_ms: AtomicI64::new(-1),
+            consuming: AtomicBool::new(false),
+            counts: Mutex::new(HashMap::new()),
+            paused: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The API accepted a command.
+    pub fn accepted(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Deliveries started (`n > 0`) or finished (`n < 0`).
+    pub fn in_flight(&self, n: i64) {
+        self.in_flight.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A delivery of a command accepted at `submitted_at` arrived.
+    pub fn delivered(&self, submitted_at: DateTime<Utc>) {
+        let waited = (Utc::now() - submitted_at).num_milliseconds().max(0);
+        self.queue_wait_ms.store(waited, Ordering::Relaxed);
+    }
+
+    /// Whether this process is consuming the work queue (false while paused or disconnected).
+    pub fn consuming(&self, yes: bool) {
+        self.consuming.store(yes, Ordering::Relaxed);
+    }
+
+    /// A command of type `kind`, accepted at `submitted_at`, ended so (for now).
+    pub fn ended(&self, kind: &str, submitted_at: DateTime<Utc>, how: Ended) {
+        let now = Utc::now();
+        let bucket = now.duration_trunc(TimeDelta::seconds(10)).unwrap_or(now);
+        let latency = (now - submitted_at).num_milliseconds().max(0);
+        if matches!(how, Ended::Succeeded | Ended::Rejected) {
+            self.processed.fetch_add(1, Ordering::Relaxed);
+            metrics::histogram!("sluice_e2e_seconds", "type" => kind.to_owned()).record(latency as f64 / 1000.0);
+        }
+        let Ok(mut counts) = self.counts.lock() else { return };
+        let c = counts.entry((bucket, kind.to_owned())).or_default();
+        match how {
+            Ended::Succeeded => c.succeeded += 1,
+            Ended::Rejected => c.rejected += 1,
+            Ended::Retried => c.retried += 1,
+            Ended::Dead => c.dead += 1,
+        }
+        if matches!(how, Ended::Succeeded | Ended::Rejected) {
+            c.observe_latency(latency);
+        }
+    }
+
+    /// Follows whether operators paused `queue` (true = paused).
+    pub fn pause_signal(&self, queue: &str) -> watch::Receiver<bool> {
+        let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        paused.entry(queue.to_owned()).or_insert_with(|| watch::channel(false).0).subscribe()
+    }
+
+    /// Beats until `cancel`, then removes this process's row.
+    pub async fn run(&self, pool: PgPool, cancel: CancellationToken) {
+        let mut ticks = 0u64;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(EVERY) => {}
+                () = cancel.cancelled() => break,
+            }
+            if let Err(e) = self.beat(&pool).await {
+                tracing::debug!(error = %e, "heartbeat skipped");
+            }
+            ticks += 1;
+            if ticks.is_multiple_of(900) {
+                let _ = outcome_counts::prune(&pool).await;
+            }
+        }
+        let _ = self.beat(&pool).await;
+        let _ = processes::forget(&pool, self.id).await;
+    }
+
+    async fn beat(&self, pool: &PgPool) -> Result<(), crate::store::StoreError> {
+        let wait = self.queue_wait_ms.load(Ordering::Relaxed);
+        processes::beat(
+            pool,
+            &Heartbeat {
+                id: self.id,
+                roles: &self.roles,
+                host: &self.host,
+                pid: i32::try_from(std::process::id()).unwrap_or(0),
+                concurrency: self.concurrency,
+                prefetch: self.prefetch,
+                in_flight: i32::try_from(self.in_flight.load(Ordering::Relaxed)).unwrap_or(0),
+                processed: self.processed.load(Ordering::Relaxed),
+                accepted: self.accepted.load(Ordering::Relaxed),
+                queue_wait_ms: (wait >= 0).then_some(wait),
+                consuming: self.consuming.load(Ordering::Relaxed),
+            },
+        )
+        .await?;
+        let taken: Vec<_> = {
+            let Ok(mut counts) = self.counts.lock() else { return Ok(()) };
+            counts.drain().map(|((bucket, kind), c)| (bucket, kind, c)).collect()
+        };
+        if let Err(e) = outcome_counts::add(pool, self.id, &taken).await {
+            // Put them back for the next beat rather than lose them.
+            if let Ok(mut counts) = self.counts.lock() {
+                for (bucket, kind, c) in taken {
+                    let into = counts.entry((bucket, kind)).or_default();
+                    into.succeeded += c.succeeded;
+                    into.rejected += c.rejected;
+                    into.retried += c.retried;
+                    into.dead += c.dead;
+                    for (a, b) in into.latency.iter_mut().zip(c.latency) {
+                        *a += b;
+                    }
+                }
+            }
+            return Err(e);
+        }
+        let queues: Vec<(String, watch::Sender<bool>)> = {
+            let paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+            paused.iter().map(|(q, tx)| (q.clone(), tx.clone())).collect()
+        };
+        for (queue, tx) in queues {
+            let now = processes::is_paused(pool, &queue).await?;
+            tx.send_if_modified(|v| std::mem::replace(v, now) != now);
+        }
+        metrics::gauge!("sluice_db_pool_connections", "state" => "idle").set(pool.num_idle() as f64);
+        metrics::gauge!("sluice_db_pool_connections", "state" => "used")
+            .set(f64::from(pool.size()) - pool.num_idle() as f64);
+        metrics::gauge!("sluice_db_pool_max").set(f64::from(pool.options().get_max_connections()));
+        Ok(())
+    }
+}
