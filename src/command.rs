@@ -59,9 +59,45 @@ pub fn command_id_for_key(tenant: &str, key: &str) -> Uuid {
     Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, &name)
 }
 
+/// The trace id of a W3C `traceparent` (`00-<32 hex trace id>-<16 hex parent id>-<2 hex
+/// flags>`), if it is well-formed and not all zeros.
+pub fn trace_id(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.split('-');
+    let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let ok = parts.next().is_none()
+        && hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && parent.bytes().any(|b| b != b'0')
+        && hex(flags, 2);
+    ok.then_some(trace)
+}
+
+/// A fresh `traceparent` for a command that arrived without one, so its ingest and its
+/// processing still share a trace id in the logs.
+pub fn new_traceparent() -> String {
+    let trace = Uuid::new_v4().simple().to_string();
+    let parent = &Uuid::new_v4().simple().to_string()[..16];
+    format!("00-{trace}-{parent}-01")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_traceparent_yields_its_trace_id_only_when_well_formed() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(trace_id(tp), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(trace_id("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), None);
+        assert_eq!(trace_id("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"), None, "upper case");
+        assert_eq!(trace_id("00-4bf92f35-00f067aa0ba902b7-01"), None);
+        assert_eq!(trace_id("garbage"), None);
+        assert!(trace_id(&new_traceparent()).is_some());
+    }
 
     #[test]
     fn an_envelope_survives_encoding() {

@@ -7,7 +7,7 @@ use super::ApiState;
 use crate::broker::headers::{set_i64, set_str};
 use crate::broker::topology::WORK_KEY;
 use crate::broker::Message;
-use crate::command::{Envelope, ATTEMPT_HEADER, TRACEPARENT_HEADER};
+use crate::command::{new_traceparent, trace_id, Envelope, ATTEMPT_HEADER, TRACEPARENT_HEADER};
 use crate::schemas::{PayloadError, Violation};
 use crate::store::commands;
 use axum::extract::rejection::PathRejection;
@@ -23,7 +23,7 @@ use uuid::Uuid;
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// Accepts one command: validated, published with confirm, then 202.
-#[tracing::instrument(skip_all, fields(tenant, command_id, kind))]
+#[tracing::instrument(skip_all, fields(tenant, command_id, kind, trace_id))]
 pub async fn submit(
     State(state): State<ApiState>,
     principal: Principal,
@@ -44,9 +44,13 @@ pub async fn submit(
     tracing::Span::current().record("command_id", tracing::field::display(cmd.id)).record("kind", kind.as_str());
     let mut amqp_headers = FieldTable::default();
     set_i64(&mut amqp_headers, ATTEMPT_HEADER, 1);
-    if let Some(tp) = headers.get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok()).filter(|v| v.len() <= 128) {
-        set_str(&mut amqp_headers, TRACEPARENT_HEADER, tp);
-    }
+    // The caller's trace context, or a new one: ingest and processing log the same trace id.
+    let traceparent = match headers.get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok()) {
+        Some(tp) if trace_id(tp).is_some() => tp.to_owned(),
+        _ => new_traceparent(),
+    };
+    tracing::Span::current().record("trace_id", trace_id(&traceparent).unwrap_or_default());
+    set_str(&mut amqp_headers, TRACEPARENT_HEADER, &traceparent);
     let exchange = state.broker.topology().work_exchange();
     let id = cmd.id.to_string();
     let body = cmd.encode();

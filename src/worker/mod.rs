@@ -134,8 +134,10 @@ async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel
         None
     };
     if let Some(outcomes) = batched {
-        for ((_, job), outcome) in jobs.iter().zip(outcomes) {
+        for ((delivery, job), outcome) in jobs.iter().zip(outcomes) {
             tally(ctx, &job.cmd.kind, job.cmd.submitted_at, outcome);
+            let headers = delivery.properties.headers().as_ref();
+            tracing::debug!(command_id = %job.cmd.id, trace_id = %trace_of(headers), outcome, "committed in a batch");
         }
         let deliveries: Vec<&Delivery> = jobs.iter().map(|(d, _)| d).collect();
         acks.ack(&deliveries).await;
@@ -146,6 +148,11 @@ async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel
     }
     metrics::gauge!("sluice_worker_in_flight").decrement(n as f64);
     ctx.reporter.in_flight(-(n as i64));
+}
+
+/// The trace id the API put in the message's `traceparent` ("" if none).
+fn trace_of(headers: Option<&lapin::types::FieldTable>) -> String {
+    get_str(headers, TRACEPARENT_HEADER).as_deref().and_then(crate::command::trace_id).unwrap_or_default().to_owned()
 }
 
 /// Counts how a delivery of a command ended: metrics, and the dashboard's outcome counts.
@@ -171,7 +178,7 @@ async fn handle_one(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, job: proc
         kind = tracing::field::Empty,
         attempt,
         redelivered = delivery.redelivered,
-        traceparent = get_str(headers, TRACEPARENT_HEADER).unwrap_or_default(),
+        trace_id = trace_of(headers),
     );
     async {
         // A panicking handler is treated like a crashed worker: the message goes back to the

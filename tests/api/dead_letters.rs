@@ -193,3 +193,27 @@ async fn operator_routes_need_the_admin_scope_and_reject_bad_input_with_a_4xx() 
     assert_eq!(r.status(), 400, "unknown fields are named, not ignored");
     assert_eq!(app.post_json("/v1/queues/nope/pause", None).await.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_context_given_at_ingest_travels_with_the_command_to_its_dead_letter() {
+    let app = spawn_app().await;
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = app
+        .http
+        .post(format!("{}/v1/commands", app.base))
+        .bearer_auth(&app.key)
+        .header("traceparent", tp)
+        .json(&json!({"type": "test.poison", "payload": {}}))
+        .send()
+        .await
+        .unwrap();
+    let traced = Uuid::parse_str(r.json::<Value>().await.unwrap()["id"].as_str().unwrap()).unwrap();
+    let untraced = app.accept("test.poison", json!({})).await;
+    app.status_becomes(traced, "dead").await;
+    app.status_becomes(untraced, "dead").await;
+    let dl = app.dead_letter_of(traced).await["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.get_json(&format!("/v1/dead-letters/{dl}")).await["headers"]["traceparent"], tp);
+    let dl = app.dead_letter_of(untraced).await["id"].as_str().unwrap().to_owned();
+    let generated = app.get_json(&format!("/v1/dead-letters/{dl}")).await["headers"]["traceparent"].clone();
+    assert!(sluice::command::trace_id(generated.as_str().unwrap()).is_some(), "one is made up at ingest: {generated}");
+}
