@@ -1,5 +1,5 @@
 -- Operators: dead-letter triage and replay, audit, dashboard sessions, process heartbeats,
--- queue pauses and per-second outcome counts for the dashboard's charts.
+-- queue pauses and per-10-second outcome counts for the dashboard's charts.
 
 -- Every failed attempt of a command, oldest first: {"attempt", "error", "at"}.
 ALTER TABLE commands ADD COLUMN errors jsonb NOT NULL DEFAULT '[]';
@@ -57,6 +57,14 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
+-- Dead letters recorded before fingerprints existed: grouped by type and error kind.
+UPDATE dead_letters SET fingerprint = 'legacy-' || md5(coalesce(command_type, '?') || '/' || error_kind)
+ WHERE fingerprint = '';
+INSERT INTO dead_letter_groups (fingerprint, command_type, error_kind, message, open_count, total_count, first_seen, last_seen)
+SELECT fingerprint, min(command_type), min(error_kind), left(min(error), 500),
+       count(*) FILTER (WHERE state = 'open'), count(*), min(dead_at), max(dead_at)
+  FROM dead_letters GROUP BY fingerprint;
+
 CREATE TRIGGER dead_letter_groups_count AFTER INSERT OR UPDATE OF state ON dead_letters
     FOR EACH ROW EXECUTE FUNCTION dead_letter_groups_count();
 
@@ -74,6 +82,8 @@ CREATE INDEX audit_log_at ON audit_log (at DESC, id DESC);
 -- Dashboard logins: only the SHA-256 of the session token is stored.
 CREATE TABLE dashboard_sessions (
     token_hash bytea PRIMARY KEY,
+    -- The API key that signed in: the session ends when the key is revoked or loses admin.
+    key_id     text NOT NULL,
     actor      text NOT NULL,
     csrf_token text NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
@@ -120,6 +130,6 @@ CREATE TABLE outcome_counts (
     rejected        bigint NOT NULL DEFAULT 0,
     retried         bigint NOT NULL DEFAULT 0,
     dead            bigint NOT NULL DEFAULT 0,
-    latency_buckets bigint[] NOT NULL,
+    latency_buckets bigint[] NOT NULL CHECK (cardinality(latency_buckets) = 12),
     PRIMARY KEY (bucket, process, type)
 );

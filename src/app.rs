@@ -84,6 +84,7 @@ impl Application {
             auth: Arc::new(auth),
             dashboard: Arc::new(settings.dashboard.clone()),
             reporter: reporter.clone(),
+            batch_settings: Arc::new(settings.batches.clone()),
         };
         let router = match roles {
             Roles::All | Roles::Api => api::router(state, settings.http.body_limit_bytes),
@@ -97,6 +98,7 @@ impl Application {
                 policy: RetryPolicy::new(&settings.worker),
                 settings: settings.worker.clone(),
                 reporter: reporter.clone(),
+                batch_settings: settings.batches.clone(),
             })
         });
         let listener = TcpListener::bind(&settings.http.addr).await?;

@@ -20,6 +20,17 @@ pub struct Envelope {
     pub kind: String,
     pub payload: Value,
     pub submitted_at: DateTime<Utc>,
+    /// The batch this command was submitted in, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchRef>,
+}
+
+/// A command's place in a batch.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BatchRef {
+    pub id: Uuid,
+    /// Position in the submitted batch, from 0.
+    pub index: u32,
 }
 
 /// Why a message body is not a command.
@@ -34,7 +45,7 @@ impl Envelope {
             Some(key) => command_id_for_key(tenant, key),
             None => Uuid::now_v7(),
         };
-        Self { id, tenant: tenant.to_owned(), kind: kind.to_owned(), payload, submitted_at: Utc::now() }
+        Self { id, tenant: tenant.to_owned(), kind: kind.to_owned(), payload, submitted_at: Utc::now(), batch: None }
     }
 
     /// The message body.

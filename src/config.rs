@@ -35,6 +35,7 @@ pub struct Settings {
     pub broker: BrokerSettings,
     pub worker: WorkerSettings,
     pub auth: AuthSettings,
+    pub batches: BatchSettings,
     pub dashboard: DashboardSettings,
     pub log: LogSettings,
 }
@@ -90,6 +91,15 @@ pub struct AuthSettings {
     pub bootstrap_key: Secret,
     pub bootstrap_tenant: String,
     pub cache_ttl_secs: u64,
+}
+
+/// `[batches]`
+#[derive(Clone, Debug, Deserialize)]
+pub struct BatchSettings {
+    pub max_commands: usize,
+    pub body_limit_bytes: usize,
+    pub callback_max_attempts: i32,
+    pub callback_timeout_ms: u64,
 }
 
 /// `[dashboard]`
@@ -169,6 +179,12 @@ impl Settings {
         }
         if self.broker.publish_channels == 0 || self.broker.max_in_flight_publishes == 0 {
             return Err(ConfigError::Invalid("broker.publish_channels and max_in_flight_publishes must be > 0".into()));
+        }
+        if self.dashboard.session_ttl_secs == 0 || self.dashboard.session_ttl_secs > 30 * 24 * 3600 {
+            return Err(ConfigError::Invalid("dashboard.session_ttl_secs must be 1 s to 30 days".into()));
+        }
+        if self.batches.max_commands == 0 || self.batches.callback_max_attempts < 1 {
+            return Err(ConfigError::Invalid("batches.max_commands and callback_max_attempts must be > 0".into()));
         }
         if self.broker.prefix.is_empty()
             || !self.broker.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))

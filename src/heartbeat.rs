@@ -86,14 +86,18 @@ impl Reporter {
         self.consuming.store(yes, Ordering::Relaxed);
     }
 
-    /// A command of type `kind`, accepted at `submitted_at`, ended so (for now).
-    pub fn ended(&self, kind: &str, submitted_at: DateTime<Utc>, how: Ended) {
+    /// A command of type `kind` ended so (for now); its end-to-end latency counts from
+    /// `submitted_at` when given.
+    pub fn ended(&self, kind: &str, submitted_at: Option<DateTime<Utc>>, how: Ended) {
         let now = Utc::now();
         let bucket = now.duration_trunc(TimeDelta::seconds(10)).unwrap_or(now);
-        let latency = (now - submitted_at).num_milliseconds().max(0);
-        if matches!(how, Ended::Succeeded | Ended::Rejected) {
+        let finished = matches!(how, Ended::Succeeded | Ended::Rejected);
+        let latency = submitted_at.filter(|_| finished).map(|t| (now - t).num_milliseconds().max(0));
+        if finished {
             self.processed.fetch_add(1, Ordering::Relaxed);
-            metrics::histogram!("sluice_e2e_seconds", "type" => kind.to_owned()).record(latency as f64 / 1000.0);
+        }
+        if let Some(ms) = latency {
+            metrics::histogram!("sluice_e2e_seconds", "type" => kind.to_owned()).record(ms as f64 / 1000.0);
         }
         let Ok(mut counts) = self.counts.lock() else { return };
         let c = counts.entry((bucket, kind.to_owned())).or_default();
@@ -103,8 +107,8 @@ impl Reporter {
             Ended::Retried => c.retried += 1,
             Ended::Dead => c.dead += 1,
         }
-        if matches!(how, Ended::Succeeded | Ended::Rejected) {
-            c.observe_latency(latency);
+        if let Some(ms) = latency {
+            c.observe_latency(ms);
         }
     }
 
@@ -135,6 +139,15 @@ impl Reporter {
     }
 
     async fn beat(&self, pool: &PgPool) -> Result<(), crate::store::StoreError> {
+        // Pauses first: they must reach this process even if the writes below keep failing.
+        let queues: Vec<(String, watch::Sender<bool>)> = {
+            let paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+            paused.iter().map(|(q, tx)| (q.clone(), tx.clone())).collect()
+        };
+        for (queue, tx) in queues {
+            let now = processes::is_paused(pool, &queue).await?;
+            tx.send_if_modified(|v| std::mem::replace(v, now) != now);
+        }
         let wait = self.queue_wait_ms.load(Ordering::Relaxed);
         processes::beat(
             pool,
@@ -172,14 +185,6 @@ impl Reporter {
                 }
             }
             return Err(e);
-        }
-        let queues: Vec<(String, watch::Sender<bool>)> = {
-            let paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
-            paused.iter().map(|(q, tx)| (q.clone(), tx.clone())).collect()
-        };
-        for (queue, tx) in queues {
-            let now = processes::is_paused(pool, &queue).await?;
-            tx.send_if_modified(|v| std::mem::replace(v, now) != now);
         }
         metrics::gauge!("sluice_db_pool_connections", "state" => "idle").set(pool.num_idle() as f64);
         metrics::gauge!("sluice_db_pool_connections", "state" => "used")

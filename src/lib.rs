@@ -28,5 +28,7 @@ pub mod schemas;
 pub mod store;
 /// Logging and metrics set-up.
 pub mod telemetry;
+/// Webhook signature schemes: verification of inbound deliveries, signing of callbacks.
+pub mod webhooks;
 /// The worker pool: consume, dispatch, retry, dead-letter.
 pub mod worker;

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 /// Longest accepted `Idempotency-Key`.
-const MAX_IDEMPOTENCY_KEY: usize = 255;
+pub(super) const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// Accepts one command: validated, published with confirm, then 202.
 #[tracing::instrument(skip_all, fields(tenant, command_id, kind, trace_id))]
@@ -72,7 +72,7 @@ pub async fn submit(
 }
 
 /// Checks the body's shape and the payload against its type's schema.
-fn validate(state: &ApiState, body: Value) -> Result<(String, Value), ApiError> {
+pub(super) fn validate(state: &ApiState, body: Value) -> Result<(String, Value), ApiError> {
     let Value::Object(mut obj) = body else {
         return Err(unprocessable("invalid_command", "body must be a JSON object", "", "expected an object"));
     };
@@ -120,7 +120,7 @@ fn unprocessable(code: &'static str, message: &str, path: &str, detail: &str) ->
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };

@@ -25,6 +25,24 @@ pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
 /// Prometheus text format. Gauges read from elsewhere (queue depths from RabbitMQ, parked
 /// dead letters from Postgres) are refreshed per scrape, each bounded to a second.
 pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    // At most once per 5 s whatever the scrape rate: /metrics is unauthenticated, and each
+    // refresh opens a channel and queries Postgres.
+    static REFRESHED: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let due = {
+        let mut last = REFRESHED.lock().unwrap_or_else(|e| e.into_inner());
+        let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5));
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
+    };
+    if due {
+        refresh_gauges(&state).await;
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::metrics_handle().render())
+}
+
+async fn refresh_gauges(state: &ApiState) {
     let bound = Duration::from_secs(1);
     let _ = tokio::time::timeout(bound, state.broker.queue_stats()).await;
     if let Ok(Ok(n)) = tokio::time::timeout(bound, crate::store::dead_letters::open_count(&state.pool)).await {
@@ -33,5 +51,4 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     let link_up = state.broker.link().is_some_and(|l| l.connection.status().connected());
     metrics::gauge!("sluice_broker_connected").set(if link_up { 1.0 } else { 0.0 });
     metrics::gauge!("sluice_broker_blocked").set(if link_up && !state.broker.is_ready() { 1.0 } else { 0.0 });
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::metrics_handle().render())
 }

@@ -1,6 +1,7 @@
 //! The HTTP API: routes, state, middleware.
 
 pub mod auth;
+mod batches;
 mod body;
 mod commands;
 mod dead_letters;
@@ -30,6 +31,7 @@ pub struct ApiState {
     pub auth: Arc<Authenticator>,
     pub dashboard: Arc<crate::config::DashboardSettings>,
     pub reporter: Arc<crate::heartbeat::Reporter>,
+    pub batch_settings: Arc<crate::config::BatchSettings>,
 }
 
 impl ApiState {
@@ -59,6 +61,15 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
         .route("/v1/queues/{name}/resume", post(operators::resume))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::Extension(BodyLimit(body_limit)));
+    // Batches get a limit of their own, so a 10,000-command batch fits and a single command
+    // keeps the small one.
+    let batch_limit = state.batch_settings.body_limit_bytes;
+    let batches = Router::new()
+        .route("/v1/batches", post(batches::submit))
+        .route("/v1/batches/{id}", get(batches::status))
+        .layer(DefaultBodyLimit::max(batch_limit))
+        .layer(axum::Extension(BodyLimit(batch_limit)));
+    let v1 = v1.merge(batches);
     finish(v1.merge(ops_router()).merge(crate::dashboard::router()).with_state(state))
 }
 

@@ -78,6 +78,72 @@ impl Broker {
     }
 }
 
+/// Publishes of a pipelined batch sent before their confirms are awaited.
+const WINDOW: usize = 512;
+
+impl Broker {
+    /// Publishes many persistent, mandatory messages, pipelined: a window of them is sent, then
+    /// their confirms are awaited together. One result per message, in order; after a failure
+    /// of the connection the rest fail without being sent.
+    #[tracing::instrument(skip_all, fields(messages = msgs.len()))]
+    pub async fn publish_many(&self, msgs: &[Message<'_>]) -> Vec<Result<(), PublishError>> {
+        let mut results: Vec<Result<(), PublishError>> = Vec::with_capacity(msgs.len());
+        for window in msgs.chunks(WINDOW) {
+            if self.inner.blocked.load(Ordering::Relaxed) {
+                results.extend(window.iter().map(|_| Err(PublishError::Blocked)));
+                continue;
+            }
+            let Some(link) = self.link() else {
+                results.extend(window.iter().map(|_| Err(PublishError::Unavailable)));
+                continue;
+            };
+            let n = u32::try_from(window.len()).unwrap_or(u32::MAX);
+            let wait = self.inner.settings.publish_timeout();
+            let permits = match tokio::time::timeout(wait, self.inner.in_flight.acquire_many(n)).await {
+                Ok(Ok(p)) => p,
+                _ => {
+                    results.extend(window.iter().map(|_| Err(PublishError::Overloaded)));
+                    continue;
+                }
+            };
+            let channel = link.channel();
+            let mut confirms = Vec::with_capacity(window.len());
+            for msg in window {
+                let props = BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type(ShortString::from("application/json"))
+                    .with_message_id(ShortString::from(msg.message_id))
+                    .with_headers(msg.headers.clone());
+                let opts = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+                confirms.push(
+                    channel.basic_publish(msg.exchange.into(), msg.routing_key.into(), opts, msg.body, props).await,
+                );
+            }
+            let waited = futures_util::future::join_all(confirms.into_iter().map(|sent| async move {
+                match sent {
+                    Ok(confirm) => match tokio::time::timeout(wait, confirm).await {
+                        Err(_) => Err(PublishError::Timeout),
+                        Ok(Err(e)) => Err(PublishError::Channel(e)),
+                        Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+                        Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable(String::new())),
+                        Ok(Ok(Confirmation::Nack(_) | Confirmation::NotRequested)) => Err(PublishError::Nacked),
+                    },
+                    Err(e) => Err(PublishError::Channel(e)),
+                }
+            }))
+            .await;
+            drop(permits);
+            let published = waited.iter().filter(|r| r.is_ok()).count();
+            metrics::counter!("sluice_published_total").increment(published as u64);
+            if waited.iter().any(|r| matches!(r, Err(PublishError::Channel(_)))) && !channel.status().connected() {
+                self.request_reconnect(&link);
+            }
+            results.extend(waited);
+        }
+        results
+    }
+}
+
 impl PublishError {
     /// A short label for metrics.
     pub fn reason(&self) -> &'static str {

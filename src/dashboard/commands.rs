@@ -55,7 +55,7 @@ pub async fn index(
     let next = (rows.len() as i64 == PAGE).then(|| rows.last()).flatten().map(|r| {
         format!(
             "/dashboard/commands?command_type={}&status={}&before={}_{}",
-            search.kind.as_deref().unwrap_or(""),
+            super::dead_letters::urlencode(search.kind.as_deref().unwrap_or("")),
             search.status.as_deref().unwrap_or(""),
             r.command.updated_at.timestamp_micros(),
             r.command.id

@@ -60,7 +60,7 @@ impl ListQuery {
     }
 }
 
-fn urlencode(s: &str) -> String {
+pub(super) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
@@ -321,7 +321,8 @@ pub async fn discard_group(
     Form(form): Form<GroupForm>,
 ) -> Result<Redirect, PageError> {
     op.check_csrf(&form.csrf)?;
-    let filter = Filter { fingerprint: Some(form.group), ..Filter::default() };
+    // Only the letters the operator saw counted in the confirmation, not newer ones.
+    let filter = Filter { fingerprint: Some(form.group), until: Some(chrono::Utc::now()), ..Filter::default() };
     let bulk = state.ops().discard_many(&filter, MAX_BULK, &op.actor).await?;
     let notice = format!("Discarded {}; {} still open in the group.", bulk.done, bulk.remaining);
     Ok(Redirect::to(&format!("/dashboard/dead-letters?notice={}", urlencode(&notice))))

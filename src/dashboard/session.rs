@@ -5,7 +5,7 @@
 use super::layout::{page_without_nav, PageError};
 use crate::api::auth::Scope;
 use crate::api::ApiState;
-use crate::store::sessions;
+use crate::store::{api_keys, sessions};
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::{COOKIE, SET_COOKIE};
 use axum::http::request::Parts;
@@ -57,11 +57,20 @@ impl FromRequestParts<ApiState> for Operator {
         };
         let Some(token) = session_token(&parts.headers) else { return Err(to_login()) };
         let token_hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        match sessions::find(&state.pool, &token_hash).await {
-            Ok(Some(s)) => Ok(Operator { actor: s.actor, csrf: s.csrf_token, token_hash }),
-            Ok(None) => Err(to_login()),
-            Err(e) => Err(PageError::from(e).into_response()),
+        let session = match sessions::find(&state.pool, &token_hash).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Err(to_login()),
+            Err(e) => return Err(PageError::from(e).into_response()),
+        };
+        // A session lasts only as long as its key is valid and still has the admin scope.
+        if session.key_id != "bootstrap" {
+            match api_keys::find(&state.pool, &session.key_id).await {
+                Ok(Some(k)) if k.revoked_at.is_none() && k.scopes.iter().any(|s| s == Scope::Admin.as_str()) => {}
+                Ok(_) => return Err(to_login()),
+                Err(e) => return Err(PageError::from(e).into_response()),
+            }
         }
+        Ok(Operator { actor: session.actor, csrf: session.csrf_token, token_hash })
     }
 }
 
@@ -105,7 +114,15 @@ pub struct LoginForm {
 
 /// `POST /dashboard/login`: an admin key opens a session.
 #[tracing::instrument(skip_all)]
-pub async fn login(State(state): State<ApiState>, Form(form): Form<LoginForm>) -> Response {
+pub async fn login(State(state): State<ApiState>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+    // Browsers say where a form came from; a login posted from another site is refused
+    // (it could sign a victim into the attacker's key).
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if site != "same-origin" && site != "none" {
+            return (StatusCode::FORBIDDEN, login_page(Some("Sign in from this dashboard's own page.")))
+                .into_response();
+        }
+    }
     let principal = match state.auth.verify(form.key.trim()).await {
         Ok(p) => p,
         Err(_) => return (StatusCode::UNAUTHORIZED, login_page(Some("That key is not valid."))).into_response(),
@@ -117,9 +134,10 @@ pub async fn login(State(state): State<ApiState>, Form(form): Form<LoginForm>) -
     let csrf = random_hex();
     let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     let ttl = state.dashboard.session_ttl_secs;
-    let expires = chrono::Utc::now() + chrono::Duration::seconds(i64::try_from(ttl).unwrap_or(i64::MAX / 1000));
+    // Bounded by configuration validation (at most 30 days).
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(i64::try_from(ttl).unwrap_or(0));
     let actor = format!("dashboard:key:{}", principal.key_id);
-    if let Err(e) = sessions::create(&state.pool, &hash, &actor, &csrf, expires).await {
+    if let Err(e) = sessions::create(&state.pool, &hash, &principal.key_id, &actor, &csrf, expires).await {
         return PageError::from(e).into_response();
     }
     tracing::info!(%actor, "dashboard login");

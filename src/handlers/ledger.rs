@@ -99,8 +99,11 @@ async fn transfer_all(tx: &mut PgConnection, cmds: &[&Envelope]) -> Result<Vec<O
                 format!("account {:?} holds {have} cents, {} needed", p.from, p.amount_cents),
             ),
             (Some(have), Some(_)) => {
+                let Some(credited) = balances.get(&to).and_then(|b| b.checked_add(p.amount_cents)) else {
+                    return Err(HandlerError::Permanent(format!("account {:?} would overflow", p.to)));
+                };
                 balances.insert(from, have - p.amount_cents);
-                *balances.entry(to).or_default() += p.amount_cents;
+                balances.insert(to, credited);
                 changed.push(&cmd.tenant, cmd.id, &p.from, -p.amount_cents);
                 changed.push(&cmd.tenant, cmd.id, &p.to, p.amount_cents);
                 Outcome::Succeeded(json!({

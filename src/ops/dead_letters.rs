@@ -35,8 +35,9 @@ pub struct Replayed {
 pub struct Bulk {
     /// Dead letters acted on.
     pub done: usize,
-    /// Dead letters that failed, with why (at most 20 listed).
+    /// Dead letters that failed.
     pub failed: usize,
+    /// Which failed and why (at most 20 listed).
     pub failures: Vec<(Uuid, String)>,
     /// Open dead letters still matching the filter: run the same request again to go on.
     pub remaining: i64,
@@ -79,7 +80,10 @@ impl Operators {
         actor: &str,
         audit: bool,
     ) -> Result<Replayed, OpsError> {
-        let dl = dead_letters::get(&self.pool, id)
+        // The row stays locked from the state check to the record of the replay, across the
+        // publish, so a concurrent discard or replay waits and then sees this one.
+        let mut tx = self.pool.begin().await.map_err(crate::store::StoreError::from)?;
+        let dl = dead_letters::get_for_update(&mut tx, id)
             .await?
             .ok_or_else(|| OpsError::NotFound(format!("no dead letter {id}")))?;
         if dl.summary.state == "discarded" {
@@ -117,7 +121,6 @@ impl Operators {
             .await?;
         // Published first: if recording fails now, the replay still happened once and a
         // second replay is harmless (same command id).
-        let mut tx = self.pool.begin().await.map_err(crate::store::StoreError::from)?;
         dead_letters::mark_replayed(&mut tx, id, edited.as_ref()).await?;
         if audit {
             let (action, details) = match &edited {
@@ -138,6 +141,21 @@ impl Operators {
     /// `per_second` a second. Those replayed leave the open set, so repeating the request
     /// resumes where it stopped.
     pub async fn replay_many(
+        &self,
+        filter: &Filter,
+        limit: usize,
+        per_second: f64,
+        actor: &str,
+    ) -> Result<Bulk, OpsError> {
+        // Detached: a caller that goes away (a proxy timeout, Ctrl-C) does not cut the job
+        // short between a replay and the audit record.
+        let (ops, filter, actor) = (self.clone(), filter.clone(), actor.to_owned());
+        tokio::spawn(async move { ops.replay_many_now(&filter, limit, per_second, &actor).await })
+            .await
+            .map_err(|e| OpsError::Conflict(format!("the bulk replay stopped: {e}")))?
+    }
+
+    async fn replay_many_now(
         &self,
         filter: &Filter,
         limit: usize,
@@ -188,6 +206,13 @@ impl Operators {
 
     /// Discards up to `limit` open dead letters matching `filter`.
     pub async fn discard_many(&self, filter: &Filter, limit: usize, actor: &str) -> Result<Bulk, OpsError> {
+        let (ops, filter, actor) = (self.clone(), filter.clone(), actor.to_owned());
+        tokio::spawn(async move { ops.discard_many_now(&filter, limit, &actor).await })
+            .await
+            .map_err(|e| OpsError::Conflict(format!("the bulk discard stopped: {e}")))?
+    }
+
+    async fn discard_many_now(&self, filter: &Filter, limit: usize, actor: &str) -> Result<Bulk, OpsError> {
         let limit = check_bulk(filter, limit)?;
         let mut bulk = Bulk { done: 0, failed: 0, failures: Vec::new(), remaining: 0 };
         let mut pages = Pages::new(filter, limit);

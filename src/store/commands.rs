@@ -55,8 +55,9 @@ pub async fn record_outcome(
     error: Option<&str>,
 ) -> Result<bool, StoreError> {
     let row = sqlx::query(
-        "INSERT INTO commands (id, tenant, type, status, attempts, last_error, result, submitted_at, completed_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, clock_timestamp())
+        "INSERT INTO commands
+                (id, tenant, type, status, attempts, last_error, result, submitted_at, completed_at, batch_id, batch_index)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, clock_timestamp(), $9, $10)
          ON CONFLICT (id) DO UPDATE
             SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
                 result = EXCLUDED.result, updated_at = clock_timestamp(), completed_at = clock_timestamp()
@@ -71,6 +72,8 @@ pub async fn record_outcome(
     .bind(error)
     .bind(result)
     .bind(cmd.submitted_at)
+    .bind(cmd.batch.map(|b| b.id))
+    .bind(cmd.batch.map(|b| batch_index(b.index)))
     .fetch_optional(&mut *tx)
     .await?;
     Ok(row.is_some())
@@ -87,6 +90,8 @@ pub struct Outcomes {
     errors: Vec<Option<String>>,
     results: Vec<Option<Value>>,
     submitted: Vec<DateTime<Utc>>,
+    batch_ids: Vec<Option<Uuid>>,
+    batch_indexes: Vec<Option<i32>>,
 }
 
 impl Outcomes {
@@ -107,6 +112,8 @@ impl Outcomes {
         self.errors.push(error);
         self.results.push(result);
         self.submitted.push(cmd.submitted_at);
+        self.batch_ids.push(cmd.batch.map(|b| b.id));
+        self.batch_indexes.push(cmd.batch.map(|b| batch_index(b.index)));
     }
 
     /// How many outcomes are held.
@@ -124,10 +131,12 @@ impl Outcomes {
 /// many were fresh; fewer than `len()` means some had already completed.
 pub async fn record_outcomes(tx: &mut PgConnection, o: &Outcomes) -> Result<usize, StoreError> {
     let done = sqlx::query(
-        "INSERT INTO commands (id, tenant, type, status, attempts, last_error, result, submitted_at, completed_at)
-         SELECT id, tenant, type, status, attempts, last_error, result, submitted_at, clock_timestamp()
-           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::jsonb[], $8::timestamptz[])
-             AS u(id, tenant, type, status, attempts, last_error, result, submitted_at)
+        "INSERT INTO commands
+                (id, tenant, type, status, attempts, last_error, result, submitted_at, completed_at, batch_id, batch_index)
+         SELECT id, tenant, type, status, attempts, last_error, result, submitted_at, clock_timestamp(), batch_id, batch_index
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::jsonb[],
+                       $8::timestamptz[], $9::uuid[], $10::int[])
+             AS u(id, tenant, type, status, attempts, last_error, result, submitted_at, batch_id, batch_index)
          ON CONFLICT (id) DO UPDATE
             SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
                 result = EXCLUDED.result, updated_at = clock_timestamp(), completed_at = clock_timestamp()
@@ -141,6 +150,8 @@ pub async fn record_outcomes(tx: &mut PgConnection, o: &Outcomes) -> Result<usiz
     .bind(&o.errors)
     .bind(&o.results)
     .bind(&o.submitted)
+    .bind(&o.batch_ids)
+    .bind(&o.batch_indexes)
     .execute(tx)
     .await?;
     Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
@@ -148,42 +159,40 @@ pub async fn record_outcomes(tx: &mut PgConnection, o: &Outcomes) -> Result<usiz
 
 /// Marks a command as waiting for a retry (unless it already completed).
 pub async fn mark_retrying(pool: &PgPool, cmd: &Envelope, attempt: u32, error: &str) -> Result<(), StoreError> {
-    upsert_unfinished(pool, cmd.id, &cmd.tenant, &cmd.kind, cmd.submitted_at, "retrying", attempt, error).await
+    upsert_unfinished(pool, cmd, "retrying", attempt, error).await
 }
 
 /// Marks a command as dead-lettered (unless it already completed).
 pub async fn mark_dead(tx: &mut PgConnection, cmd: &Envelope, attempt: u32, error: &str) -> Result<(), StoreError> {
-    upsert_unfinished(&mut *tx, cmd.id, &cmd.tenant, &cmd.kind, cmd.submitted_at, "dead", attempt, error).await
+    upsert_unfinished(&mut *tx, cmd, "dead", attempt, error).await
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn upsert_unfinished<'e>(
     db: impl sqlx::PgExecutor<'e>,
-    id: Uuid,
-    tenant: &str,
-    kind: &str,
-    submitted_at: DateTime<Utc>,
+    cmd: &Envelope,
     status: &str,
     attempt: u32,
     error: &str,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO commands (id, tenant, type, status, attempts, last_error, submitted_at, errors)
+        "INSERT INTO commands (id, tenant, type, status, attempts, last_error, submitted_at, errors, batch_id, batch_index)
          VALUES ($1, $2, $3, $4, $5, $6, $7,
-                 jsonb_build_array(jsonb_build_object('attempt', $5, 'error', $6, 'at', now())))
+                 jsonb_build_array(jsonb_build_object('attempt', $5, 'error', $6, 'at', now())), $8, $9)
          ON CONFLICT (id) DO UPDATE
             SET status = EXCLUDED.status, attempts = EXCLUDED.attempts,
                 last_error = EXCLUDED.last_error, updated_at = now(),
                 errors = commands.errors || EXCLUDED.errors
           WHERE commands.status NOT IN ('succeeded', 'rejected')",
     )
-    .bind(id)
-    .bind(tenant)
-    .bind(kind)
+    .bind(cmd.id)
+    .bind(&cmd.tenant)
+    .bind(&cmd.kind)
     .bind(status)
     .bind(attempt_i32(attempt))
     .bind(error)
-    .bind(submitted_at)
+    .bind(cmd.submitted_at)
+    .bind(cmd.batch.map(|b| b.id))
+    .bind(cmd.batch.map(|b| batch_index(b.index)))
     .execute(db)
     .await?;
     Ok(())
@@ -258,6 +267,10 @@ pub async fn search(
     .bind(limit)
     .fetch_all(pool)
     .await?)
+}
+
+fn batch_index(index: u32) -> i32 {
+    i32::try_from(index).unwrap_or(i32::MAX)
 }
 
 fn attempt_i32(attempt: u32) -> i32 {

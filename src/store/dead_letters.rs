@@ -230,6 +230,18 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<DeadLetter>, StoreErr
     .await?)
 }
 
+/// One dead letter, row-locked until `tx` ends (so a replay and a discard cannot interleave).
+pub async fn get_for_update(tx: &mut PgConnection, id: Uuid) -> Result<Option<DeadLetter>, StoreError> {
+    Ok(sqlx::query_as::<_, DeadLetter>(
+        "SELECT id, command_id, tenant, command_type, error_kind, error, attempts, dead_at, state, fingerprint,
+                replay_count, body, headers, replayed_at, discarded_at, replayed_payload
+           FROM dead_letters WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(tx)
+    .await?)
+}
+
 /// A group of dead letters with one cause.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Group {

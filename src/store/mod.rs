@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod api_keys;
 pub mod audit;
+pub mod batches;
 pub mod commands;
 pub mod dead_letters;
 pub mod events;

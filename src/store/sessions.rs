@@ -7,6 +7,7 @@ use sqlx::PgPool;
 /// A live session.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Session {
+    pub key_id: String,
     pub actor: String,
     pub csrf_token: String,
     pub expires_at: DateTime<Utc>,
@@ -16,15 +17,19 @@ pub struct Session {
 pub async fn create(
     pool: &PgPool,
     token_hash: &[u8],
+    key_id: &str,
     actor: &str,
     csrf_token: &str,
     expires_at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     // Expired sessions go whenever someone logs in, so the table stays small without a job.
     sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at < now()").execute(pool).await?;
-    sqlx::query("INSERT INTO dashboard_sessions (token_hash, actor, csrf_token, expires_at) VALUES ($1, $2, $3, $4)")
-        .bind(token_hash)
-        .bind(actor)
+    sqlx::query(
+        "INSERT INTO dashboard_sessions (token_hash, key_id, actor, csrf_token, expires_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(token_hash)
+    .bind(key_id)
+    .bind(actor)
         .bind(csrf_token)
         .bind(expires_at)
         .execute(pool)
@@ -35,7 +40,7 @@ pub async fn create(
 /// The unexpired session with this token hash.
 pub async fn find(pool: &PgPool, token_hash: &[u8]) -> Result<Option<Session>, StoreError> {
     Ok(sqlx::query_as::<_, Session>(
-        "SELECT actor, csrf_token, expires_at FROM dashboard_sessions WHERE token_hash = $1 AND expires_at > now()",
+        "SELECT key_id, actor, csrf_token, expires_at FROM dashboard_sessions WHERE token_hash = $1 AND expires_at > now()",
     )
     .bind(token_hash)
     .fetch_optional(pool)

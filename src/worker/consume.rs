@@ -93,8 +93,20 @@ pub async fn consume<F, Fut>(
                     // Stop new deliveries, then finish those already received: the stream
                     // ends after the last of them.
                     let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
-                    pump.drain(ready, carry).await;
+                    match pump.drain(ready, carry, cancel).await {
+                        Stopped::Cancelled => {
+                            open = Some((channel, tag));
+                            break 'links;
+                        }
+                        Stopped::Failed(why) => {
+                            tracing::warn!(%queue, %why, "consumer stopped; reconnecting");
+                            broker.request_reconnect(&link);
+                            continue 'links;
+                        }
+                        Stopped::Drained | Stopped::Paused(..) => {}
+                    }
                 }
+                Stopped::Drained => {}
                 Stopped::Failed(why) => {
                     tracing::warn!(%queue, %why, "consumer stopped; resubscribing");
                     broker.request_reconnect(&link);
@@ -120,9 +132,11 @@ pub async fn consume<F, Fut>(
     }
 }
 
-/// Why a subscription stopped being pumped.
+/// Why a subscription stopped being pumped (or drained).
 enum Stopped {
     Cancelled,
+    /// A cancelled subscription handed over everything it held.
+    Drained,
     /// Operators paused the queue; received deliveries are still in the stream and the carry.
     Paused(ReadyChunks<Consumer>, Vec<lapin::Result<Delivery>>),
     Failed(String),
@@ -174,19 +188,31 @@ where
     }
 
     /// Works off what a cancelled consumer still holds (`carry` first), until its stream ends.
-    async fn drain(&self, mut ready: ReadyChunks<Consumer>, carry: Vec<lapin::Result<Delivery>>) {
+    async fn drain(
+        &self,
+        mut ready: ReadyChunks<Consumer>,
+        carry: Vec<lapin::Result<Delivery>>,
+        cancel: &CancellationToken,
+    ) -> Stopped {
         let mut held = Some(carry).filter(|c| !c.is_empty());
         loop {
             let results = match held.take() {
                 Some(c) => c,
-                None => match ready.next().await {
-                    Some(r) => r,
-                    None => return,
+                None => tokio::select! {
+                    r = ready.next() => match r {
+                        Some(r) => r,
+                        None => return Stopped::Drained,
+                    },
+                    () = cancel.cancelled() => return Stopped::Cancelled,
                 },
             };
-            let Ok(permit) = self.permits.clone().acquire_owned().await else { return };
-            if self.dispatch(results, permit).await.is_err() {
-                return;
+            let permit = tokio::select! {
+                p = self.permits.clone().acquire_owned() => p,
+                () = cancel.cancelled() => return Stopped::Cancelled,
+            };
+            let Ok(permit) = permit else { return Stopped::Cancelled };
+            if let Err(e) = self.dispatch(results, permit).await {
+                return Stopped::Failed(format!("consumer failed while draining: {e}"));
             }
         }
     }

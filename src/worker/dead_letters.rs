@@ -66,6 +66,9 @@ async fn store(ctx: &WorkerCtx, delivery: &Delivery) -> Result<(), StoreError> {
         commands::mark_dead(&mut tx, cmd, attempts, &error).await?;
     }
     tx.commit().await?;
+    if let Some(batch) = cmd.as_ref().and_then(|c| c.batch) {
+        super::settle_batches(ctx, [batch.id]).await;
+    }
     if fresh {
         tracing::info!(dead_letter_id = %id, %kind, "dead letter recorded");
     }

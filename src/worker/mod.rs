@@ -2,6 +2,7 @@
 //! letters from their queue into Postgres.
 
 mod acks;
+mod callbacks;
 mod consume;
 mod dead_letters;
 mod process;
@@ -33,6 +34,7 @@ pub struct WorkerCtx {
     pub policy: RetryPolicy,
     pub settings: WorkerSettings,
     pub reporter: Arc<Reporter>,
+    pub batch_settings: crate::config::BatchSettings,
 }
 
 /// Runs the worker role until `cancel`, then drains in-flight commands.
@@ -83,6 +85,10 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
         drain,
         on_consuming: Box::new(|_| {}),
     };
+    let callbacks = {
+        let (ctx, cancel) = (ctx.clone(), cancel.clone());
+        tokio::spawn(async move { callbacks::run(&ctx, cancel).await })
+    };
     tokio::join!(
         consume::consume(&ctx.broker, work_queue, &cancel, ctx.reporter.pause_signal(&topology.work_queue()), work),
         consume::consume(
@@ -93,6 +99,7 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
             record
         ),
     );
+    let _ = callbacks.await;
 }
 
 /// Deliveries that arrived together: one transaction for all of them when nothing goes
@@ -106,12 +113,14 @@ async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel
         let attempt = attempt_of(&delivery);
         match process::prepare(ctx, &delivery.data, attempt) {
             Ok(job) => {
-                ctx.reporter.delivered(job.cmd.submitted_at);
+                if let Some(since) = timed_since(&delivery, &job.cmd) {
+                    ctx.reporter.delivered(since);
+                }
                 jobs.push((delivery, job));
             }
             Err(verdict) => {
                 if let process::Verdict::Dead { cmd: Some(cmd), .. } = &verdict {
-                    tally(ctx, &cmd.kind, cmd.submitted_at, "dead");
+                    tally(ctx, &cmd.kind, timed_since(&delivery, cmd), "dead");
                 }
                 route::route(ctx, acks, &delivery, attempt, verdict).await
             }
@@ -135,12 +144,13 @@ async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel
     };
     if let Some(outcomes) = batched {
         for ((delivery, job), outcome) in jobs.iter().zip(outcomes) {
-            tally(ctx, &job.cmd.kind, job.cmd.submitted_at, outcome);
+            tally(ctx, &job.cmd.kind, timed_since(delivery, &job.cmd), outcome);
             let headers = delivery.properties.headers().as_ref();
             tracing::debug!(command_id = %job.cmd.id, trace_id = %trace_of(headers), outcome, "committed in a batch");
         }
         let deliveries: Vec<&Delivery> = jobs.iter().map(|(d, _)| d).collect();
         acks.ack(&deliveries).await;
+        settle_batches(ctx, jobs.iter().filter_map(|(_, j)| j.cmd.batch.map(|b| b.id))).await;
     } else {
         for (delivery, job) in jobs {
             handle_one(ctx, acks, &delivery, job, cancel).await;
@@ -150,13 +160,39 @@ async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel
     ctx.reporter.in_flight(-(n as i64));
 }
 
+/// Marks finished the batches among `ids` whose commands are all final (queueing their
+/// callbacks). Best effort: a failure here only delays `finished_at` to the next command.
+pub(crate) async fn settle_batches(ctx: &WorkerCtx, ids: impl IntoIterator<Item = uuid::Uuid>) {
+    let mut ids: Vec<uuid::Uuid> = ids.into_iter().collect();
+    if ids.is_empty() {
+        return;
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    match crate::store::batches::finish_if_done(&ctx.pool, &ids).await {
+        Ok(done) => {
+            for id in done {
+                tracing::info!(batch_id = %id, "batch finished");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not check batch completion"),
+    }
+}
+
+/// When a delivery's end-to-end latency counts from: the command's acceptance, except for an
+/// operator's replay (days later, perhaps), whose latency would only skew the figures.
+fn timed_since(delivery: &Delivery, cmd: &crate::command::Envelope) -> Option<chrono::DateTime<chrono::Utc>> {
+    let replay = get_str(delivery.properties.headers().as_ref(), crate::ops::dead_letters::REPLAY_OF_HEADER).is_some();
+    (!replay).then_some(cmd.submitted_at)
+}
+
 /// The trace id the API put in the message's `traceparent` ("" if none).
 fn trace_of(headers: Option<&lapin::types::FieldTable>) -> String {
     get_str(headers, TRACEPARENT_HEADER).as_deref().and_then(crate::command::trace_id).unwrap_or_default().to_owned()
 }
 
 /// Counts how a delivery of a command ended: metrics, and the dashboard's outcome counts.
-fn tally(ctx: &WorkerCtx, kind: &str, submitted_at: chrono::DateTime<chrono::Utc>, outcome: &'static str) {
+fn tally(ctx: &WorkerCtx, kind: &str, submitted_at: Option<chrono::DateTime<chrono::Utc>>, outcome: &'static str) {
     metrics::counter!("sluice_commands_processed_total", "type" => kind.to_owned(), "outcome" => outcome).increment(1);
     let ended = match outcome {
         "succeeded" => Ended::Succeeded,
@@ -183,7 +219,8 @@ async fn handle_one(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, job: proc
     async {
         // A panicking handler is treated like a crashed worker: the message goes back to the
         // queue, and the quorum queue's delivery limit dead-letters it if it keeps happening.
-        let (kind, submitted_at) = (job.cmd.kind.clone(), job.cmd.submitted_at);
+        let (kind, submitted_at, batch) =
+            (job.cmd.kind.clone(), timed_since(delivery, &job.cmd), job.cmd.batch.map(|b| b.id));
         match AssertUnwindSafe(process::decide(ctx, job, cancel)).catch_unwind().await {
             Ok(verdict) => {
                 let outcome = match &verdict {
@@ -195,7 +232,8 @@ async fn handle_one(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, job: proc
                 if let Some(outcome) = outcome {
                     tally(ctx, &kind, submitted_at, outcome);
                 }
-                route::route(ctx, acks, delivery, attempt, verdict).await
+                route::route(ctx, acks, delivery, attempt, verdict).await;
+                settle_batches(ctx, batch).await;
             }
             Err(_) => {
                 tracing::error!("handler panicked; returning the message to the queue");

@@ -121,3 +121,16 @@ async fn in_a_browser_an_operator_sees_a_dead_letter_fixes_and_replays_it_and_se
     let audit = app.get_json("/v1/audit").await;
     assert_eq!(audit["entries"][0]["action"], "dead_letter.edit_replay");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_key_ends_its_dashboard_sessions() {
+    let app = spawn_app().await;
+    let admin = create_key(&app.pool, "acme", &["admin".into()]).await.unwrap();
+    let http = browser_like();
+    assert_eq!(login(&app, &http, &admin.key).await.status(), 303);
+    assert_eq!(http.get(format!("{}/dashboard", app.base)).send().await.unwrap().status(), 200);
+    assert!(sluice::store::api_keys::revoke(&app.pool, &admin.key_id).await.unwrap());
+    let r = http.get(format!("{}/dashboard", app.base)).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/dashboard/login");
+}

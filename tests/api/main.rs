@@ -2,6 +2,7 @@
 //! disturb shared services and run one at a time after the others (see scripts/test).
 
 mod auth;
+mod batch_submissions;
 mod batches;
 mod cli;
 mod commands;

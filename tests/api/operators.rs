@@ -88,3 +88,26 @@ async fn metrics_cover_ingest_processing_latency_queues_and_dead_letters() {
         assert!(text.lines().any(|l| l.starts_with(series)), "{series} missing from /metrics");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_lets_the_commands_already_held_finish_and_nothing_is_left_unacked() {
+    let probe = crate::helpers::Probe::default();
+    let app = crate::helpers::spawn_app_with(|_| {}, &probe).await;
+    let queue = format!("{}.work", app.settings.broker.prefix);
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(app.accept("test.slow", json!({"millis": 1500})).await);
+    }
+    // Some are running (concurrency 4 in the test profile or less), the rest prefetched.
+    eventually(DEADLINE, || async { (!probe.calls.lock().unwrap().is_empty()).then_some(()) }).await;
+    assert_eq!(app.post_json(&format!("/v1/queues/{queue}/pause"), None).await.status(), 200);
+    for id in &held {
+        assert_eq!(app.settled(*id).await["status"], "succeeded", "what a worker held is finished and acked");
+    }
+    eventually(DEADLINE, || async { (work_queue(&app).await["consumers"] == 0).then_some(()) }).await;
+    let later = app.accept("event.record", json!({"name": "after-pause", "data": 1})).await;
+    eventually(DEADLINE, || async { (work_queue(&app).await["messages"] == 1).then_some(()) }).await;
+    assert_eq!(app.post_json(&format!("/v1/queues/{queue}/resume"), None).await.status(), 200);
+    assert_eq!(app.settled(later).await["status"], "succeeded");
+    assert_eq!(work_queue(&app).await["messages"], 0);
+}

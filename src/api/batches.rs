@@ -1,0 +1,358 @@
+//! `POST /v1/batches` (a JSON array or NDJSON, validated item by item, published pipelined)
+//! and `GET /v1/batches/{id}` (progress counted from the commands' rows).
+
+use super::auth::{Principal, Scope};
+use super::body::BodyLimit;
+use super::commands::{idempotency_key, validate, MAX_IDEMPOTENCY_KEY};
+use super::error::ApiError;
+use super::ApiState;
+use crate::broker::headers::{set_i64, set_str};
+use crate::broker::topology::WORK_KEY;
+use crate::broker::Message;
+use crate::command::{
+    command_id_for_key, new_traceparent, trace_id, BatchRef, Envelope, ATTEMPT_HEADER, TRACEPARENT_HEADER,
+};
+use crate::store::batches::{self, NewBatch};
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use lapin::types::FieldTable;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// Namespace of batch item ids derived from the batch id and the item's position.
+const ITEM_NAMESPACE: Uuid = Uuid::from_u128(0x3f0c_2b8e_51d4_4a7f_8c19_d6e2_a047_b5c1);
+
+/// Options of a batch, from the JSON body or (for NDJSON) the query string.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Options {
+    #[serde(default)]
+    all_or_nothing: bool,
+    callback_url: Option<String>,
+    /// Standard Webhooks secret (`whsec_` + base64) the callback is signed with.
+    callback_secret: Option<String>,
+}
+
+/// A JSON batch body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonBatch {
+    commands: Vec<Value>,
+    #[serde(flatten)]
+    options: Options,
+}
+
+/// One item's refusal.
+fn item_error(index: usize, e: ApiError) -> Value {
+    let mut v = json!({"index": index});
+    if let ApiError::Unprocessable { code, message, violations } = e {
+        let violations: Vec<Value> = violations
+            .into_iter()
+            .map(|x| json!({"path": format!("/commands/{index}{}", x.path), "message": x.message}))
+            .collect();
+        v["code"] = json!(code);
+        v["message"] = json!(message);
+        v["violations"] = json!(violations);
+    } else {
+        v["code"] = json!("invalid_command");
+        v["message"] = json!(e.to_string());
+    }
+    v
+}
+
+/// Accepts a batch: every valid item is published (pipelined, with confirms) unless
+/// `all_or_nothing` and some item is invalid, in which case nothing is.
+#[tracing::instrument(skip_all, fields(tenant = %principal.tenant, batch_id, items))]
+pub async fn submit(
+    State(state): State<ApiState>,
+    principal: Principal,
+    req: Request,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Scope::Submit)?;
+    let headers = req.headers().clone();
+    let key = idempotency_key(&headers)?.map(str::to_owned);
+    let (items, options) = read_batch(&state, req).await?;
+    let max = state.batch_settings.max_commands;
+    if items.is_empty() || items.len() > max {
+        return Err(ApiError::bad_request(
+            "invalid_batch_length",
+            format!("a batch holds 1 to {max} commands, not {}", items.len()),
+            Some("body commands"),
+        ));
+    }
+    let callback = check_callback(&options)?;
+    tracing::Span::current().record("items", items.len());
+    let batch_id = match &key {
+        Some(k) => command_id_for_key(&principal.tenant, &format!("batch\u{0}{k}")),
+        None => Uuid::now_v7(),
+    };
+    tracing::Span::current().record("batch_id", tracing::field::display(batch_id));
+
+    let mut cmds = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match prepare(&state, &principal.tenant, batch_id, index, item) {
+            Ok(cmd) => cmds.push(cmd),
+            Err(e) => rejected.push(item_error(index, e)),
+        }
+    }
+    if cmds.is_empty() || (options.all_or_nothing && !rejected.is_empty()) {
+        metrics::counter!("sluice_ingest_rejected_total", "reason" => "invalid").increment(rejected.len() as u64);
+        return Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"error": {
+                "code": "batch_rejected",
+                "message": format!("{} of the batch's commands are invalid; nothing was accepted", rejected.len()),
+                "items": rejected,
+            }})),
+        )
+            .into_response());
+    }
+    let total = i32::try_from(cmds.len()).unwrap_or(i32::MAX);
+    let fresh = batches::create(
+        &state.pool,
+        &NewBatch {
+            id: batch_id,
+            tenant: &principal.tenant,
+            total,
+            rejected_at_ingest: i32::try_from(rejected.len()).unwrap_or(i32::MAX),
+            callback_url: callback.map(|c| c.0),
+            callback_secret: callback.map(|c| c.1),
+        },
+    )
+    .await?;
+
+    let traceparent = match headers.get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok()) {
+        Some(tp) if trace_id(tp).is_some() => tp.to_owned(),
+        _ => new_traceparent(),
+    };
+    let exchange = state.broker.topology().work_exchange();
+    let encoded: Vec<(Vec<u8>, String)> = cmds.iter().map(|c| (c.encode(), c.id.to_string())).collect();
+    let mut amqp_headers = FieldTable::default();
+    set_i64(&mut amqp_headers, ATTEMPT_HEADER, 1);
+    set_str(&mut amqp_headers, TRACEPARENT_HEADER, &traceparent);
+    let msgs: Vec<Message> = encoded
+        .iter()
+        .map(|(body, id)| Message {
+            exchange: &exchange,
+            routing_key: WORK_KEY,
+            body,
+            message_id: id,
+            headers: amqp_headers.clone(),
+        })
+        .collect();
+    let results = state.broker.publish_many(&msgs).await;
+    let mut failed = Vec::new();
+    for (cmd, r) in cmds.iter().zip(&results) {
+        if let Err(e) = r {
+            let index = cmd.batch.map_or(0, |b| b.index);
+            failed.push(json!({"index": index, "id": cmd.id, "error": e.to_string()}));
+        }
+    }
+    let published = cmds.len() - failed.len();
+    for cmd in cmds.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(c, _)| c) {
+        metrics::counter!("sluice_ingest_accepted_total", "type" => cmd.kind.clone()).increment(1);
+        state.reporter.accepted();
+    }
+    if published < cmds.len() || !fresh {
+        batches::settle_total(&state.pool, batch_id, i32::try_from(published).unwrap_or(i32::MAX), fresh).await?;
+    }
+    if published == 0 {
+        return Err(ApiError::Unavailable {
+            message:
+                "RabbitMQ did not confirm any command of the batch; it is safe to retry with the same Idempotency-Key"
+                    .into(),
+            retry_after_secs: 2,
+        });
+    }
+    let url = format!("/v1/batches/{batch_id}");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, url.clone())],
+        Json(json!({
+            "id": batch_id,
+            "status_url": url,
+            "accepted": published,
+            "rejected": rejected,
+            "not_published": failed,
+        })),
+    )
+        .into_response())
+}
+
+/// The items and options of a JSON or NDJSON body.
+async fn read_batch(state: &ApiState, req: Request) -> Result<(Vec<Value>, Options), ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let limit = req.extensions().get::<BodyLimit>().map_or(usize::MAX, |l| l.0);
+    let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge { limit }
+        } else {
+            ApiError::bad_request("unreadable_body", e.body_text(), Some("body"))
+        }
+    })?;
+    match content_type.as_str() {
+        "application/json" => {
+            let batch: JsonBatch = serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::bad_request(
+                    "malformed_batch",
+                    format!("body is not a batch ({{\"commands\": [...]}}): {e}"),
+                    Some(&format!("body line {} column {}", e.line(), e.column())),
+                )
+            })?;
+            Ok((batch.commands, batch.options))
+        }
+        "application/x-ndjson" | "application/jsonl" => {
+            let options: Options = serde_urlencoded_options(&query)?;
+            let mut items = Vec::new();
+            for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let v: Value = serde_json::from_slice(line).map_err(|e| {
+                    ApiError::bad_request(
+                        "malformed_json",
+                        format!("line {} is not JSON: {e}", n + 1),
+                        Some(&format!("body line {} column {}", n + 1, e.column())),
+                    )
+                })?;
+                items.push(v);
+            }
+            Ok((items, options))
+        }
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "a batch is application/json ({{\"commands\": [...]}}) or application/x-ndjson (one command per line), not {other:?}"
+        ))),
+    }
+}
+
+fn serde_urlencoded_options(query: &str) -> Result<Options, ApiError> {
+    axum::extract::Query::<Options>::try_from_uri(
+        &format!("/?{query}")
+            .parse()
+            .map_err(|_| ApiError::bad_request("invalid_query", "the query string is not valid", Some("query")))?,
+    )
+    .map(|q| q.0)
+    .map_err(|e| ApiError::bad_request("invalid_query", e.body_text(), Some("query")))
+}
+
+/// The callback URL and secret, checked: both or neither, http(s), a Standard Webhooks secret.
+fn check_callback(o: &Options) -> Result<Option<(&str, &str)>, ApiError> {
+    match (o.callback_url.as_deref(), o.callback_secret.as_deref()) {
+        (None, None) => Ok(None),
+        (Some(url), Some(secret)) => {
+            let ok_url = (url.starts_with("https://") || url.starts_with("http://")) && url.len() <= 2048;
+            if !ok_url || url.parse::<axum::http::Uri>().is_err() {
+                return Err(ApiError::bad_request(
+                    "invalid_callback",
+                    "callback_url must be an http(s) URL",
+                    Some("body callback_url"),
+                ));
+            }
+            if crate::webhooks::standard::decode_secret(secret).is_none() {
+                return Err(ApiError::bad_request(
+                    "invalid_callback",
+                    "callback_secret must be whsec_ followed by base64 of 24 to 64 bytes",
+                    Some("body callback_secret"),
+                ));
+            }
+            Ok(Some((url, secret)))
+        }
+        _ => Err(ApiError::bad_request(
+            "invalid_callback",
+            "callback_url and callback_secret go together",
+            Some("body callback_url"),
+        )),
+    }
+}
+
+/// A batch item made a command: validated like a single command, with an optional
+/// `idempotency_key` field of its own.
+fn prepare(state: &ApiState, tenant: &str, batch_id: Uuid, index: usize, item: Value) -> Result<Envelope, ApiError> {
+    let Value::Object(mut obj) = item else {
+        return Err(ApiError::Unprocessable {
+            code: "invalid_command",
+            message: "a batch item must be a command object".into(),
+            violations: vec![crate::schemas::Violation { path: String::new(), message: "expected an object".into() }],
+        });
+    };
+    let key = match obj.remove("idempotency_key") {
+        None => None,
+        Some(Value::String(k))
+            if !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Some(k)
+        }
+        Some(_) => {
+            return Err(ApiError::Unprocessable {
+                code: "invalid_command",
+                message: format!("idempotency_key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+                violations: vec![crate::schemas::Violation {
+                    path: "/idempotency_key".into(),
+                    message: "invalid".into(),
+                }],
+            })
+        }
+    };
+    let (kind, payload) = validate(state, Value::Object(obj))?;
+    let mut cmd = Envelope::new(tenant, &kind, payload, key.as_deref());
+    let index = u32::try_from(index).unwrap_or(u32::MAX);
+    if key.is_none() {
+        cmd.id = Uuid::new_v5(&ITEM_NAMESPACE, &[batch_id.as_bytes().as_slice(), &index.to_be_bytes()].concat());
+    }
+    cmd.batch = Some(BatchRef { id: batch_id, index });
+    Ok(cmd)
+}
+
+/// Progress of a batch.
+#[tracing::instrument(skip_all)]
+pub async fn status(
+    State(state): State<ApiState>,
+    principal: Principal,
+    id: Result<Path<Uuid>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Scope::Read)?;
+    let Path(id) = id.map_err(|e| ApiError::bad_request("invalid_id", e.body_text(), Some("path id")))?;
+    let batch = batches::get(&state.pool, &principal.tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no batch {id}")))?;
+    let (counts, started_at) = batches::progress(&state.pool, id).await?;
+    let count = |s: &str| counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+    let (succeeded, rejected, dead, retrying) =
+        (count("succeeded"), count("rejected"), count("dead"), count("retrying"));
+    let pending = (i64::from(batch.total) - succeeded - rejected - dead).max(0);
+    let failed = batches::failed_items(&state.pool, id, 1000).await?;
+    let callback = match (&batch.callback_url, batches::callback_state(&state.pool, id).await?) {
+        (None, _) => Value::Null,
+        (Some(url), None) => json!({"url": url, "attempts": 0, "delivered_at": null}),
+        (Some(url), Some((attempts, delivered_at, last_error))) => {
+            json!({"url": url, "attempts": attempts, "delivered_at": delivered_at, "last_error": last_error})
+        }
+    };
+    Ok(Json(json!({
+        "id": batch.id,
+        "total": batch.total,
+        "rejected_at_ingest": batch.rejected_at_ingest,
+        "pending": pending,
+        "retrying": retrying,
+        "succeeded": succeeded,
+        "rejected": rejected,
+        "dead": dead,
+        "created_at": batch.created_at,
+        "started_at": started_at,
+        "finished_at": batch.finished_at,
+        "failed_items": failed,
+        "callback": callback,
+    })))
+}

@@ -1,0 +1,197 @@
+//! The `batches` and `batch_callbacks` tables. A batch's progress is counted from its
+//! commands' rows (indexed by batch and status), so workers never contend on a counter row.
+
+use super::StoreError;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// A batch as stored.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Batch {
+    pub id: Uuid,
+    pub total: i32,
+    pub rejected_at_ingest: i32,
+    pub callback_url: Option<String>,
+    #[serde(skip)]
+    pub callback_secret: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A new batch.
+pub struct NewBatch<'a> {
+    pub id: Uuid,
+    pub tenant: &'a str,
+    pub total: i32,
+    pub rejected_at_ingest: i32,
+    pub callback_url: Option<&'a str>,
+    pub callback_secret: Option<&'a str>,
+}
+
+/// Records a batch; false if one with this id exists (a resubmission).
+pub async fn create(pool: &PgPool, b: &NewBatch<'_>) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO batches (id, tenant, total, rejected_at_ingest, callback_url, callback_secret)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(b.id)
+    .bind(b.tenant)
+    .bind(b.total)
+    .bind(b.rejected_at_ingest)
+    .bind(b.callback_url)
+    .bind(b.callback_secret)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Sets a batch's total to what was actually published: on its first submission exactly
+/// that; on a resubmission (same ids) never lower than a previous submission got through.
+pub async fn settle_total(pool: &PgPool, id: Uuid, published: i32, fresh: bool) -> Result<(), StoreError> {
+    sqlx::query("UPDATE batches SET total = CASE WHEN $3 THEN $2 ELSE greatest(total, $2) END WHERE id = $1")
+        .bind(id)
+        .bind(published)
+        .bind(fresh)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// One batch of a tenant.
+pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Batch>, StoreError> {
+    Ok(sqlx::query_as::<_, Batch>(
+        "SELECT id, total, rejected_at_ingest, callback_url, callback_secret, created_at, finished_at
+           FROM batches WHERE id = $1 AND tenant = $2",
+    )
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// A batch's commands that have a row, counted by status, and when the first was taken.
+pub async fn progress(pool: &PgPool, id: Uuid) -> Result<(Vec<(String, i64)>, Option<DateTime<Utc>>), StoreError> {
+    let counts =
+        sqlx::query_as::<_, (String, i64)>("SELECT status, count(*) FROM commands WHERE batch_id = $1 GROUP BY status")
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
+    let started =
+        sqlx::query_scalar::<_, Option<DateTime<Utc>>>("SELECT min(first_seen_at) FROM commands WHERE batch_id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await?;
+    Ok((counts, started))
+}
+
+/// An item of a batch that failed.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct FailedItem {
+    pub index: Option<i32>,
+    pub id: Uuid,
+    pub status: String,
+    pub error: Option<String>,
+}
+
+/// Rejected and dead items, in batch order.
+pub async fn failed_items(pool: &PgPool, id: Uuid, limit: i64) -> Result<Vec<FailedItem>, StoreError> {
+    Ok(sqlx::query_as::<_, FailedItem>(
+        "SELECT batch_index AS index, id, status, last_error AS error FROM commands
+          WHERE batch_id = $1 AND status IN ('rejected', 'dead') ORDER BY batch_index LIMIT $2",
+    )
+    .bind(id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Marks finished those of `ids` whose every command is final, and queues their callbacks.
+/// Called after commits that touched them; only the call that finishes a batch returns it.
+pub async fn finish_if_done(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_scalar::<_, Uuid>(
+        "WITH finished AS (
+            UPDATE batches b SET finished_at = now()
+             WHERE b.id = ANY($1) AND b.finished_at IS NULL
+               AND (SELECT count(*) FROM commands c
+                     WHERE c.batch_id = b.id AND c.status IN ('succeeded', 'rejected', 'dead')) >= b.total
+            RETURNING b.id, b.callback_url
+         ), queued AS (
+            INSERT INTO batch_callbacks (batch_id, url)
+            SELECT id, callback_url FROM finished WHERE callback_url IS NOT NULL
+            ON CONFLICT (batch_id) DO NOTHING
+         )
+         SELECT id FROM finished",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A callback due for (another) delivery attempt.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DueCallback {
+    pub batch_id: Uuid,
+    pub tenant: String,
+    pub url: String,
+    pub secret: Option<String>,
+    pub attempts: i32,
+}
+
+/// Claims up to `limit` due callbacks; they stay locked until `tx` ends, so several workers
+/// never send the same one at once.
+pub async fn claim_callbacks(
+    tx: &mut PgConnection,
+    limit: i64,
+    max_attempts: i32,
+) -> Result<Vec<DueCallback>, StoreError> {
+    Ok(sqlx::query_as::<_, DueCallback>(
+        "SELECT c.batch_id, b.tenant, c.url, b.callback_secret AS secret, c.attempts
+           FROM batch_callbacks c JOIN batches b ON b.id = c.batch_id
+          WHERE c.delivered_at IS NULL AND c.attempts < $2 AND c.next_attempt_at <= now()
+          ORDER BY c.next_attempt_at
+          LIMIT $1
+          FOR UPDATE OF c SKIP LOCKED",
+    )
+    .bind(limit)
+    .bind(max_attempts)
+    .fetch_all(tx)
+    .await?)
+}
+
+/// Records a callback attempt: delivered, or failed with when to try again.
+pub async fn callback_attempted(
+    tx: &mut PgConnection,
+    batch_id: Uuid,
+    error: Option<&str>,
+    retry_in_secs: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE batch_callbacks
+            SET attempts = attempts + 1, last_error = $2,
+                delivered_at = CASE WHEN $2 IS NULL THEN now() END,
+                next_attempt_at = now() + make_interval(secs => $3)
+          WHERE batch_id = $1",
+    )
+    .bind(batch_id)
+    .bind(error)
+    .bind(retry_in_secs as f64)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Where a batch's callback stands, for its status.
+pub async fn callback_state(
+    pool: &PgPool,
+    id: Uuid,
+) -> Result<Option<(i32, Option<DateTime<Utc>>, Option<String>)>, StoreError> {
+    Ok(sqlx::query_as("SELECT attempts, delivered_at, last_error FROM batch_callbacks WHERE batch_id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
+}

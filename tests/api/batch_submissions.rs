@@ -1,0 +1,207 @@
+//! `POST /v1/batches`: many commands in one request, validated item by item, with progress,
+//! idempotent resubmission and a signed completion callback.
+
+use crate::helpers::{eventually, spawn_app, spawn_app_with, Probe, TestApp};
+use axum::http::HeaderMap;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+impl TestApp {
+    pub async fn post_batch(&self, body: Value, key: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.post(format!("{}/v1/batches", self.base)).bearer_auth(&self.key).json(&body);
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Waits until the batch has finished and returns its status.
+    pub async fn batch_finished(&self, id: &str) -> Value {
+        eventually(DEADLINE, || async {
+            let v = self.get_json(&format!("/v1/batches/{id}")).await;
+            (!v["finished_at"].is_null()).then_some(v)
+        })
+        .await
+    }
+}
+
+fn event(i: usize) -> Value {
+    json!({"type": "event.record", "payload": {"name": "batched", "data": {"i": i}}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_validated_item_by_item_and_its_progress_counts_every_outcome() {
+    let app = spawn_app().await;
+    let commands = json!([
+        event(0),
+        {"type": "event.record", "payload": {"name": 7, "data": 1}},
+        event(2),
+        {"type": "ledger.transfer", "payload": {"from": "nobody", "to": "nowhere", "amount_cents": 5}},
+        {"type": "no.such.type", "payload": {}},
+    ]);
+    let r = app.post_batch(json!({"commands": commands}), None).await;
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["accepted"], 3);
+    let rejected = body["rejected"].as_array().unwrap();
+    assert_eq!(rejected.iter().map(|r| r["index"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 4]);
+    assert_eq!(rejected[0]["violations"][0]["path"], "/commands/1/payload/name");
+    assert_eq!(rejected[1]["code"], "unknown_type");
+
+    let status = app.batch_finished(body["id"].as_str().unwrap()).await;
+    assert_eq!((status["total"].as_i64(), status["rejected_at_ingest"].as_i64()), (Some(3), Some(2)));
+    assert_eq!((status["succeeded"].as_i64(), status["rejected"].as_i64()), (Some(2), Some(1)));
+    assert_eq!((status["pending"].as_i64(), status["dead"].as_i64()), (Some(0), Some(0)));
+    assert_eq!(status["failed_items"][0]["index"], 3);
+    assert_eq!(status["failed_items"][0]["status"], "rejected");
+    assert!(!status["started_at"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_or_nothing_accepts_nothing_when_one_item_is_invalid() {
+    let app = spawn_app().await;
+    let commands = json!([event(0), {"type": "event.record", "payload": {}}, event(2)]);
+    let r = app.post_batch(json!({"commands": commands, "all_or_nothing": true}), None).await;
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "batch_rejected");
+    assert_eq!(body["error"]["items"][0]["index"], 1);
+    assert_eq!(app.metric("sluice_published_total").await, 0.0, "nothing was published");
+    let batches: i64 = sqlx::query_scalar("SELECT count(*) FROM batches").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(batches, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resubmitting_a_batch_with_its_idempotency_key_applies_each_command_once() {
+    let app = spawn_app().await;
+    let opens: Vec<Value> = (0..20)
+        .map(|i| json!({"type": "account.open", "payload": {"account_id": format!("acct-{i}"), "initial_balance_cents": 10}}))
+        .collect();
+    let first: Value = app.post_batch(json!({"commands": opens}), Some("import-7")).await.json().await.unwrap();
+    let second: Value = app.post_batch(json!({"commands": opens}), Some("import-7")).await.json().await.unwrap();
+    assert_eq!(first["id"], second["id"]);
+    let status = app.batch_finished(first["id"].as_str().unwrap()).await;
+    assert_eq!((status["total"].as_i64(), status["succeeded"].as_i64()), (Some(20), Some(20)));
+    assert_eq!(status["rejected"], 0, "no account.open was applied twice (that would be account_exists)");
+    let total: i64 =
+        sqlx::query_scalar("SELECT sum(balance_cents)::bigint FROM accounts").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(total, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ndjson_batch_is_read_line_by_line_and_a_bad_line_is_named() {
+    let app = spawn_app().await;
+    let lines = format!("{}\n\n{}\n", event(0), event(1));
+    let post = |body: String| {
+        app.http
+            .post(format!("{}/v1/batches?all_or_nothing=true", app.base))
+            .bearer_auth(&app.key)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+    };
+    let r = post(lines).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["accepted"], 2);
+    app.batch_finished(body["id"].as_str().unwrap()).await;
+
+    let r = post(format!("{}\n{{\"type\": oops}}\n", event(0))).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["location"], "body line 2 column 10");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_limits_give_clear_4xx_errors() {
+    let app = spawn_app_with(
+        |s| {
+            s.batches.max_commands = 3;
+            s.batches.body_limit_bytes = 2000;
+        },
+        &Probe::default(),
+    )
+    .await;
+    let four: Vec<Value> = (0..4).map(event).collect();
+    let r = app.post_batch(json!({"commands": four}), None).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "invalid_batch_length");
+    assert_eq!(app.post_batch(json!({"commands": []}), None).await.status(), 400);
+    let huge = json!({"commands": [{"type": "event.record", "payload": {"name": "x".repeat(3000), "data": 1}}]});
+    assert_eq!(app.post_batch(huge, None).await.status(), 413);
+    let r = app
+        .post_batch(json!({"commands": [event(0)], "callback_url": "ftp://x", "callback_secret": "whsec_x"}), None)
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "invalid_callback");
+    let r = app.post_batch(json!({"commandz": []}), None).await;
+    assert_eq!(r.status(), 400, "unknown fields are refused, not ignored");
+}
+
+/// A receiver that fails its first `fail` requests, then records what it gets.
+async fn receiver(fail: usize) -> (String, Arc<Mutex<Vec<(HeaderMap, String)>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::new(Mutex::new(0usize));
+    let (g, s) = (got.clone(), seen.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let (g, s) = (g.clone(), s.clone());
+            async move {
+                let n = {
+                    let mut s = s.lock().unwrap();
+                    *s += 1;
+                    *s
+                };
+                if n <= fail {
+                    return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                g.lock().unwrap().push((headers, body));
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_batch_calls_back_signed_and_retries_until_the_receiver_accepts() {
+    let app = spawn_app().await;
+    let (url, got) = receiver(1).await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let body = json!({"commands": [event(0), event(1)], "callback_url": url, "callback_secret": secret});
+    let r: Value = app.post_batch(body, None).await.json().await.unwrap();
+    let id = r["id"].as_str().unwrap().to_owned();
+    let (headers, body) = eventually(DEADLINE, || async { got.lock().unwrap().first().cloned() }).await;
+    let key = sluice::webhooks::standard::decode_secret(secret).unwrap();
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let now = chrono::Utc::now().timestamp();
+    assert_eq!(
+        sluice::webhooks::standard::verify(
+            &[key],
+            h("webhook-id"),
+            h("webhook-timestamp"),
+            h("webhook-signature"),
+            body.as_bytes(),
+            now,
+            300
+        ),
+        Ok(()),
+        "the callback is signed with the submitter's secret"
+    );
+    let event: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(event["type"], "batch.finished");
+    assert_eq!((event["data"]["id"].as_str(), event["data"]["succeeded"].as_i64()), (Some(id.as_str()), Some(2)));
+    let status = eventually(DEADLINE, || async {
+        let v = app.get_json(&format!("/v1/batches/{id}")).await;
+        (!v["callback"]["delivered_at"].is_null()).then_some(v)
+    })
+    .await;
+    assert_eq!(status["callback"]["attempts"], 2, "the first attempt got a 500 and was retried");
+}
