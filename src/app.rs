@@ -85,7 +85,14 @@ impl Application {
             dashboard: Arc::new(settings.dashboard.clone()),
             reporter: reporter.clone(),
             batch_settings: Arc::new(settings.batches.clone()),
+            limits: Arc::new(settings.limits.clone()),
+            limiter: Arc::new(api::limits::RateLimiter::new(settings.limits.clone())),
+            backpressure: Arc::new(api::limits::Backpressure::new(&settings.limits)),
         };
+        if matches!(roles, Roles::All | Roles::Api) {
+            let (bp, broker, pool, cancel) = (state.backpressure.clone(), broker.clone(), pool.clone(), cancel.clone());
+            tokio::spawn(async move { bp.run(broker, pool, cancel).await });
+        }
         let router = match roles {
             Roles::All | Roles::Api => api::router(state, settings.http.body_limit_bytes),
             Roles::Worker => api::ops_only(state),

@@ -35,6 +35,7 @@ pub struct Settings {
     pub broker: BrokerSettings,
     pub worker: WorkerSettings,
     pub auth: AuthSettings,
+    pub limits: LimitSettings,
     pub batches: BatchSettings,
     pub dashboard: DashboardSettings,
     pub log: LogSettings,
@@ -91,6 +92,25 @@ pub struct AuthSettings {
     pub bootstrap_key: Secret,
     pub bootstrap_tenant: String,
     pub cache_ttl_secs: u64,
+}
+
+/// `[limits]`
+#[derive(Clone, Debug, Deserialize)]
+pub struct LimitSettings {
+    pub rate_per_second: f64,
+    pub burst: f64,
+    pub tenants: std::collections::HashMap<String, TenantLimit>,
+    pub max_queue_depth: u64,
+    pub max_queue_wait_ms: i64,
+    pub max_json_depth: usize,
+    pub max_string_bytes: usize,
+}
+
+/// `[limits.tenants.<tenant>]`
+#[derive(Clone, Debug, Deserialize)]
+pub struct TenantLimit {
+    pub rate_per_second: f64,
+    pub burst: f64,
 }
 
 /// `[batches]`

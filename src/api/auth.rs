@@ -136,6 +136,7 @@ impl FromRequestParts<ApiState> for Principal {
             .ok_or(ApiError::Unauthorized("Authorization header must be: Bearer <key>"))?;
         let principal = state.auth.verify(key).await?;
         tracing::Span::current().record("tenant", principal.tenant.as_str());
+        state.limiter.check(&principal.tenant, &principal.key_id)?;
         Ok(principal)
     }
 }

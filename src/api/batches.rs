@@ -86,6 +86,11 @@ pub async fn submit(
         ));
     }
     let callback = check_callback(&options)?;
+    let l = &state.limits;
+    for (i, item) in items.iter().enumerate() {
+        super::limits::check_shape(item, l.max_json_depth, l.max_string_bytes, &format!("/commands/{i}"))?;
+    }
+    state.backpressure.check()?;
     tracing::Span::current().record("items", items.len());
     let batch_id = match &key {
         Some(k) => command_id_for_key(&principal.tenant, &format!("batch\u{0}{k}")),

@@ -40,6 +40,7 @@ async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Option<Value>, 
         }
     }
     let limit = req.extensions().get::<BodyLimit>().map_or(usize::MAX, |l| l.0);
+    let shape = req.extensions().get::<ShapeLimit>().copied();
     let bytes = Bytes::from_request(req, state).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge { limit }
@@ -50,14 +51,22 @@ async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Option<Value>, 
     if bytes.is_empty() {
         return Ok(None);
     }
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(
             "malformed_json",
             format!("body is not valid JSON: {e}"),
             Some(&format!("body line {} column {}", e.line(), e.column())),
         )
-    })
+    })?;
+    if let Some(ShapeLimit(depth, string)) = shape {
+        super::limits::check_shape(&value, depth, string, "")?;
+    }
+    Ok(Some(value))
 }
+
+/// Deepest JSON nesting and longest string (bytes) accepted, in request extensions.
+#[derive(Clone, Copy)]
+pub struct ShapeLimit(pub usize, pub usize);
 
 /// The configured body limit, put in request extensions so errors can quote it.
 #[derive(Clone, Copy)]

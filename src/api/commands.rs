@@ -40,6 +40,7 @@ pub async fn submit(
             return Err(e);
         }
     };
+    state.backpressure.check()?;
     let cmd = Envelope::new(&principal.tenant, &kind, payload, key);
     tracing::Span::current().record("command_id", tracing::field::display(cmd.id)).record("kind", kind.as_str());
     let mut amqp_headers = FieldTable::default();

@@ -30,6 +30,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("{message}")]
     Unavailable { message: String, retry_after_secs: u32 },
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_secs: u32 },
     /// Our fault; logged with its cause, answered with a generic body.
     #[error("internal error: {0}")]
     Internal(String),
@@ -102,6 +104,7 @@ impl IntoResponse for ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", json!({})),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", json!({})),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", json!({})),
+            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", json!({})),
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", json!({}))
@@ -118,7 +121,7 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(json!({ "error": error }))).into_response();
         let headers = response.headers_mut();
         match &self {
-            Self::Unavailable { retry_after_secs, .. } => {
+            Self::Unavailable { retry_after_secs, .. } | Self::TooManyRequests { retry_after_secs, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             Self::Unauthorized(_) => {

@@ -7,6 +7,7 @@ mod commands;
 mod dead_letters;
 pub mod error;
 mod health;
+pub mod limits;
 mod operators;
 mod reads;
 
@@ -16,7 +17,7 @@ use auth::Authenticator;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use body::BodyLimit;
+use body::{BodyLimit, ShapeLimit};
 use sqlx::PgPool;
 use std::sync::Arc;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -32,6 +33,9 @@ pub struct ApiState {
     pub dashboard: Arc<crate::config::DashboardSettings>,
     pub reporter: Arc<crate::heartbeat::Reporter>,
     pub batch_settings: Arc<crate::config::BatchSettings>,
+    pub limits: Arc<crate::config::LimitSettings>,
+    pub limiter: Arc<limits::RateLimiter>,
+    pub backpressure: Arc<limits::Backpressure>,
 }
 
 impl ApiState {
@@ -60,7 +64,8 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
         .route("/v1/queues/{name}/pause", post(operators::pause))
         .route("/v1/queues/{name}/resume", post(operators::resume))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::Extension(BodyLimit(body_limit)));
+        .layer(axum::Extension(BodyLimit(body_limit)))
+        .layer(axum::Extension(ShapeLimit(state.limits.max_json_depth, state.limits.max_string_bytes)));
     // Batches get a limit of their own, so a 10,000-command batch fits and a single command
     // keeps the small one.
     let batch_limit = state.batch_settings.body_limit_bytes;

@@ -75,6 +75,8 @@ fn spawn_sluice(settings: &Settings, db_url: &str, prefix: &str, port: u16, key:
         .env("SLUICE__BROKER__PREFIX", prefix)
         .env("SLUICE__HTTP__ADDR", format!("127.0.0.1:{port}"))
         .env("SLUICE__LOG__LEVEL", "warn")
+        // One key drives the whole load: the per-key rate limit would be what is measured.
+        .env("SLUICE__LIMITS__RATE_PER_SECOND", "0")
         .env("SLUICE_BOOTSTRAP_KEY", key)
         .kill_on_drop(true)
         .spawn()

@@ -89,6 +89,15 @@ pub async fn recent(pool: &PgPool) -> Result<Vec<Process>, StoreError> {
     .await?)
 }
 
+/// How long the latest delivery had waited, at most over live consuming processes (ms).
+pub async fn queue_wait_ms(pool: &PgPool) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar::<_, Option<i64>>(
+        "SELECT max(queue_wait_ms) FROM processes WHERE consuming AND last_seen > now() - interval '15 seconds'",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
 /// Whether operators paused `queue`.
 pub async fn is_paused(pool: &PgPool, queue: &str) -> Result<bool, StoreError> {
     Ok(sqlx::query_scalar::<_, bool>("SELECT paused FROM queue_controls WHERE queue = $1")

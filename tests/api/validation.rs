@@ -101,3 +101,80 @@ async fn bad_path_and_query_parameters_are_400s_not_500s() {
     assert_eq!(app.get("/v1/events?cursor=zzz").await.status(), 400);
     assert_eq!(app.get("/v1/accounts/nobody").await.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_over_its_rate_is_a_429_with_retry_after_and_other_tenants_are_unaffected() {
+    let app = crate::helpers::spawn_app_with(
+        |s| {
+            s.limits.rate_per_second = 1.0;
+            s.limits.burst = 2.0;
+        },
+        &crate::helpers::Probe::default(),
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(app.get("/v1/events").await.status(), 200);
+    }
+    let r = app.get("/v1/events").await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let other = sluice::api::auth::create_key(&app.pool, "globex", &["read".into()]).await.unwrap();
+    let r = app.http.get(format!("{}/v1/events", app.base)).bearer_auth(&other.key).send().await.unwrap();
+    assert_eq!(r.status(), 200, "buckets are per key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_nesting_and_long_strings_are_400s_that_say_where() {
+    let app = crate::helpers::spawn_app_with(
+        |s| {
+            s.limits.max_json_depth = 5;
+            s.limits.max_string_bytes = 100;
+        },
+        &crate::helpers::Probe::default(),
+    )
+    .await;
+    let deep = serde_json::json!({"name": "n", "data": {"a": {"b": {"c": 1}}}});
+    let r = app.submit("event.record", deep).await;
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_deep");
+    assert_eq!(body["error"]["location"], "body /payload/data/a/b/c");
+    let r = app.submit("event.record", serde_json::json!({"name": "x".repeat(101), "data": 1})).await;
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["error"]["code"].as_str(), body["error"]["location"].as_str()),
+        (Some("string_too_long"), Some("body /payload/name"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_answers_503_with_retry_after_while_the_work_queue_is_past_its_bound() {
+    let app = crate::helpers::spawn_app_with(|s| s.limits.max_queue_depth = 3, &crate::helpers::Probe::default()).await;
+    let queue = format!("{}.work", app.settings.broker.prefix);
+    assert_eq!(app.post_json(&format!("/v1/queues/{queue}/pause"), None).await.status(), 200);
+    crate::helpers::eventually(std::time::Duration::from_secs(20), || async {
+        let q = app.get_json("/v1/queues").await;
+        let work = q["queues"].as_array().unwrap().iter().find(|x| x["name"] == queue.as_str()).cloned().unwrap();
+        (work["consumers"] == 0).then_some(())
+    })
+    .await;
+    for i in 0..4 {
+        app.accept("event.record", serde_json::json!({"name": "fill", "data": i})).await;
+    }
+    let r = crate::helpers::eventually(std::time::Duration::from_secs(20), || async {
+        let r = app.submit("event.record", serde_json::json!({"name": "over", "data": 1})).await;
+        (r.status() == 503).then_some(r)
+    })
+    .await;
+    assert_eq!(r.headers()["retry-after"], "5");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("work queue holds"), "{body}");
+    assert_eq!(app.post_json(&format!("/v1/queues/{queue}/resume"), None).await.status(), 200);
+    crate::helpers::eventually(std::time::Duration::from_secs(20), || async {
+        (app.submit("event.record", serde_json::json!({"name": "after", "data": 1})).await.status() == 202)
+            .then_some(())
+    })
+    .await;
+}
