@@ -33,6 +33,11 @@ enum Command {
         #[command(subcommand)]
         command: sluice::cli::dlq::DlqCommand,
     },
+    /// Configure inbound webhook sources.
+    Webhooks {
+        #[command(subcommand)]
+        command: sluice::cli::webhooks::WebhooksCommand,
+    },
     /// Measure throughput and latency against the raw broker + database pipeline.
     Bench(sluice::bench::BenchArgs),
     /// Exit 0 if URL answers 200 (for container health checks without curl).
@@ -75,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Keys { command } => keys(settings, command).await,
         Command::Dlq { command } => sluice::cli::dlq::run(settings, command).await,
+        Command::Webhooks { command } => sluice::cli::webhooks::run(settings, command).await,
         Command::Bench(args) => sluice::bench::run(settings, args).await,
         Command::Healthcheck { url } => {
             let status = reqwest::get(&url).await?.status();

@@ -7,6 +7,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("account.open", include_str!("../schemas/account.open.json")),
     ("ledger.transfer", include_str!("../schemas/ledger.transfer.json")),
     ("event.record", include_str!("../schemas/event.record.json")),
+    ("webhook.received", include_str!("../schemas/webhook.received.json")),
 ];
 
 /// Longest error message kept per violation; schema errors can quote large values.

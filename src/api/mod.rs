@@ -10,6 +10,7 @@ mod health;
 pub mod limits;
 mod operators;
 mod reads;
+mod webhooks;
 
 use crate::broker::Broker;
 use crate::schemas::SchemaRegistry;
@@ -63,6 +64,10 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
         .route("/v1/queues", get(operators::queues))
         .route("/v1/queues/{name}/pause", post(operators::pause))
         .route("/v1/queues/{name}/resume", post(operators::resume))
+        .route("/v1/webhook-sources", get(webhooks::list_sources))
+        .route("/v1/webhook-sources/{name}", axum::routing::put(webhooks::put_source).delete(webhooks::delete_source))
+        .route("/v1/webhooks/{source}/deliveries", get(webhooks::deliveries))
+        .route("/v1/webhooks/{source}", post(webhooks::receive))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::Extension(BodyLimit(body_limit)))
         .layer(axum::Extension(ShapeLimit(state.limits.max_json_depth, state.limits.max_string_bytes)));

@@ -110,20 +110,34 @@ impl From<FilterArgs> for Filter {
 pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> {
     let pool = crate::store::pool(&settings.database)?;
     crate::store::migrate(&pool, &CancellationToken::new()).await?;
-    let cancel = CancellationToken::new();
-    let topology =
-        Topology::new(&settings.broker.prefix, &settings.worker.retry_tiers_ms, settings.broker.delivery_limit);
-    let broker = Broker::start(settings.broker.clone(), topology, "sluice-cli", cancel.clone());
-    let ops = Operators { pool: pool.clone(), broker: broker.clone(), schemas: Arc::new(SchemaRegistry::builtin()?) };
-    let actor = format!(
-        "cli:{}@{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
-        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "localhost".into())
-    );
+    let (ops, broker, cancel) = operators(&settings, pool)?;
+    let actor = actor();
     let result = execute(&ops, &broker, &cancel, command, &actor).await;
     broker.close().await;
     cancel.cancel();
     result
+}
+
+/// Operator actions for a CLI process, with the broker connection they publish on.
+pub(super) fn operators(
+    settings: &Settings,
+    pool: sqlx::PgPool,
+) -> anyhow::Result<(Operators, Broker, CancellationToken)> {
+    let cancel = CancellationToken::new();
+    let topology =
+        Topology::new(&settings.broker.prefix, &settings.worker.retry_tiers_ms, settings.broker.delivery_limit);
+    let broker = Broker::start(settings.broker.clone(), topology, "sluice-cli", cancel.clone());
+    let ops = Operators { pool, broker: broker.clone(), schemas: Arc::new(SchemaRegistry::builtin()?) };
+    Ok((ops, broker, cancel))
+}
+
+/// How a CLI user appears in the audit log.
+pub(super) fn actor() -> String {
+    format!(
+        "cli:{}@{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "localhost".into())
+    )
 }
 
 async fn execute(

@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod ledger;
+pub mod webhooks;
 
 use crate::command::Envelope;
 use crate::store::StoreError;
@@ -84,6 +85,7 @@ impl Handlers {
         h.register("account.open", ledger::OpenAccount);
         h.register("ledger.transfer", ledger::Transfer);
         h.register("event.record", events::RecordEvent);
+        h.register("webhook.received", webhooks::ReceivedWebhook);
         h
     }
 

@@ -3,6 +3,7 @@
 
 pub mod dead_letters;
 pub mod queues;
+pub mod webhook_sources;
 
 use crate::broker::{Broker, PublishError};
 use crate::schemas::{SchemaRegistry, Violation};

@@ -11,6 +11,7 @@ pub mod locks;
 pub mod outcome_counts;
 pub mod processes;
 pub mod sessions;
+pub mod webhooks;
 
 use crate::config::DatabaseSettings;
 use backon::{ExponentialBuilder, Retryable};

@@ -3,6 +3,7 @@
 
 pub mod github;
 pub mod hmac_sha256;
+pub mod inbound;
 pub mod standard;
 pub mod stripe;
 

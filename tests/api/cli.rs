@@ -58,3 +58,36 @@ async fn the_cli_lists_shows_replays_with_an_edit_and_discards_dead_letters() {
     assert_eq!(entries.len(), 2);
     assert!(entries.iter().all(|e| e["actor"].as_str().unwrap().starts_with("cli:")), "{audit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sets_lists_and_removes_webhook_sources() {
+    let app = spawn_app().await;
+    let (ok, out, err) = sluice(
+        &app,
+        &[
+            "webhooks",
+            "set",
+            "gh",
+            "--tenant",
+            "acme",
+            "--scheme",
+            "github",
+            "--secret",
+            "first-secret",
+            "--secret",
+            "second-secret",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("/v1/webhooks/gh"), "{out}");
+    let (ok, out, _) = sluice(&app, &["webhooks", "list"]);
+    assert!(ok);
+    assert!(out.contains("gh\tacme\tgithub\t2 secret(s)"), "{out}");
+    assert!(!out.contains("first-secret"), "secrets are not printed");
+    let (ok, _, err) =
+        sluice(&app, &["webhooks", "set", "bad", "--tenant", "acme", "--scheme", "smoke", "--secret", "0123456789"]);
+    assert!(!ok && err.contains("scheme"), "{err}");
+    let (ok, _, err) = sluice(&app, &["webhooks", "remove", "gh"]);
+    assert!(ok, "{err}");
+    assert_eq!(app.get_json("/v1/webhook-sources").await["sources"], json!([]));
+}

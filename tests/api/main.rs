@@ -16,3 +16,4 @@ mod outages;
 mod proxy;
 mod retries;
 mod validation;
+mod webhooks;

@@ -1,0 +1,229 @@
+//! Inbound webhooks: `POST /v1/webhooks/{source}` (authenticated by the sender's signature,
+//! not an API key), the sources admins configure, and the deliveries that arrived.
+
+use super::auth::{Principal, Scope};
+use super::body::{BodyLimit, JsonBody};
+use super::dead_letters::actor;
+use super::error::ApiError;
+use super::reads::{decode_cursor, encode_cursor, limit_param};
+use super::ApiState;
+use crate::broker::headers::{set_i64, set_str};
+use crate::broker::topology::WORK_KEY;
+use crate::broker::Message;
+use crate::command::{new_traceparent, Envelope, ATTEMPT_HEADER, TRACEPARENT_HEADER};
+use crate::store::webhooks::{self, NewDelivery, Source};
+use crate::webhooks::inbound::{self, clean_event};
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use lapin::types::FieldTable;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+/// Namespace of command ids derived from (source, sender's delivery id).
+const DELIVERY_NAMESPACE: Uuid = Uuid::from_u128(0x9d2e_6a41_0b7c_4f53_a8e1_3c5d_7f90_2b14);
+
+/// Headers kept with a delivery: what a sender sends, not what proxies add (and no cookies).
+fn kept_headers(headers: &HeaderMap) -> Value {
+    let mut out = Map::new();
+    for (name, value) in headers {
+        let n = name.as_str();
+        if matches!(n, "authorization" | "cookie" | "proxy-authorization") {
+            continue;
+        }
+        if let Ok(v) = value.to_str() {
+            out.insert(n.to_owned(), Value::String(v.chars().take(1024).collect()));
+        }
+    }
+    Value::Object(out)
+}
+
+/// Receives one delivery: verified over the raw bytes, recorded, published with a confirm,
+/// and only then answered 200. A re-delivery (same sender id) is answered 200 again and
+/// applied once.
+#[tracing::instrument(skip_all, fields(source = %name))]
+pub async fn receive(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<impl IntoResponse, ApiError> {
+    let source = webhooks::get(&state.pool, &name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no webhook source {name:?}")))?;
+    let headers = req.headers().clone();
+    let limit = req.extensions().get::<BodyLimit>().map_or(usize::MAX, |l| l.0);
+    let body = Bytes::from_request(req, &state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge { limit }
+        } else {
+            ApiError::bad_request("unreadable_body", e.body_text(), Some("body"))
+        }
+    })?;
+    let now = chrono::Utc::now().timestamp();
+    let verified = match inbound::verify(&source, &headers, &body, now) {
+        Ok(v) => v,
+        Err(e) => {
+            metrics::counter!("sluice_webhooks_refused_total", "source" => name.clone()).increment(1);
+            // Refused deliveries keep no body: only when, from whom and why.
+            let error = e.to_string();
+            webhooks::record(
+                &state.pool,
+                &NewDelivery {
+                    id: Uuid::now_v7(),
+                    source: &name,
+                    delivery_id: None,
+                    verified: false,
+                    error: Some(&error),
+                    headers: kept_headers(&headers),
+                    body: None,
+                    command_id: None,
+                },
+            )
+            .await?;
+            return Err(ApiError::Unauthorized(match e {
+                crate::webhooks::VerifyError::Missing(_) => "webhook signature headers are missing",
+                crate::webhooks::VerifyError::OutsideTolerance(_) => "webhook timestamp is outside the tolerance",
+                _ => "webhook signature does not verify",
+            }));
+        }
+    };
+    let command_id = Uuid::new_v5(&DELIVERY_NAMESPACE, format!("{name}\u{0}{}", verified.delivery_id).as_bytes());
+    let parsed = serde_json::from_slice::<Value>(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let payload = json!({
+        "source": name,
+        "delivery_id": verified.delivery_id.chars().take(255).collect::<String>(),
+        "event": clean_event(&verified.event),
+        "body": parsed,
+    });
+    state.schemas.validate(&source.command_type, &payload).map_err(|e| ApiError::Unprocessable {
+        code: "invalid_payload",
+        message: format!("the delivery does not make a valid {} command: {e}", source.command_type),
+        violations: Vec::new(),
+    })?;
+    let fresh = webhooks::record(
+        &state.pool,
+        &NewDelivery {
+            id: command_id,
+            source: &name,
+            delivery_id: Some(&verified.delivery_id),
+            verified: true,
+            error: None,
+            headers: kept_headers(&headers),
+            body: Some(&body),
+            command_id: Some(command_id),
+        },
+    )
+    .await?;
+    let mut cmd = Envelope::new(&source.tenant, &source.command_type, payload, None);
+    cmd.id = command_id;
+    let mut amqp = FieldTable::default();
+    set_i64(&mut amqp, ATTEMPT_HEADER, 1);
+    set_str(&mut amqp, TRACEPARENT_HEADER, &new_traceparent());
+    let exchange = state.broker.topology().work_exchange();
+    let (encoded, id) = (cmd.encode(), cmd.id.to_string());
+    // Published again on a re-delivery: if the first publish failed the sender retries, and
+    // the worker's inbox absorbs a second copy.
+    state
+        .broker
+        .publish(Message { exchange: &exchange, routing_key: WORK_KEY, body: &encoded, message_id: &id, headers: amqp })
+        .await?;
+    metrics::counter!("sluice_webhooks_accepted_total", "source" => name.clone()).increment(1);
+    Ok(Json(json!({"status": "accepted", "command_id": command_id, "duplicate": !fresh})))
+}
+
+/// Body of `PUT /v1/webhook-sources/{name}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceBody {
+    scheme: String,
+    secrets: Vec<String>,
+    /// Defaults to the caller's tenant.
+    tenant: Option<String>,
+    #[serde(default = "default_tolerance")]
+    tolerance_secs: i32,
+    #[serde(default = "default_type")]
+    command_type: String,
+    signature_header: Option<String>,
+    id_header: Option<String>,
+}
+
+fn default_tolerance() -> i32 {
+    300
+}
+
+fn default_type() -> String {
+    "webhook.received".into()
+}
+
+/// Creates or replaces a source (admin).
+#[tracing::instrument(skip_all)]
+pub async fn put_source(
+    State(state): State<ApiState>,
+    principal: Principal,
+    name: Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Scope::Admin)?;
+    let Path(name) = name.map_err(|e| ApiError::bad_request("invalid_name", e.body_text(), Some("path name")))?;
+    let b: SourceBody =
+        serde_json::from_value(body).map_err(|e| ApiError::bad_request("invalid_body", e.to_string(), Some("body")))?;
+    let source = Source {
+        name,
+        tenant: b.tenant.unwrap_or_else(|| principal.tenant.clone()),
+        scheme: b.scheme,
+        secrets: b.secrets,
+        tolerance_secs: b.tolerance_secs,
+        command_type: b.command_type,
+        signature_header: b.signature_header.map(|h| h.to_ascii_lowercase()),
+        id_header: b.id_header.map(|h| h.to_ascii_lowercase()),
+    };
+    state.ops().set_source(&source, &actor(&principal)).await?;
+    Ok(Json(json!({"source": source, "url": format!("/v1/webhooks/{}", source.name)})))
+}
+
+/// Every source, without secrets (admin).
+pub async fn list_sources(State(state): State<ApiState>, principal: Principal) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Scope::Admin)?;
+    Ok(Json(json!({"sources": webhooks::list(&state.pool).await?})))
+}
+
+/// Removes a source (admin).
+pub async fn delete_source(
+    State(state): State<ApiState>,
+    principal: Principal,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Scope::Admin)?;
+    let Path(name) = name.map_err(|e| ApiError::bad_request("invalid_name", e.body_text(), Some("path name")))?;
+    state.ops().remove_source(&name, &actor(&principal)).await?;
+    Ok(Json(json!({"removed": name})))
+}
+
+/// Query string of the deliveries list.
+#[derive(Deserialize)]
+pub struct DeliveryParams {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// What arrived for a source, verified or not, newest first (admin).
+pub async fn deliveries(
+    State(state): State<ApiState>,
+    principal: Principal,
+    name: Result<Path<String>, PathRejection>,
+    params: Result<Query<DeliveryParams>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Scope::Admin)?;
+    let Path(name) = name.map_err(|e| ApiError::bad_request("invalid_name", e.body_text(), Some("path name")))?;
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text(), Some("query")))?;
+    let limit = limit_param(p.limit.as_deref(), 50, 500)?;
+    let before = p.cursor.as_deref().map(decode_cursor).transpose()?;
+    let page = webhooks::deliveries(&state.pool, &name, before, limit).await?;
+    let next = (page.len() as i64 == limit).then(|| page.last().map(|d| encode_cursor(d.received_at, d.id))).flatten();
+    Ok(Json(json!({"deliveries": page, "next_cursor": next})))
+}

@@ -1,0 +1,94 @@
+//! `sluice webhooks set|list|remove`: webhook sources from a shell (audited as `cli:…`).
+
+use crate::config::Settings;
+use crate::store::webhooks::{self, Source};
+use clap::Subcommand;
+use tokio_util::sync::CancellationToken;
+
+/// `sluice webhooks ...`
+#[derive(Subcommand)]
+pub enum WebhooksCommand {
+    /// Create or replace a source: deliveries then go to POST /v1/webhooks/<name>.
+    Set {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        /// standard, github, stripe or hmac.
+        #[arg(long)]
+        scheme: String,
+        /// Repeat for rotation: any of them verifies.
+        #[arg(long = "secret", required = true)]
+        secrets: Vec<String>,
+        #[arg(long, default_value_t = 300)]
+        tolerance_secs: i32,
+        #[arg(long, default_value = "webhook.received")]
+        command_type: String,
+        /// hmac: the header holding the signature.
+        #[arg(long)]
+        signature_header: Option<String>,
+        /// hmac: the header holding the sender's delivery id.
+        #[arg(long)]
+        id_header: Option<String>,
+    },
+    /// List sources (never their secrets).
+    List,
+    /// Remove a source (its recorded deliveries stay).
+    Remove { name: String },
+}
+
+/// Runs one `sluice webhooks` subcommand.
+pub async fn run(settings: Settings, command: WebhooksCommand) -> anyhow::Result<()> {
+    let pool = crate::store::pool(&settings.database)?;
+    crate::store::migrate(&pool, &CancellationToken::new()).await?;
+    let (ops, broker, cancel) = super::dlq::operators(&settings, pool.clone())?;
+    let actor = super::dlq::actor();
+    let result = async {
+        match command {
+            WebhooksCommand::Set {
+                name,
+                tenant,
+                scheme,
+                secrets,
+                tolerance_secs,
+                command_type,
+                signature_header,
+                id_header,
+            } => {
+                let source = Source {
+                    name,
+                    tenant,
+                    scheme,
+                    secrets,
+                    tolerance_secs,
+                    command_type,
+                    signature_header: signature_header.map(|h| h.to_ascii_lowercase()),
+                    id_header: id_header.map(|h| h.to_ascii_lowercase()),
+                };
+                ops.set_source(&source, &actor).await?;
+                println!("source {} set: deliveries go to POST /v1/webhooks/{}", source.name, source.name);
+            }
+            WebhooksCommand::List => {
+                for s in webhooks::list(&pool).await? {
+                    println!(
+                        "{}\t{}\t{}\t{} secret(s)\t{}\t{} s",
+                        s.name,
+                        s.tenant,
+                        s.scheme,
+                        s.secrets.len(),
+                        s.command_type,
+                        s.tolerance_secs
+                    );
+                }
+            }
+            WebhooksCommand::Remove { name } => {
+                ops.remove_source(&name, &actor).await?;
+                println!("removed {name}");
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    broker.close().await;
+    cancel.cancel();
+    result
+}

@@ -1,0 +1,140 @@
+//! The `webhook_sources` and `webhook_deliveries` tables.
+
+use super::StoreError;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A configured sender of webhooks.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Source {
+    pub name: String,
+    pub tenant: String,
+    /// `standard`, `github`, `stripe` or `hmac`.
+    pub scheme: String,
+    #[serde(skip_serializing)]
+    pub secrets: Vec<String>,
+    pub tolerance_secs: i32,
+    pub command_type: String,
+    pub signature_header: Option<String>,
+    pub id_header: Option<String>,
+}
+
+/// Creates or replaces a source.
+pub async fn upsert(tx: &mut sqlx::PgConnection, s: &Source) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO webhook_sources
+                (name, tenant, scheme, secrets, tolerance_secs, command_type, signature_header, id_header)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (name) DO UPDATE
+            SET tenant = EXCLUDED.tenant, scheme = EXCLUDED.scheme, secrets = EXCLUDED.secrets,
+                tolerance_secs = EXCLUDED.tolerance_secs, command_type = EXCLUDED.command_type,
+                signature_header = EXCLUDED.signature_header, id_header = EXCLUDED.id_header, updated_at = now()",
+    )
+    .bind(&s.name)
+    .bind(&s.tenant)
+    .bind(&s.scheme)
+    .bind(&s.secrets)
+    .bind(s.tolerance_secs)
+    .bind(&s.command_type)
+    .bind(&s.signature_header)
+    .bind(&s.id_header)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// One source.
+pub async fn get(pool: &PgPool, name: &str) -> Result<Option<Source>, StoreError> {
+    Ok(sqlx::query_as::<_, Source>(
+        "SELECT name, tenant, scheme, secrets, tolerance_secs, command_type, signature_header, id_header
+           FROM webhook_sources WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Every source, by name.
+pub async fn list(pool: &PgPool) -> Result<Vec<Source>, StoreError> {
+    Ok(sqlx::query_as::<_, Source>(
+        "SELECT name, tenant, scheme, secrets, tolerance_secs, command_type, signature_header, id_header
+           FROM webhook_sources ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Removes a source; false if there was none.
+pub async fn delete(tx: &mut sqlx::PgConnection, name: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM webhook_sources WHERE name = $1").bind(name).execute(tx).await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A delivery as it is recorded.
+pub struct NewDelivery<'a> {
+    pub id: Uuid,
+    pub source: &'a str,
+    pub delivery_id: Option<&'a str>,
+    pub verified: bool,
+    pub error: Option<&'a str>,
+    pub headers: Value,
+    pub body: Option<&'a [u8]>,
+    pub command_id: Option<Uuid>,
+}
+
+/// Records a delivery; false if this one (same id) was recorded before.
+pub async fn record(pool: &PgPool, d: &NewDelivery<'_>) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO webhook_deliveries (id, source, delivery_id, verified, error, headers, body, command_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(d.id)
+    .bind(d.source)
+    .bind(d.delivery_id)
+    .bind(d.verified)
+    .bind(d.error)
+    .bind(&d.headers)
+    .bind(d.body)
+    .bind(d.command_id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A delivery as listed.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub delivery_id: Option<String>,
+    pub verified: bool,
+    pub error: Option<String>,
+    pub headers: Value,
+    pub body_bytes: Option<i32>,
+    pub command_id: Option<Uuid>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// A source's deliveries, newest first, after the keyset cursor `before`.
+pub async fn deliveries(
+    pool: &PgPool,
+    source: &str,
+    before: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Delivery>, StoreError> {
+    let (at, id) = before.unzip();
+    Ok(sqlx::query_as::<_, Delivery>(
+        "SELECT id, delivery_id, verified, error, headers, octet_length(body) AS body_bytes, command_id, received_at
+           FROM webhook_deliveries
+          WHERE source = $1 AND ($2::timestamptz IS NULL OR (received_at, id) < ($2, $3))
+          ORDER BY received_at DESC, id DESC LIMIT $4",
+    )
+    .bind(source)
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
