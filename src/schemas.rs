@@ -18,6 +18,7 @@ const MAX_VIOLATIONS: usize = 20;
 /// Compiled payload schemas, one per command type.
 pub struct SchemaRegistry {
     validators: HashMap<String, jsonschema::Validator>,
+    documents: HashMap<String, Value>,
 }
 
 /// One way a payload breaks its schema.
@@ -48,7 +49,7 @@ pub struct SchemaError {
 impl SchemaRegistry {
     /// The shipped schemas, compiled.
     pub fn builtin() -> Result<Self, SchemaError> {
-        let mut registry = Self { validators: HashMap::new() };
+        let mut registry = Self { validators: HashMap::new(), documents: HashMap::new() };
         for (kind, text) in BUILTIN {
             registry.register(kind, text)?;
         }
@@ -62,7 +63,13 @@ impl SchemaRegistry {
         let validator =
             jsonschema::options().should_validate_formats(true).build(&schema).map_err(|e| err(e.to_string()))?;
         self.validators.insert(kind.to_owned(), validator);
+        self.documents.insert(kind.to_owned(), schema);
         Ok(())
+    }
+
+    /// The JSON Schema of `kind`, as registered.
+    pub fn schema(&self, kind: &str) -> Option<&Value> {
+        self.documents.get(kind)
     }
 
     /// Whether `kind` is a known command type.

@@ -49,6 +49,12 @@ impl From<StoreError> for ApiError {
         if e.is_unavailable() {
             tracing::warn!(error = %e, "database unavailable");
             Self::Unavailable { message: "the database is unavailable; try again shortly".into(), retry_after_secs: 2 }
+        } else if let StoreError::Invalid(inner) = &e {
+            let detail = match inner {
+                sqlx::Error::Database(db) => db.message().to_owned(),
+                other => other.to_string(),
+            };
+            Self::bad_request("invalid_value", format!("a value in the request cannot be stored: {detail}"), None)
         } else {
             Self::Internal(e.to_string())
         }

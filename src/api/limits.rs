@@ -140,8 +140,13 @@ pub fn check_shape(v: &Value, max_depth: usize, max_string: usize, at: &str) -> 
                 Some(&format!("body {path}")),
             )
         };
+        let nul = |path: &str| {
+            ApiError::bad_request("nul_character", "strings may not contain U+0000", Some(&format!("body {path}")))
+        };
         match v {
             Value::String(s) if s.len() > max_string => Err(long(s, path)),
+            // Postgres cannot store U+0000 in text or jsonb; refused here, not by a worker later.
+            Value::String(s) if s.contains('\0') => Err(nul(path)),
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let len = path.len();
@@ -158,6 +163,9 @@ pub fn check_shape(v: &Value, max_depth: usize, max_string: usize, at: &str) -> 
                     path.push_str(&k.replace('~', "~0").replace('/', "~1"));
                     if k.len() > max_string {
                         return Err(long(k, path));
+                    }
+                    if k.contains('\0') {
+                        return Err(nul(path));
                     }
                     walk(item, depth + 1, max_depth, max_string, path)?;
                     path.truncate(len);

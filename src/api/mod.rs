@@ -8,6 +8,7 @@ mod dead_letters;
 pub mod error;
 mod health;
 pub mod limits;
+pub mod openapi;
 mod operators;
 mod reads;
 mod webhooks;
@@ -89,6 +90,7 @@ pub fn ops_router() -> Router<ApiState> {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::serve))
 }
 
 /// The ops routes with their state, for processes without the API role.

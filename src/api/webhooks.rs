@@ -94,6 +94,8 @@ pub async fn receive(
     let command_id = Uuid::new_v5(&DELIVERY_NAMESPACE, format!("{name}\u{0}{}", verified.delivery_id).as_bytes());
     let parsed = serde_json::from_slice::<Value>(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let l = &state.limits;
+    super::limits::check_shape(&parsed, l.max_json_depth, l.max_string_bytes, "")?;
     let payload = json!({
         "source": name,
         "delivery_id": verified.delivery_id.chars().take(255).collect::<String>(),

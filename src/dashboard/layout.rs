@@ -113,6 +113,12 @@ impl PageError {
 
 impl From<StoreError> for PageError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::Invalid(_) = &e {
+            return Self::new(
+                StatusCode::BAD_REQUEST,
+                "A value in the request cannot be stored (e.g. a NUL character).",
+            );
+        }
         if e.is_unavailable() {
             tracing::warn!(error = %e, "database unavailable");
             Self::new(

@@ -33,6 +33,10 @@ pub enum StoreError {
     /// A statement ran past its timeout.
     #[error("database timeout: {0}")]
     Timeout(#[source] sqlx::Error),
+    /// A value the database cannot hold (SQLSTATE class 22: a NUL byte in text, a number out
+    /// of range, ...): the input's fault, not the database's.
+    #[error("value not storable: {0}")]
+    Invalid(#[source] sqlx::Error),
     /// Anything else: a bug or data the database refuses.
     #[error("database error: {0}")]
     Other(#[source] sqlx::Error),
@@ -48,6 +52,7 @@ impl From<sqlx::Error> for StoreError {
             E::Database(db) => match db.code().as_deref().unwrap_or("") {
                 "40001" | "40P01" => Self::Conflict(e),
                 "57014" => Self::Timeout(e),
+                c if c.starts_with("22") => Self::Invalid(e),
                 // 08: connection exception; 57P0x: shutdown / cannot connect now; 53: resources.
                 c if c.starts_with("08") || c.starts_with("57P0") || c.starts_with("53") => Self::Unavailable(e),
                 _ => Self::Other(e),

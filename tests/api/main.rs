@@ -11,6 +11,7 @@ mod dead_letters;
 mod fault;
 mod helpers;
 mod ledger;
+mod openapi;
 mod operators;
 mod outages;
 mod proxy;

@@ -178,3 +178,18 @@ async fn ingest_answers_503_with_retry_after_while_the_work_queue_is_past_its_bo
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_are_400s_at_ingest_and_in_query_parameters() {
+    let app = crate::helpers::spawn_app().await;
+    let r = app.submit("event.record", serde_json::json!({"name": "n", "data": {"text": "a\u{0}b"}})).await;
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["error"]["code"].as_str(), body["error"]["location"].as_str()),
+        (Some("nul_character"), Some("body /payload/data/text"))
+    );
+    let r = app.get("/v1/dead-letters?fingerprint=%00x").await;
+    assert_eq!(r.status(), 400, "found by schemathesis: a NUL in a filter was a 500");
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"]["code"], "invalid_value");
+}
