@@ -29,12 +29,21 @@ pub struct SluiceFigures {
     peak_rss_mib: f64,
     /// Worker transactions and the mean commands in each, from sluice's own metrics.
     batches: Option<(f64, f64)>,
+    /// Commands per POST (0 = single-command POSTs).
+    per_request: usize,
 }
 
 impl SluiceFigures {
     pub fn print(&self, raw: Option<&RawFigures>) {
-        println!("sluice serve over HTTP, {} commands ({} refused):", self.n, self.refused);
-        println!("  ingest (202 = confirmed)     {:>9.0} cmd/s   {}", self.ingest_rate, self.ingest.line());
+        match self.per_request {
+            0 => println!("sluice serve over HTTP, {} commands, one per POST ({} refused):", self.n, self.refused),
+            b => println!("sluice serve over HTTP, {} commands in batches of {b} ({} refused):", self.n, self.refused),
+        }
+        println!(
+            "  ingest (202 = confirmed)     {:>9.0} cmd/s   per request: {}",
+            self.ingest_rate,
+            self.ingest.line()
+        );
         println!("  end to end (202 → committed) {:>9.0} cmd/s   {}", self.e2e_rate, self.e2e.line());
         println!("  sluice process peak RSS      {:>9.1} MiB", self.peak_rss_mib);
         if let Some((count, mean)) = self.batches {
@@ -102,41 +111,47 @@ async fn measure(args: &BenchArgs, db_url: &str, port: u16, key: &str, child: &C
     let clients: Vec<_> = (0..args.concurrency)
         .map(|_| {
             let (http, base, key, next, n) = (http.clone(), base.clone(), key.to_owned(), next.clone(), args.commands);
-            let kind = args.kind.clone();
+            let (kind, batch) = (args.kind.clone(), args.batch);
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
-                let mut refused = 0usize;
+                let (mut accepted, mut refused) = (0usize, 0usize);
+                let step = batch.max(1);
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let i = next.fetch_add(step, Ordering::Relaxed);
                     if i >= n {
                         break;
                     }
-                    let payload = if kind == "ledger.transfer" {
-                        let (from, to) = (i % ACCOUNTS, (i * 7 + 1) % ACCOUNTS);
-                        let to = if to == from { (to + 1) % ACCOUNTS } else { to };
-                        json!({"from": format!("acct-{from}"), "to": format!("acct-{to}"), "amount_cents": 1 + i % 100})
-                    } else {
-                        json!({"name": "bench.event", "data": {"i": i, "text": "lorem ipsum dolor sit amet consectetur"}})
-                    };
                     let t = Instant::now();
-                    match post(&http, &base, &key, &kind, payload).await {
-                        Ok(()) => latencies.push(t.elapsed()),
-                        Err(_) => refused += 1,
+                    if batch == 0 {
+                        match post(&http, &base, &key, &kind, payload(&kind, i)).await {
+                            Ok(()) => accepted += 1,
+                            Err(_) => refused += 1,
+                        }
+                    } else {
+                        let end = (i + step).min(n);
+                        match post_batch(&http, &base, &key, &kind, i..end).await {
+                            Ok(a) => {
+                                accepted += a;
+                                refused += end - i - a;
+                            }
+                            Err(_) => refused += end - i,
+                        }
                     }
+                    latencies.push(t.elapsed());
                 }
-                (latencies, refused)
+                (latencies, accepted, refused)
             })
         })
         .collect();
     let mut latencies = Vec::with_capacity(args.commands);
-    let mut refused = 0;
+    let (mut accepted, mut refused) = (0, 0);
     for c in clients {
-        let (l, r) = c.await?;
+        let (l, a, r) = c.await?;
         latencies.extend(l);
+        accepted += a;
         refused += r;
     }
     let ingest_time = started.elapsed();
-    let accepted = latencies.len();
     let budget = Duration::from_secs(120).max(Duration::from_millis(args.commands as u64 * 5));
     wait_committed(&pool, &args.kind, accepted, budget).await?;
     let (first, last): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
@@ -168,7 +183,35 @@ async fn measure(args: &BenchArgs, db_url: &str, port: u16, key: &str, child: &C
         e2e: Percentiles::of(&mut e2e),
         peak_rss_mib: child.id().map_or(0.0, peak_rss_mib),
         batches,
+        per_request: args.batch,
     })
+}
+
+/// The payload of the `i`-th command of the load.
+fn payload(kind: &str, i: usize) -> Value {
+    if kind == "ledger.transfer" {
+        let (from, to) = (i % ACCOUNTS, (i * 7 + 1) % ACCOUNTS);
+        let to = if to == from { (to + 1) % ACCOUNTS } else { to };
+        json!({"from": format!("acct-{from}"), "to": format!("acct-{to}"), "amount_cents": 1 + i % 100})
+    } else {
+        json!({"name": "bench.event", "data": {"i": i, "text": "lorem ipsum dolor sit amet consectetur"}})
+    }
+}
+
+/// Posts commands `range` as one batch; how many were accepted.
+async fn post_batch(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    kind: &str,
+    range: std::ops::Range<usize>,
+) -> anyhow::Result<usize> {
+    let commands: Vec<Value> = range.map(|i| json!({"type": kind, "payload": payload(kind, i)})).collect();
+    let r =
+        http.post(format!("{base}/v1/batches")).bearer_auth(key).json(&json!({"commands": commands})).send().await?;
+    anyhow::ensure!(r.status() == 202, "answered {}", r.status());
+    let body: Value = r.json().await?;
+    Ok(body["accepted"].as_u64().unwrap_or(0) as usize)
 }
 
 async fn post(http: &reqwest::Client, base: &str, key: &str, kind: &str, payload: Value) -> anyhow::Result<()> {

@@ -23,6 +23,10 @@ pub struct BenchArgs {
     /// Command type to submit: event.record or ledger.transfer.
     #[arg(long, default_value = "event.record")]
     pub kind: String,
+    /// Submit through POST /v1/batches, this many commands per request (0 = one POST per
+    /// command). `--batch 10000 --concurrency 1` times the acceptance of 10,000-command batches.
+    #[arg(long, default_value_t = 0)]
+    pub batch: usize,
     /// Skip the raw pipeline reference.
     #[arg(long)]
     pub skip_raw: bool,

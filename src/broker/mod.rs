@@ -50,7 +50,7 @@ struct Inner {
     settings: BrokerSettings,
     topology: Topology,
     link: watch::Sender<Option<Arc<Link>>>,
-    in_flight: Semaphore,
+    in_flight: Arc<Semaphore>,
     blocked: AtomicBool,
     reconnect: Notify,
 }
@@ -60,7 +60,7 @@ impl Broker {
     /// `Unavailable` until the first connection is up).
     pub fn start(settings: BrokerSettings, topology: Topology, name: &str, cancel: CancellationToken) -> Self {
         let inner = Arc::new(Inner {
-            in_flight: Semaphore::new(settings.max_in_flight_publishes),
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight_publishes)),
             settings,
             topology,
             link: watch::channel(None).0,

@@ -1,11 +1,15 @@
 //! Publishing with confirms: a publish succeeds only once RabbitMQ has taken responsibility.
 
 use super::Broker;
+use super::Link;
+use futures_util::future::{ready, FutureExt};
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use lapin::options::BasicPublishOptions;
 use lapin::types::{FieldTable, ShortString};
 use lapin::BasicProperties;
 use lapin::Confirmation;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// One message to publish.
 #[derive(Debug, Clone)]
@@ -78,67 +82,74 @@ impl Broker {
     }
 }
 
-/// Publishes of a pipelined batch sent before their confirms are awaited.
-const WINDOW: usize = 512;
+/// Publishes of a pipelined batch awaiting their confirms at once (a sliding window).
+const WINDOW: usize = 1024;
 
 impl Broker {
-    /// Publishes many persistent, mandatory messages, pipelined: a window of them is sent, then
-    /// their confirms are awaited together. One result per message, in order; after a failure
-    /// of the connection the rest fail without being sent.
+    /// Publishes many persistent, mandatory messages, pipelined: up to a window of them await
+    /// their confirms while the next are sent. One result per message, in order.
     #[tracing::instrument(skip_all, fields(messages = msgs.len()))]
     pub async fn publish_many(&self, msgs: &[Message<'_>]) -> Vec<Result<(), PublishError>> {
         let mut results: Vec<Result<(), PublishError>> = Vec::with_capacity(msgs.len());
-        for window in msgs.chunks(WINDOW) {
+        let wait = self.inner.settings.publish_timeout();
+        let mut pending = FuturesOrdered::new();
+        let mut broken: Option<Arc<Link>> = None;
+        for msg in msgs {
+            while pending.len() >= WINDOW {
+                if let Some(r) = pending.next().await {
+                    results.push(r);
+                }
+            }
             if self.inner.blocked.load(Ordering::Relaxed) {
-                results.extend(window.iter().map(|_| Err(PublishError::Blocked)));
+                pending.push_back(ready(Err(PublishError::Blocked)).boxed());
                 continue;
             }
             let Some(link) = self.link() else {
-                results.extend(window.iter().map(|_| Err(PublishError::Unavailable)));
+                pending.push_back(ready(Err(PublishError::Unavailable)).boxed());
                 continue;
             };
-            let n = u32::try_from(window.len()).unwrap_or(u32::MAX);
-            let wait = self.inner.settings.publish_timeout();
-            let permits = match tokio::time::timeout(wait, self.inner.in_flight.acquire_many(n)).await {
+            let permit = match tokio::time::timeout(wait, self.inner.in_flight.clone().acquire_owned()).await {
                 Ok(Ok(p)) => p,
                 _ => {
-                    results.extend(window.iter().map(|_| Err(PublishError::Overloaded)));
+                    pending.push_back(ready(Err(PublishError::Overloaded)).boxed());
                     continue;
                 }
             };
             let channel = link.channel();
-            let mut confirms = Vec::with_capacity(window.len());
-            for msg in window {
-                let props = BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_content_type(ShortString::from("application/json"))
-                    .with_message_id(ShortString::from(msg.message_id))
-                    .with_headers(msg.headers.clone());
-                let opts = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-                confirms.push(
-                    channel.basic_publish(msg.exchange.into(), msg.routing_key.into(), opts, msg.body, props).await,
-                );
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type(ShortString::from("application/json"))
+                .with_message_id(ShortString::from(msg.message_id))
+                .with_headers(msg.headers.clone());
+            let opts = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+            let sent = channel.basic_publish(msg.exchange.into(), msg.routing_key.into(), opts, msg.body, props).await;
+            if sent.is_err() && !channel.status().connected() {
+                broken = Some(link.clone());
             }
-            let waited = futures_util::future::join_all(confirms.into_iter().map(|sent| async move {
-                match sent {
-                    Ok(confirm) => match tokio::time::timeout(wait, confirm).await {
-                        Err(_) => Err(PublishError::Timeout),
-                        Ok(Err(e)) => Err(PublishError::Channel(e)),
-                        Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-                        Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable(String::new())),
-                        Ok(Ok(Confirmation::Nack(_) | Confirmation::NotRequested)) => Err(PublishError::Nacked),
-                    },
-                    Err(e) => Err(PublishError::Channel(e)),
+            pending.push_back(
+                async move {
+                    let _permit = permit;
+                    match sent {
+                        Ok(confirm) => match tokio::time::timeout(wait, confirm).await {
+                            Err(_) => Err(PublishError::Timeout),
+                            Ok(Err(e)) => Err(PublishError::Channel(e)),
+                            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+                            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable(String::new())),
+                            Ok(Ok(Confirmation::Nack(_) | Confirmation::NotRequested)) => Err(PublishError::Nacked),
+                        },
+                        Err(e) => Err(PublishError::Channel(e)),
+                    }
                 }
-            }))
-            .await;
-            drop(permits);
-            let published = waited.iter().filter(|r| r.is_ok()).count();
-            metrics::counter!("sluice_published_total").increment(published as u64);
-            if waited.iter().any(|r| matches!(r, Err(PublishError::Channel(_)))) && !channel.status().connected() {
-                self.request_reconnect(&link);
-            }
-            results.extend(waited);
+                .boxed(),
+            );
+        }
+        while let Some(r) = pending.next().await {
+            results.push(r);
+        }
+        let published = results.iter().filter(|r| r.is_ok()).count();
+        metrics::counter!("sluice_published_total").increment(published as u64);
+        if let Some(link) = broken {
+            self.request_reconnect(&link);
         }
         results
     }
