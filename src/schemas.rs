@@ -10,6 +10,9 @@ const BUILTIN: &[(&str, &str)] = &[
     ("webhook.received", include_str!("../schemas/webhook.received.json")),
 ];
 
+/// Types made by sluice itself, never accepted from producers.
+const INTERNAL: &[&str] = &["webhook.received"];
+
 /// Longest error message kept per violation; schema errors can quote large values.
 const MAX_MESSAGE: usize = 300;
 /// Most violations reported for one payload.
@@ -67,6 +70,12 @@ impl SchemaRegistry {
         Ok(())
     }
 
+    /// Whether producers may submit `kind` themselves; `webhook.received` is made only from a
+    /// verified delivery, so no key can forge one.
+    pub fn submittable(&self, kind: &str) -> bool {
+        self.knows(kind) && !INTERNAL.contains(&kind)
+    }
+
     /// The JSON Schema of `kind`, as registered.
     pub fn schema(&self, kind: &str) -> Option<&Value> {
         self.documents.get(kind)
@@ -120,7 +129,8 @@ mod tests {
     #[test]
     fn every_shipped_schema_compiles() {
         let r = SchemaRegistry::builtin().unwrap();
-        assert_eq!(r.kinds(), vec!["account.open", "event.record", "ledger.transfer"]);
+        assert_eq!(r.kinds(), vec!["account.open", "event.record", "ledger.transfer", "webhook.received"]);
+        assert!(!r.submittable("webhook.received"));
     }
 
     #[test]

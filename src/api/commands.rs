@@ -98,6 +98,13 @@ pub(super) fn validate(state: &ApiState, body: Value) -> Result<(String, Value),
         let path = format!("/{extra}");
         return Err(unprocessable("invalid_command", "unknown field in command", &path, "not allowed"));
     }
+    if state.schemas.knows(&kind) && !state.schemas.submittable(&kind) {
+        return Err(ApiError::Unprocessable {
+            code: "not_submittable",
+            message: format!("{kind} commands are made by sluice itself (e.g. from verified webhooks)"),
+            violations: vec![Violation { path: "/type".into(), message: "not submittable".into() }],
+        });
+    }
     match state.schemas.validate(&kind, &payload) {
         Ok(()) => Ok((kind, payload)),
         Err(PayloadError::UnknownType(k)) => Err(ApiError::Unprocessable {

@@ -136,6 +136,9 @@ pub fn document(registry: &SchemaRegistry) -> Value {
         }
         let key = format!("payload.{kind}");
         payloads.insert(key.clone(), schema);
+        if !registry.submittable(kind) {
+            continue;
+        }
         commands.push(json!({
             "type": "object",
             "properties": {"type": {"const": kind}, "payload": {"$ref": format!("#/components/schemas/{key}")}},

@@ -52,5 +52,5 @@ async fn the_payload_schemas_are_the_ones_ingest_enforces() {
     let variants = doc["components"]["schemas"]["Command"]["oneOf"].as_array().unwrap();
     let shipped =
         variants.iter().filter(|v| !v["properties"]["type"]["const"].as_str().unwrap().starts_with("test.")).count();
-    assert_eq!(shipped, files, "one command variant per schema file");
+    assert_eq!(shipped, files - 1, "one command variant per submittable schema (not webhook.received)");
 }

@@ -193,3 +193,12 @@ async fn nul_characters_are_400s_at_ingest_and_in_query_parameters() {
     assert_eq!(r.status(), 400, "found by schemathesis: a NUL in a filter was a 500");
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"]["code"], "invalid_value");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_received_commands_cannot_be_forged_through_the_command_api() {
+    let app = crate::helpers::spawn_app().await;
+    let payload = serde_json::json!({"source": "gh", "delivery_id": "x", "event": "push", "body": {}});
+    let r = app.submit("webhook.received", payload).await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"]["code"], "not_submittable");
+}
