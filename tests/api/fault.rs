@@ -54,3 +54,37 @@ async fn a_broker_restart_mid_stream_loses_no_accepted_command_and_applies_none_
     let reconnects = app.metric("sluice_broker_connects_total").await;
     assert!(reconnects >= 2.0, "sluice reconnected after the restart ({reconnects} connects)");
 }
+
+/// Puts RabbitMQ's memory watermark back when dropped.
+struct WatermarkGuard;
+
+impl Drop for WatermarkGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").args(["set_vm_memory_high_watermark", "0.4"]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_memory_alarm_ingest_answers_503_quickly_and_recovers_after() {
+    let app = spawn_app().await;
+    assert_eq!(app.submit("event.record", serde_json::json!({"name": "before", "data": 1})).await.status(), 202);
+    let refused = {
+        let _guard = WatermarkGuard;
+        rabbitmqctl(&["set_vm_memory_high_watermark", "0"]);
+        // The broker blocks publishers; sluice must say so fast, never hang.
+        crate::helpers::eventually(crate::helpers::DEADLINE, || async {
+            let started = std::time::Instant::now();
+            let r = app.submit("event.record", serde_json::json!({"name": "during", "data": 1})).await;
+            let took = started.elapsed();
+            assert!(took < std::time::Duration::from_secs(7), "an answer took {took:?}");
+            (r.status() == 503).then_some(r)
+        })
+        .await
+    };
+    assert!(refused.headers().contains_key("retry-after"));
+    crate::helpers::eventually(crate::helpers::DEADLINE, || async {
+        (app.submit("event.record", serde_json::json!({"name": "after", "data": 1})).await.status() == 202)
+            .then_some(())
+    })
+    .await;
+}
