@@ -28,3 +28,5 @@ CREATE TABLE batch_callbacks (
     last_error      text
 );
 CREATE INDEX batch_callbacks_due ON batch_callbacks (next_attempt_at) WHERE delivered_at IS NULL;
+-- The dashboard's recent batches, across tenants.
+CREATE INDEX batches_created ON batches (created_at DESC);

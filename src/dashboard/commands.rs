@@ -52,6 +52,7 @@ pub async fn index(
         status: Some(q.status.clone()).filter(|s| STATUSES.contains(&s.as_str())),
     };
     let rows = commands::search(&state.pool, &search, before, PAGE).await?;
+    let batches = crate::store::batches::recent(&state.pool, 10).await?;
     let next = (rows.len() as i64 == PAGE).then(|| rows.last()).flatten().map(|r| {
         format!(
             "/dashboard/commands?command_type={}&status={}&before={}_{}",
@@ -67,6 +68,29 @@ pub async fn index(
         &op.csrf,
         html! {
             h1 { "Recent commands" }
+            @if !batches.is_empty() {
+                section {
+                    h2 { "Recent batches" }
+                    table {
+                        thead { tr { th { "Created" } th { "Batch" } th { "Tenant" } th.num { "Total" } th.num { "Succeeded" } th.num { "Rejected" } th.num { "Dead" } th.num { "Refused at ingest" } th { "Finished" } } }
+                        tbody {
+                            @for b in &batches {
+                                tr data-batch-id=(b.id) {
+                                    td { (time(b.created_at)) }
+                                    td { code { (b.id) } }
+                                    td { (b.tenant) }
+                                    td.num { (b.total) }
+                                    td.num { (b.succeeded) }
+                                    td.num { (b.rejected) }
+                                    td.num { (b.dead) }
+                                    td.num { (b.rejected_at_ingest) }
+                                    td { (maybe_time(b.finished_at)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             section {
                 form.filters method="get" action="/dashboard/commands" {
                     label { "Id" input name="id" value=(q.id) size="38"; }

@@ -71,6 +71,35 @@ pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Batch>,
     .await?)
 }
 
+/// A batch as operators list it, with its progress.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Recent {
+    pub id: Uuid,
+    pub tenant: String,
+    pub total: i32,
+    pub rejected_at_ingest: i32,
+    pub succeeded: i64,
+    pub rejected: i64,
+    pub dead: i64,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// The latest batches of every tenant, with counts from their commands (indexed).
+pub async fn recent(pool: &PgPool, limit: i64) -> Result<Vec<Recent>, StoreError> {
+    Ok(sqlx::query_as::<_, Recent>(
+        "SELECT b.id, b.tenant, b.total, b.rejected_at_ingest,
+                (SELECT count(*) FROM commands c WHERE c.batch_id = b.id AND c.status = 'succeeded') AS succeeded,
+                (SELECT count(*) FROM commands c WHERE c.batch_id = b.id AND c.status = 'rejected') AS rejected,
+                (SELECT count(*) FROM commands c WHERE c.batch_id = b.id AND c.status = 'dead') AS dead,
+                b.created_at, b.finished_at
+           FROM batches b ORDER BY b.created_at DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// A batch's commands that have a row, counted by status, and when the first was taken.
 pub async fn progress(pool: &PgPool, id: Uuid) -> Result<(Vec<(String, i64)>, Option<DateTime<Utc>>), StoreError> {
     let counts =

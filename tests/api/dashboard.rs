@@ -134,3 +134,16 @@ async fn revoking_the_key_ends_its_dashboard_sessions() {
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/dashboard/login");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commands_page_lists_recent_batches_with_their_progress() {
+    let app = spawn_app().await;
+    let body = json!({"commands": [{"type": "event.record", "payload": {"name": "b", "data": 1}}]});
+    let r: serde_json::Value = app.post_batch(body, None).await.json().await.unwrap();
+    let id = r["id"].as_str().unwrap().to_owned();
+    app.batch_finished(&id).await;
+    let http = browser_like();
+    login(&app, &http, &app.key).await;
+    let html = http.get(format!("{}/dashboard/commands", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains(&format!("data-batch-id=\"{id}\"")), "the batch is listed");
+}
