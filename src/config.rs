@@ -120,6 +120,7 @@ pub struct BatchSettings {
     pub body_limit_bytes: usize,
     pub callback_max_attempts: i32,
     pub callback_timeout_ms: u64,
+    pub allow_private_callbacks: bool,
 }
 
 /// `[dashboard]`
@@ -202,6 +203,17 @@ impl Settings {
         }
         if self.dashboard.session_ttl_secs == 0 || self.dashboard.session_ttl_secs > 30 * 24 * 3600 {
             return Err(ConfigError::Invalid("dashboard.session_ttl_secs must be 1 s to 30 days".into()));
+        }
+        let l = &self.limits;
+        if !(l.rate_per_second.is_finite() && l.rate_per_second >= 0.0 && l.burst.is_finite() && l.burst >= 0.0)
+            || l.tenants
+                .values()
+                .any(|t| !(t.rate_per_second.is_finite() && t.rate_per_second >= 0.0 && t.burst.is_finite()))
+        {
+            return Err(ConfigError::Invalid("limits: rates and bursts must be finite numbers >= 0".into()));
+        }
+        if self.broker.max_in_flight_publishes < 4 {
+            return Err(ConfigError::Invalid("broker.max_in_flight_publishes must be at least 4".into()));
         }
         if self.batches.max_commands == 0 || self.batches.callback_max_attempts < 1 {
             return Err(ConfigError::Invalid("batches.max_commands and callback_max_attempts must be > 0".into()));

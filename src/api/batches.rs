@@ -2,20 +2,17 @@
 //! and `GET /v1/batches/{id}` (progress counted from the commands' rows).
 
 use super::auth::{Principal, Scope};
-use super::body::BodyLimit;
-use super::commands::{idempotency_key, validate, MAX_IDEMPOTENCY_KEY};
+use super::body::read_bytes;
+use super::commands::{idempotency_key, traceparent_of, validate, MAX_IDEMPOTENCY_KEY};
 use super::error::ApiError;
 use super::ApiState;
 use crate::broker::headers::{set_i64, set_str};
 use crate::broker::topology::WORK_KEY;
 use crate::broker::Message;
-use crate::command::{
-    command_id_for_key, new_traceparent, trace_id, BatchRef, Envelope, ATTEMPT_HEADER, TRACEPARENT_HEADER,
-};
+use crate::command::{command_id_for_key, BatchRef, Envelope, ATTEMPT_HEADER, TRACEPARENT_HEADER};
 use crate::store::batches::{self, NewBatch};
-use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -86,10 +83,17 @@ pub async fn submit(
         ));
     }
     let callback = check_callback(&options)?;
-    let l = &state.limits;
-    for (i, item) in items.iter().enumerate() {
-        super::limits::check_shape(item, l.max_json_depth, l.max_string_bytes, &format!("/commands/{i}"))?;
+    if let Some((url, _)) = callback {
+        if !state.batch_settings.allow_private_callbacks && !crate::webhooks::is_public_url(url).await {
+            return Err(ApiError::bad_request(
+                "invalid_callback",
+                "callback_url must resolve to public addresses only (see batches.allow_private_callbacks)",
+                Some("body callback_url"),
+            ));
+        }
     }
+    // The request already took one token; a batch pays for every command it carries.
+    state.limiter.charge(&principal.tenant, &principal.key_id, items.len().saturating_sub(1))?;
     state.backpressure.check()?;
     tracing::Span::current().record("items", items.len());
     let batch_id = match &key {
@@ -100,7 +104,22 @@ pub async fn submit(
 
     let mut cmds = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
+    let mut keys_seen = std::collections::HashSet::new();
     for (index, item) in items.into_iter().enumerate() {
+        let l = &state.limits;
+        if let Err(e) =
+            super::limits::check_shape(&item, l.max_json_depth, l.max_string_bytes, &format!("/commands/{index}"))
+        {
+            rejected.push(json!({"index": index, "code": "invalid_command", "message": e.to_string()}));
+            continue;
+        }
+        if let Some(k) = item.get("idempotency_key").and_then(Value::as_str) {
+            if !keys_seen.insert(k.to_owned()) {
+                rejected.push(json!({"index": index, "code": "duplicate_idempotency_key",
+                                     "message": "an earlier item of this batch has the same idempotency_key"}));
+                continue;
+            }
+        }
         match prepare(&state, &principal.tenant, batch_id, index, item) {
             Ok(cmd) => cmds.push(cmd),
             Err(e) => rejected.push(item_error(index, e)),
@@ -132,10 +151,7 @@ pub async fn submit(
     )
     .await?;
 
-    let traceparent = match headers.get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok()) {
-        Some(tp) if trace_id(tp).is_some() => tp.to_owned(),
-        _ => new_traceparent(),
-    };
+    let traceparent = traceparent_of(&headers);
     let exchange = state.broker.topology().work_exchange();
     let encoded: Vec<(Vec<u8>, String)> = cmds.iter().map(|c| (c.encode(), c.id.to_string())).collect();
     let mut amqp_headers = FieldTable::default();
@@ -160,12 +176,18 @@ pub async fn submit(
         }
     }
     let published = cmds.len() - failed.len();
+    // Timeouts and channel errors leave it unknown whether the broker took the message; only
+    // definite refusals shrink the batch (an unknown one may still arrive and be counted).
+    let definitely_lost = results.iter().filter(|r| matches!(r, Err(e) if e.definitely_not_published())).count();
     for cmd in cmds.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(c, _)| c) {
         metrics::counter!("sluice_ingest_accepted_total", "type" => cmd.kind.clone()).increment(1);
         state.reporter.accepted();
     }
-    if published < cmds.len() || !fresh {
-        batches::settle_total(&state.pool, batch_id, i32::try_from(published).unwrap_or(i32::MAX), fresh).await?;
+    if definitely_lost > 0 || !fresh {
+        let total = i32::try_from(cmds.len() - definitely_lost).unwrap_or(i32::MAX);
+        batches::settle_total(&state.pool, batch_id, total, fresh).await?;
+        // Workers may have finished every published command before the total changed.
+        batches::finish_if_done(&state.pool, &[batch_id]).await?;
     }
     if published == 0 {
         return Err(ApiError::Unavailable {
@@ -199,14 +221,8 @@ async fn read_batch(state: &ApiState, req: Request) -> Result<(Vec<Value>, Optio
         .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
         .unwrap_or_default();
     let query = req.uri().query().unwrap_or("").to_owned();
-    let limit = req.extensions().get::<BodyLimit>().map_or(usize::MAX, |l| l.0);
-    let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge { limit }
-        } else {
-            ApiError::bad_request("unreadable_body", e.body_text(), Some("body"))
-        }
-    })?;
+    let secret_header = req.headers().get("sluice-callback-secret").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let bytes = read_bytes(req, state).await?;
     match content_type.as_str() {
         "application/json" => {
             let batch: JsonBatch = serde_json::from_slice(&bytes).map_err(|e| {
@@ -219,9 +235,22 @@ async fn read_batch(state: &ApiState, req: Request) -> Result<(Vec<Value>, Optio
             Ok((batch.commands, batch.options))
         }
         "application/x-ndjson" | "application/jsonl" => {
-            let options: Options = serde_urlencoded_options(&query)?;
+            let mut options: Options = serde_urlencoded_options(&query)?;
+            if options.callback_secret.is_some() {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "send callback_secret in the Sluice-Callback-Secret header, not the URL (URLs get logged)",
+                    Some("query callback_secret"),
+                ));
+            }
+            options.callback_secret = secret_header;
             let mut items = Vec::new();
+            let max = state.batch_settings.max_commands;
             for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
+                // One past the limit is enough to refuse the batch; parse no further.
+                if items.len() > max {
+                    break;
+                }
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
@@ -311,11 +340,15 @@ fn prepare(state: &ApiState, tenant: &str, batch_id: Uuid, index: usize, item: V
         }
     };
     let (kind, payload) = validate(state, Value::Object(obj))?;
-    let mut cmd = Envelope::new(tenant, &kind, payload, key.as_deref());
+    let mut cmd = Envelope::new(tenant, &kind, payload, None);
     let index = u32::try_from(index).unwrap_or(u32::MAX);
-    if key.is_none() {
-        cmd.id = Uuid::new_v5(&ITEM_NAMESPACE, &[batch_id.as_bytes().as_slice(), &index.to_be_bytes()].concat());
-    }
+    // Ids live in the batch's namespace (an item key names the item within its batch), so
+    // every item gets a row of this batch and the batch's progress can reach its total.
+    let name = match &key {
+        Some(k) => [batch_id.as_bytes().as_slice(), b"key\0", k.as_bytes()].concat(),
+        None => [batch_id.as_bytes().as_slice(), &index.to_be_bytes()].concat(),
+    };
+    cmd.id = Uuid::new_v5(&ITEM_NAMESPACE, &name);
     cmd.batch = Some(BatchRef { id: batch_id, index });
     Ok(cmd)
 }

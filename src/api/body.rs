@@ -39,15 +39,8 @@ async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Option<Value>, 
             return Err(ApiError::UnsupportedMediaType(format!("Content-Type must be application/json, not {ct:?}")));
         }
     }
-    let limit = req.extensions().get::<BodyLimit>().map_or(usize::MAX, |l| l.0);
     let shape = req.extensions().get::<ShapeLimit>().copied();
-    let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge { limit }
-        } else {
-            ApiError::bad_request("unreadable_body", e.body_text(), Some("body"))
-        }
-    })?;
+    let bytes = read_bytes(req, state).await?;
     if bytes.is_empty() {
         return Ok(None);
     }
@@ -62,6 +55,18 @@ async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Option<Value>, 
         super::limits::check_shape(&value, depth, string, "")?;
     }
     Ok(Some(value))
+}
+
+/// The raw body within the route's limit: 413 naming the limit beyond it.
+pub async fn read_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    let limit = req.extensions().get::<BodyLimit>().map_or(usize::MAX, |l| l.0);
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge { limit }
+        } else {
+            ApiError::bad_request("unreadable_body", e.body_text(), Some("body"))
+        }
+    })
 }
 
 /// Deepest JSON nesting and longest string (bytes) accepted, in request extensions.

@@ -46,10 +46,7 @@ pub async fn submit(
     let mut amqp_headers = FieldTable::default();
     set_i64(&mut amqp_headers, ATTEMPT_HEADER, 1);
     // The caller's trace context, or a new one: ingest and processing log the same trace id.
-    let traceparent = match headers.get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok()) {
-        Some(tp) if trace_id(tp).is_some() => tp.to_owned(),
-        _ => new_traceparent(),
-    };
+    let traceparent = traceparent_of(&headers);
     tracing::Span::current().record("trace_id", trace_id(&traceparent).unwrap_or_default());
     set_str(&mut amqp_headers, TRACEPARENT_HEADER, &traceparent);
     let exchange = state.broker.topology().work_exchange();
@@ -125,6 +122,14 @@ fn unprocessable(code: &'static str, message: &str, path: &str, detail: &str) ->
         code,
         message: message.to_owned(),
         violations: vec![Violation { path: path.to_owned(), message: detail.to_owned() }],
+    }
+}
+
+/// The caller's `traceparent` when it is valid, else a new one.
+pub(super) fn traceparent_of(headers: &HeaderMap) -> String {
+    match headers.get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok()) {
+        Some(tp) if trace_id(tp).is_some() => tp.to_owned(),
+        _ => new_traceparent(),
     }
 }
 

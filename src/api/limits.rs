@@ -29,6 +29,18 @@ impl RateLimiter {
 
     /// Takes one token from `key_id`'s bucket, or says how long until one is there.
     pub fn check(&self, tenant: &str, key_id: &str) -> Result<(), ApiError> {
+        self.take(tenant, key_id, 1.0)
+    }
+
+    /// Takes `n` more tokens (a batch's commands beyond the request's own).
+    pub fn charge(&self, tenant: &str, key_id: &str, n: usize) -> Result<(), ApiError> {
+        if n == 0 {
+            return Ok(());
+        }
+        self.take(tenant, key_id, n as f64)
+    }
+
+    fn take(&self, tenant: &str, key_id: &str, n: f64) -> Result<(), ApiError> {
         let (rate, burst) = match self.settings.tenants.get(tenant) {
             Some(t) => (t.rate_per_second, t.burst),
             None => (self.settings.rate_per_second, self.settings.burst),
@@ -46,11 +58,13 @@ impl RateLimiter {
         let (tokens, at) = buckets.entry(key_id.to_owned()).or_insert((burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
         *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        // A charge larger than the burst is let through on a full bucket and leaves a debt, so
+        // a 10,000-command batch is possible and the key's long-run rate still holds.
+        if *tokens >= n.min(burst) {
+            *tokens -= n;
             Ok(())
         } else {
-            let wait = ((1.0 - *tokens) / rate).ceil().max(1.0);
+            let wait = ((n.min(burst) - *tokens) / rate).ceil().max(1.0);
             metrics::counter!("sluice_rate_limited_total").increment(1);
             Err(ApiError::TooManyRequests {
                 message: format!("rate limit of {rate} requests/s (burst {burst}) for this key exceeded"),
@@ -209,6 +223,18 @@ mod tests {
         assert!(limiter.check("acme", "k2").is_ok(), "buckets are per key");
         for _ in 0..100 {
             assert!(limiter.check("vip", "k3").is_ok(), "a tenant override of 0 means unlimited");
+        }
+    }
+
+    #[test]
+    fn a_charge_beyond_the_burst_passes_on_a_full_bucket_and_leaves_a_debt() {
+        let limiter = RateLimiter::new(settings(10.0, 20.0));
+        assert!(limiter.charge("acme", "k", 100).is_ok(), "a full bucket lets a big batch through");
+        match limiter.check("acme", "k") {
+            Err(ApiError::TooManyRequests { retry_after_secs, .. }) => {
+                assert_eq!(retry_after_secs, 9, "80 tokens of debt at 10/s")
+            }
+            other => panic!("expected 429, got {other:?}"),
         }
     }
 

@@ -2,7 +2,7 @@
 //! not an API key), the sources admins configure, and the deliveries that arrived.
 
 use super::auth::{Principal, Scope};
-use super::body::{BodyLimit, JsonBody};
+use super::body::{read_bytes, JsonBody};
 use super::dead_letters::actor;
 use super::error::ApiError;
 use super::reads::{decode_cursor, encode_cursor, limit_param};
@@ -13,10 +13,9 @@ use crate::broker::Message;
 use crate::command::{new_traceparent, Envelope, ATTEMPT_HEADER, TRACEPARENT_HEADER};
 use crate::store::webhooks::{self, NewDelivery, Source};
 use crate::webhooks::inbound::{self, clean_event};
-use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::Json;
 use lapin::types::FieldTable;
@@ -42,6 +41,35 @@ fn kept_headers(headers: &HeaderMap) -> Value {
     Value::Object(out)
 }
 
+/// The few headers kept with a refused delivery: enough to see who sent what.
+fn refusal_headers(headers: &HeaderMap) -> Value {
+    let mut out = Map::new();
+    for name in ["user-agent", "content-type", "content-length", "x-forwarded-for", "webhook-id", "x-github-delivery"] {
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            out.insert(name.to_owned(), Value::String(v.chars().take(256).collect()));
+        }
+    }
+    Value::Object(out)
+}
+
+/// At most this many refusals a second are recorded per source; the rest are only counted.
+const REFUSALS_PER_SECOND: u32 = 20;
+
+fn refusals_may_be_recorded(source: &str) -> bool {
+    static WINDOWS: std::sync::Mutex<Option<(u64, std::collections::HashMap<String, u32>)>> =
+        std::sync::Mutex::new(None);
+    let second = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut w = WINDOWS.lock().unwrap_or_else(|e| e.into_inner());
+    let (at, counts) = w.get_or_insert_with(|| (second, std::collections::HashMap::new()));
+    if *at != second {
+        *at = second;
+        counts.clear();
+    }
+    let n = counts.entry(source.to_owned()).or_insert(0);
+    *n += 1;
+    *n <= REFUSALS_PER_SECOND
+}
+
 /// Receives one delivery: verified over the raw bytes, recorded, published with a confirm,
 /// and only then answered 200. A re-delivery (same sender id) is answered 200 again and
 /// applied once.
@@ -55,35 +83,31 @@ pub async fn receive(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no webhook source {name:?}")))?;
     let headers = req.headers().clone();
-    let limit = req.extensions().get::<BodyLimit>().map_or(usize::MAX, |l| l.0);
-    let body = Bytes::from_request(req, &state).await.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge { limit }
-        } else {
-            ApiError::bad_request("unreadable_body", e.body_text(), Some("body"))
-        }
-    })?;
+    let body = read_bytes(req, &state).await?;
     let now = chrono::Utc::now().timestamp();
     let verified = match inbound::verify(&source, &headers, &body, now) {
         Ok(v) => v,
         Err(e) => {
             metrics::counter!("sluice_webhooks_refused_total", "source" => name.clone()).increment(1);
-            // Refused deliveries keep no body: only when, from whom and why.
+            // Refused deliveries keep no body: only when, a few headers and why; and at most
+            // a few a second per source, so unsigned traffic cannot fill the table.
             let error = e.to_string();
-            webhooks::record(
-                &state.pool,
-                &NewDelivery {
-                    id: Uuid::now_v7(),
-                    source: &name,
-                    delivery_id: None,
-                    verified: false,
-                    error: Some(&error),
-                    headers: kept_headers(&headers),
-                    body: None,
-                    command_id: None,
-                },
-            )
-            .await?;
+            if refusals_may_be_recorded(&name) {
+                webhooks::record(
+                    &state.pool,
+                    &NewDelivery {
+                        id: Uuid::now_v7(),
+                        source: &name,
+                        delivery_id: None,
+                        verified: false,
+                        error: Some(&error),
+                        headers: refusal_headers(&headers),
+                        body: None,
+                        command_id: None,
+                    },
+                )
+                .await?;
+            }
             return Err(ApiError::Unauthorized(match e {
                 crate::webhooks::VerifyError::Missing(_) => "webhook signature headers are missing",
                 crate::webhooks::VerifyError::OutsideTolerance(_) => "webhook timestamp is outside the tolerance",
@@ -91,22 +115,22 @@ pub async fn receive(
             }));
         }
     };
-    let command_id = Uuid::new_v5(&DELIVERY_NAMESPACE, format!("{name}\u{0}{}", verified.delivery_id).as_bytes());
+    let command_id = Uuid::new_v5(&DELIVERY_NAMESPACE, format!("{name}\u{0}{}", verified.dedupe_key).as_bytes());
     let parsed = serde_json::from_slice::<Value>(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-    let l = &state.limits;
-    super::limits::check_shape(&parsed, l.max_json_depth, l.max_string_bytes, "")?;
     let payload = json!({
         "source": name,
         "delivery_id": verified.delivery_id.chars().take(255).collect::<String>(),
         "event": clean_event(&verified.event),
         "body": parsed,
     });
-    state.schemas.validate(&source.command_type, &payload).map_err(|e| ApiError::Unprocessable {
-        code: "invalid_payload",
-        message: format!("the delivery does not make a valid {} command: {e}", source.command_type),
-        violations: Vec::new(),
-    })?;
+    // A verified delivery is recorded (raw bytes) even when it cannot become a command, so
+    // nothing a sender signed is lost; it is then refused with 422.
+    let l = &state.limits;
+    let problem = super::limits::check_shape(&payload["body"], l.max_json_depth, l.max_string_bytes, "")
+        .err()
+        .map(|e| e.to_string())
+        .or_else(|| state.schemas.validate(&source.command_type, &payload).err().map(|e| e.to_string()));
     let fresh = webhooks::record(
         &state.pool,
         &NewDelivery {
@@ -114,13 +138,23 @@ pub async fn receive(
             source: &name,
             delivery_id: Some(&verified.delivery_id),
             verified: true,
-            error: None,
+            error: problem.as_deref(),
             headers: kept_headers(&headers),
             body: Some(&body),
-            command_id: Some(command_id),
+            command_id: problem.is_none().then_some(command_id),
         },
     )
     .await?;
+    if let Some(problem) = problem {
+        return Err(ApiError::Unprocessable {
+            code: "invalid_payload",
+            message: format!(
+                "the delivery was recorded but cannot become a {} command: {problem}",
+                source.command_type
+            ),
+            violations: Vec::new(),
+        });
+    }
     let mut cmd = Envelope::new(&source.tenant, &source.command_type, payload, None);
     cmd.id = command_id;
     let mut amqp = FieldTable::default();

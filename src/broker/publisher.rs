@@ -92,10 +92,12 @@ impl Broker {
     pub async fn publish_many(&self, msgs: &[Message<'_>]) -> Vec<Result<(), PublishError>> {
         let mut results: Vec<Result<(), PublishError>> = Vec::with_capacity(msgs.len());
         let wait = self.inner.settings.publish_timeout();
+        // At most a quarter of the process's publish permits, so single commands still get in.
+        let window = WINDOW.min(self.inner.settings.max_in_flight_publishes / 4).max(1);
         let mut pending = FuturesOrdered::new();
         let mut broken: Option<Arc<Link>> = None;
         for msg in msgs {
-            while pending.len() >= WINDOW {
+            while pending.len() >= window {
                 if let Some(r) = pending.next().await {
                     results.push(r);
                 }
@@ -108,12 +110,18 @@ impl Broker {
                 pending.push_back(ready(Err(PublishError::Unavailable)).boxed());
                 continue;
             };
-            let permit = match tokio::time::timeout(wait, self.inner.in_flight.clone().acquire_owned()).await {
-                Ok(Ok(p)) => p,
-                _ => {
-                    pending.push_back(ready(Err(PublishError::Overloaded)).boxed());
-                    continue;
+            // Confirms of this batch free permits too: keep collecting them while waiting.
+            let deadline = tokio::time::Instant::now() + wait;
+            let permit = loop {
+                tokio::select! {
+                    p = self.inner.in_flight.clone().acquire_owned() => break p.ok(),
+                    Some(r) = pending.next(), if !pending.is_empty() => results.push(r),
+                    () = tokio::time::sleep_until(deadline) => break None,
                 }
+            };
+            let Some(permit) = permit else {
+                pending.push_back(ready(Err(PublishError::Overloaded)).boxed());
+                continue;
             };
             let channel = link.channel();
             let props = BasicProperties::default()
@@ -156,6 +164,12 @@ impl Broker {
 }
 
 impl PublishError {
+    /// Whether the broker surely did not take the message (as opposed to a lost or late
+    /// confirm, after which it may have).
+    pub fn definitely_not_published(&self) -> bool {
+        matches!(self, Self::Unavailable | Self::Blocked | Self::Overloaded | Self::Nacked | Self::Unroutable(_))
+    }
+
     /// A short label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -23,6 +23,9 @@ impl Handler for RecordEvent {
     fn handle<'a>(&'a self, tx: &'a mut PgConnection, cmd: &'a Envelope) -> HandlerFuture<'a> {
         Box::pin(async move {
             let p: EventPayload = payload(cmd)?;
+            if let Some(refusal) = reserved(&p) {
+                return Ok(refusal);
+            }
             let at = p.time.unwrap_or(cmd.submitted_at);
             events::append(tx, cmd.id, &cmd.tenant, &p.name, &p.data, at).await?;
             Ok(succeeded(cmd, at))
@@ -35,6 +38,10 @@ impl Handler for RecordEvent {
             let mut outcomes = Vec::with_capacity(cmds.len());
             for cmd in cmds {
                 let p: EventPayload = payload(cmd)?;
+                if let Some(refusal) = reserved(&p) {
+                    outcomes.push(refusal);
+                    continue;
+                }
                 let at = p.time.unwrap_or(cmd.submitted_at);
                 rows.push(cmd.id, &cmd.tenant, p.name, p.data, at);
                 outcomes.push(succeeded(cmd, at));
@@ -43,6 +50,17 @@ impl Handler for RecordEvent {
             Ok(outcomes)
         })
     }
+}
+
+/// Names under `webhook.` are written only by verified webhooks.
+fn reserved(p: &EventPayload) -> Option<Outcome> {
+    p.name.starts_with(super::webhooks::RESERVED_PREFIX).then(|| Outcome::Rejected {
+        reason: "reserved_name".into(),
+        message: format!(
+            "event names starting with {:?} are written only by verified webhooks",
+            super::webhooks::RESERVED_PREFIX
+        ),
+    })
 }
 
 fn succeeded(cmd: &Envelope, at: DateTime<Utc>) -> Outcome {

@@ -1,5 +1,6 @@
 //! `webhook.received`: a verified inbound webhook, recorded in the tenant's event log as
-//! `<source>.<event>` with the sender's body as data.
+//! `webhook.<source>.<event>` with the sender's body as data. The `webhook.` prefix is
+//! reserved: `event.record` refuses it, so no key can forge what a sender signed.
 
 use super::{payload, Handler, HandlerFuture, HandlerManyFuture, Outcome};
 use crate::command::Envelope;
@@ -7,6 +8,9 @@ use crate::store::events;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
+
+/// Prefix of event names only verified webhooks may write.
+pub const RESERVED_PREFIX: &str = "webhook.";
 
 /// Handles `webhook.received`.
 pub struct ReceivedWebhook;
@@ -19,7 +23,7 @@ struct WebhookPayload {
 }
 
 fn event_name(p: &WebhookPayload) -> String {
-    format!("{}.{}", p.source, p.event)
+    format!("{}{}.{}", RESERVED_PREFIX, p.source, p.event)
 }
 
 impl Handler for ReceivedWebhook {

@@ -4,7 +4,7 @@
 use super::StoreError;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 /// A batch as stored.
@@ -50,12 +50,18 @@ pub async fn create(pool: &PgPool, b: &NewBatch<'_>) -> Result<bool, StoreError>
 /// Sets a batch's total to what was actually published: on its first submission exactly
 /// that; on a resubmission (same ids) never lower than a previous submission got through.
 pub async fn settle_total(pool: &PgPool, id: Uuid, published: i32, fresh: bool) -> Result<(), StoreError> {
-    sqlx::query("UPDATE batches SET total = CASE WHEN $3 THEN $2 ELSE greatest(total, $2) END WHERE id = $1")
-        .bind(id)
-        .bind(published)
-        .bind(fresh)
-        .execute(pool)
-        .await?;
+    // A resubmission that raises the total reopens a batch that had finished early.
+    sqlx::query(
+        "UPDATE batches
+            SET total = CASE WHEN $3 THEN $2 ELSE greatest(total, $2) END,
+                finished_at = CASE WHEN NOT $3 AND $2 > total THEN NULL ELSE finished_at END
+          WHERE id = $1",
+    )
+    .bind(id)
+    .bind(published)
+    .bind(fresh)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -171,30 +177,38 @@ pub struct DueCallback {
     pub attempts: i32,
 }
 
-/// Claims up to `limit` due callbacks; they stay locked until `tx` ends, so several workers
-/// never send the same one at once.
-pub async fn claim_callbacks(
-    tx: &mut PgConnection,
+/// Leases up to `limit` due callbacks for `lease_secs`: their next attempt moves past the
+/// lease, so another worker takes one only if this one died sending it.
+pub async fn lease_callbacks(
+    pool: &PgPool,
     limit: i64,
     max_attempts: i32,
+    lease_secs: i64,
 ) -> Result<Vec<DueCallback>, StoreError> {
     Ok(sqlx::query_as::<_, DueCallback>(
-        "SELECT c.batch_id, b.tenant, c.url, b.callback_secret AS secret, c.attempts
-           FROM batch_callbacks c JOIN batches b ON b.id = c.batch_id
-          WHERE c.delivered_at IS NULL AND c.attempts < $2 AND c.next_attempt_at <= now()
-          ORDER BY c.next_attempt_at
-          LIMIT $1
-          FOR UPDATE OF c SKIP LOCKED",
+        "WITH due AS (
+            SELECT batch_id FROM batch_callbacks
+             WHERE delivered_at IS NULL AND attempts < $2 AND next_attempt_at <= now()
+             ORDER BY next_attempt_at LIMIT $1
+             FOR UPDATE SKIP LOCKED
+         ), leased AS (
+            UPDATE batch_callbacks c SET next_attempt_at = now() + make_interval(secs => $3)
+              FROM due WHERE c.batch_id = due.batch_id
+            RETURNING c.batch_id, c.url, c.attempts
+         )
+         SELECT l.batch_id, b.tenant, l.url, b.callback_secret AS secret, l.attempts
+           FROM leased l JOIN batches b ON b.id = l.batch_id",
     )
     .bind(limit)
     .bind(max_attempts)
-    .fetch_all(tx)
+    .bind(lease_secs as f64)
+    .fetch_all(pool)
     .await?)
 }
 
 /// Records a callback attempt: delivered, or failed with when to try again.
 pub async fn callback_attempted(
-    tx: &mut PgConnection,
+    pool: &PgPool,
     batch_id: Uuid,
     error: Option<&str>,
     retry_in_secs: i64,
@@ -209,7 +223,7 @@ pub async fn callback_attempted(
     .bind(batch_id)
     .bind(error)
     .bind(retry_in_secs as f64)
-    .execute(tx)
+    .execute(pool)
     .await?;
     Ok(())
 }

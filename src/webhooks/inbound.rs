@@ -13,8 +13,11 @@ pub const SCHEMES: [&str; 4] = ["standard", "github", "stripe", "hmac"];
 /// What a verified delivery is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    /// The sender's id of this delivery: the same on every re-delivery.
+    /// The sender's id of this delivery, as it says (for display).
     pub delivery_id: String,
+    /// What identifies the delivery for deduplication: only what the signature covers, so a
+    /// replayed delivery cannot pass as new by changing an unsigned id header.
+    pub dedupe_key: String,
     /// The sender's event type (`push`, `invoice.paid`, ...), or `received` when it has none.
     pub event: String,
 }
@@ -46,8 +49,10 @@ pub fn verify(source: &Source, headers: &HeaderMap, body: &[u8], now: i64) -> Re
                 now,
                 tolerance,
             )?;
+            // Standard Webhooks signs the id.
             let id = header("webhook-id").unwrap_or_default().to_owned();
-            Ok(Verified { delivery_id: id, event: body_field("type").unwrap_or_else(|| "received".into()) })
+            let event = body_field("type").unwrap_or_else(|| "received".into());
+            Ok(Verified { dedupe_key: id.clone(), delivery_id: id, event })
         }
         "github" => {
             github::verify(&keys, header("x-hub-signature-256"), body)?;
@@ -55,24 +60,30 @@ pub fn verify(source: &Source, headers: &HeaderMap, body: &[u8], now: i64) -> Re
                 .filter(|s| !s.is_empty())
                 .ok_or(VerifyError::Missing("X-GitHub-Delivery"))?;
             let event = header("x-github-event").unwrap_or("received").to_owned();
-            Ok(Verified { delivery_id: id.to_owned(), event })
+            // GitHub signs neither the delivery id nor the event header: the body decides.
+            Ok(Verified { delivery_id: id.to_owned(), dedupe_key: body_hash(body), event })
         }
         "stripe" => {
             stripe::verify(&keys, header("stripe-signature"), body, now, tolerance)?;
+            // The event id is in the signed body.
             let id = body_field("id").ok_or(VerifyError::Malformed("body id"))?;
-            Ok(Verified { delivery_id: id, event: body_field("type").unwrap_or_else(|| "received".into()) })
+            let event = body_field("type").unwrap_or_else(|| "received".into());
+            Ok(Verified { dedupe_key: id.clone(), delivery_id: id, event })
         }
         "hmac" => {
             // VerifyError names headers statically; the configured one is "signature header".
             hmac_sha256::verify(&keys, "signature header", source.signature_header.as_deref().and_then(header), body)?;
-            let id = match source.id_header.as_deref().and_then(header).filter(|s| !s.is_empty()) {
-                Some(id) => id.to_owned(),
-                None => hex::encode(Sha256::digest(body)),
-            };
-            Ok(Verified { delivery_id: id, event: "received".into() })
+            // The id header is not signed: the body decides.
+            let hash = body_hash(body);
+            let id = source.id_header.as_deref().and_then(header).filter(|s| !s.is_empty()).unwrap_or(&hash).to_owned();
+            Ok(Verified { delivery_id: id, dedupe_key: hash, event: "received".into() })
         }
         _ => Err(VerifyError::Malformed("source scheme")),
     }
+}
+
+fn body_hash(body: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(body)))
 }
 
 /// An event type as the `webhook.received` schema allows it (sanitized, at most 64 chars).

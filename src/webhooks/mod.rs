@@ -24,6 +24,41 @@ pub enum VerifyError {
     Mismatch,
 }
 
+/// Whether `url`'s host resolves only to public addresses (not loopback, private, link-local,
+/// unspecified or multicast), for callbacks a submitter chose.
+pub async fn is_public_url(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else { return false };
+    let Some(host) = parsed.host_str() else { return false };
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let Ok(addrs) = tokio::net::lookup_host((host, port)).await else { return false };
+    let addrs: Vec<_> = addrs.collect();
+    !addrs.is_empty() && addrs.iter().all(|a| is_public(a.ip()))
+}
+
+fn is_public(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| !is_public(std::net::IpAddr::V4(v4))))
+        }
+    }
+}
+
 /// HMAC-SHA256 of `parts` concatenated, under `key` (HMAC takes keys of any length, so this
 /// is `None` never in practice).
 fn mac(key: &[u8], parts: &[&[u8]]) -> Option<Hmac<Sha256>> {
@@ -47,7 +82,8 @@ fn sign(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
 /// Checks a sender's timestamp (seconds) against now, within `tolerance` either way.
 fn check_time(ts: &str, now: i64, tolerance: i64, what: &'static str) -> Result<(), VerifyError> {
     let ts: i64 = ts.trim().parse().map_err(|_| VerifyError::Malformed(what))?;
-    if (now - ts).abs() > tolerance {
+    // abs_diff: a sender's i64::MIN must not overflow into "within tolerance".
+    if now.abs_diff(ts) > tolerance.unsigned_abs() {
         return Err(VerifyError::OutsideTolerance(tolerance));
     }
     Ok(())

@@ -37,22 +37,30 @@ pub async fn run(ctx: &WorkerCtx, cancel: CancellationToken) {
 }
 
 async fn send_due(ctx: &WorkerCtx, http: &reqwest::Client) -> Result<(), StoreError> {
-    let mut tx = ctx.pool.begin().await?;
-    let due = batches::claim_callbacks(&mut tx, 10, ctx.batch_settings.callback_max_attempts).await?;
-    for cb in due {
-        let outcome = send(ctx, http, &cb).await;
+    // A short transaction leases the due callbacks (pushing their next attempt past the POST's
+    // timeout), so no connection or row lock is held while receivers answer.
+    let lease_secs = i64::try_from(ctx.batch_settings.callback_timeout_ms / 1000).unwrap_or(60) * 2 + 5;
+    let due = batches::lease_callbacks(&ctx.pool, 10, ctx.batch_settings.callback_max_attempts, lease_secs).await?;
+    let sends = due.iter().map(|cb| async move {
+        let outcome = send(ctx, http, cb).await;
         let retry_in = 2_i64.saturating_pow(u32::try_from(cb.attempts + 1).unwrap_or(31)).min(600);
         if let Err(e) = &outcome {
             tracing::warn!(batch_id = %cb.batch_id, attempt = cb.attempts + 1, error = %e, "batch callback failed");
         }
-        batches::callback_attempted(&mut tx, cb.batch_id, outcome.err().as_deref(), retry_in).await?;
-    }
-    tx.commit().await?;
+        if let Err(e) = batches::callback_attempted(&ctx.pool, cb.batch_id, outcome.err().as_deref(), retry_in).await {
+            tracing::warn!(batch_id = %cb.batch_id, error = %e, "could not record the callback attempt");
+        }
+    });
+    futures_util::future::join_all(sends).await;
     Ok(())
 }
 
 async fn send(ctx: &WorkerCtx, http: &reqwest::Client, cb: &batches::DueCallback) -> Result<(), String> {
     let key = cb.secret.as_deref().and_then(standard::decode_secret).ok_or("the callback secret is unusable")?;
+    // Checked again at send time: the name may resolve elsewhere now than at submission.
+    if !ctx.batch_settings.allow_private_callbacks && !crate::webhooks::is_public_url(&cb.url).await {
+        return Err("the callback URL does not resolve to public addresses only".into());
+    }
     let batch =
         batches::get(&ctx.pool, &cb.tenant, cb.batch_id).await.map_err(|e| e.to_string())?.ok_or("batch gone")?;
     let (counts, _) = batches::progress(&ctx.pool, cb.batch_id).await.map_err(|e| e.to_string())?;
@@ -84,7 +92,15 @@ async fn send(ctx: &WorkerCtx, http: &reqwest::Client, cb: &batches::DueCallback
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("POST failed: {e}"))?;
+        // The receiver is the submitter's, but the error is shown to them: say what happened,
+        // not what the network said (no map of sluice's surroundings).
+        .map_err(|e| {
+            if e.is_timeout() {
+                "the receiver did not answer in time".to_owned()
+            } else {
+                "could not reach the receiver".to_owned()
+            }
+        })?;
     if response.status().is_success() {
         tracing::info!(batch_id = %cb.batch_id, "batch callback delivered");
         Ok(())

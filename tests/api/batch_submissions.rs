@@ -205,3 +205,43 @@ async fn a_finished_batch_calls_back_signed_and_retries_until_the_receiver_accep
     .await;
     assert_eq!(status["callback"]["attempts"], 2, "the first attempt got a 500 and was retried");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_to_private_addresses_and_secrets_in_urls_are_refused() {
+    let app = spawn_app_with(|s| s.batches.allow_private_callbacks = false, &Probe::default()).await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    for url in ["http://127.0.0.1:9/hook", "http://10.1.2.3/hook", "http://[::1]/hook", "http://169.254.169.254/latest"]
+    {
+        let r =
+            app.post_batch(json!({"commands": [event(0)], "callback_url": url, "callback_secret": secret}), None).await;
+        assert_eq!(r.status(), 400, "{url}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "invalid_callback");
+    }
+    let r = app
+        .http
+        .post(format!("{}/v1/batches?callback_url=https://example.com/h&callback_secret={secret}", app.base))
+        .bearer_auth(&app.key)
+        .header("content-type", "application/x-ndjson")
+        .body(event(0).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "a secret in the URL would be logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_idempotency_keys_name_items_within_their_batch_and_must_be_unique_in_it() {
+    let app = spawn_app().await;
+    let keyed =
+        |k: &str, i: usize| json!({"type": "event.record", "payload": {"name": "k", "data": i}, "idempotency_key": k});
+    // The same key used by an earlier single command does not take this batch's item away.
+    app.submit_as(&app.key, "event.record", json!({"name": "single", "data": 0}), Some("item-a")).await;
+    let r =
+        app.post_batch(json!({"commands": [keyed("item-a", 0), keyed("item-b", 1), keyed("item-a", 2)]}), None).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["accepted"], 2);
+    assert_eq!(body["rejected"][0]["index"], 2);
+    assert_eq!(body["rejected"][0]["code"], "duplicate_idempotency_key");
+    let status = app.batch_finished(body["id"].as_str().unwrap()).await;
+    assert_eq!((status["total"].as_i64(), status["succeeded"].as_i64()), (Some(2), Some(2)));
+}

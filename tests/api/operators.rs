@@ -7,7 +7,8 @@ use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-async fn work_queue(app: &TestApp) -> Value {
+/// The work queue as `/v1/queues` reports it.
+pub async fn work_queue(app: &TestApp) -> Value {
     let queues = app.get_json("/v1/queues").await;
     let name = format!("{}.work", app.settings.broker.prefix);
     queues["queues"].as_array().unwrap().iter().find(|q| q["name"] == name.as_str()).cloned().unwrap()
@@ -17,6 +18,8 @@ async fn work_queue(app: &TestApp) -> Value {
 async fn a_paused_queue_keeps_its_messages_until_resumed_then_drains() {
     let app = spawn_app().await;
     let queue = format!("{}.work", app.settings.broker.prefix);
+    // Subscribed first, so that "no consumers" below means paused, not "not started yet".
+    eventually(DEADLINE, || async { (work_queue(&app).await["consumers"] == 1).then_some(()) }).await;
     assert_eq!(app.post_json(&format!("/v1/queues/{queue}/pause"), None).await.status(), 200);
     // Workers see the flag with their heartbeat and cancel their subscription.
     eventually(DEADLINE, || async { (work_queue(&app).await["consumers"] == 0).then_some(()) }).await;

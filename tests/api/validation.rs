@@ -153,6 +153,11 @@ async fn deep_nesting_and_long_strings_are_400s_that_say_where() {
 async fn ingest_answers_503_with_retry_after_while_the_work_queue_is_past_its_bound() {
     let app = crate::helpers::spawn_app_with(|s| s.limits.max_queue_depth = 3, &crate::helpers::Probe::default()).await;
     let queue = format!("{}.work", app.settings.broker.prefix);
+    // Subscribed first, so that "no consumers" below means paused, not "not started yet".
+    crate::helpers::eventually(std::time::Duration::from_secs(20), || async {
+        (crate::operators::work_queue(&app).await["consumers"] == 1).then_some(())
+    })
+    .await;
     assert_eq!(app.post_json(&format!("/v1/queues/{queue}/pause"), None).await.status(), 200);
     crate::helpers::eventually(std::time::Duration::from_secs(20), || async {
         let q = app.get_json("/v1/queues").await;

@@ -63,7 +63,10 @@ async fn a_standard_webhook_is_verified_recorded_and_a_redelivery_is_applied_onc
     let id = uuid::Uuid::parse_str(first["command_id"].as_str().unwrap()).unwrap();
     assert_eq!(app.settled(id).await["status"], "succeeded");
     app.metric_reaches("sluice_commands_processed_total{type=\"webhook.received\",outcome=\"duplicate\"}", 1.0).await;
-    assert_eq!(events_named(&app, "billing.invoice.paid").await, [json!({"type": "invoice.paid", "amount": 42})]);
+    assert_eq!(
+        events_named(&app, "webhook.billing.invoice.paid").await,
+        [json!({"type": "invoice.paid", "amount": 42})]
+    );
     let list = app.get_json("/v1/webhooks/billing/deliveries").await;
     let d = &list["deliveries"][0];
     assert_eq!((d["verified"].as_bool(), d["delivery_id"].as_str()), (Some(true), Some("msg_1")));
@@ -84,7 +87,7 @@ async fn github_s_documented_example_verifies_end_to_end() {
     assert_eq!(r.status(), 200);
     let id = uuid::Uuid::parse_str(r.json::<Value>().await.unwrap()["command_id"].as_str().unwrap()).unwrap();
     app.settled(id).await;
-    assert_eq!(events_named(&app, "gh.push").await, [json!("Hello, World!")]);
+    assert_eq!(events_named(&app, "webhook.gh.push").await, [json!("Hello, World!")]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,8 +107,8 @@ async fn stripe_and_plain_hmac_deliveries_verify_with_rotated_secrets() {
         deliver(&app, "plain", &[("x-signature", format!("sha256={sig}")), ("x-delivery", "p-1".into())], b"{}").await;
     assert_eq!(r.status(), 200);
     eventually(DEADLINE, || async {
-        (events_named(&app, "stripe.payment_intent.succeeded").await.len() == 1
-            && events_named(&app, "plain.received").await.len() == 1)
+        (events_named(&app, "webhook.stripe.payment_intent.succeeded").await.len() == 1
+            && events_named(&app, "webhook.plain.received").await.len() == 1)
             .then_some(())
     })
     .await;
@@ -197,4 +200,37 @@ async fn sources_are_admin_only_checked_audited_and_listed_without_secrets() {
     let audit = app.get_json("/v1/audit").await;
     assert_eq!(audit["entries"][0]["action"], "webhook_source.set");
     assert!(!audit["entries"][0]["details"].to_string().contains("0123456789"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_github_delivery_with_a_new_unsigned_id_is_still_applied_once() {
+    let app = spawn_app().await;
+    put_source(&app, "gh", json!({"scheme": "github", "secrets": ["It's a Secret to Everybody"]})).await;
+    let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17".to_owned();
+    let mut ids = Vec::new();
+    for delivery in ["d-1", "forged-2"] {
+        let headers = [
+            ("x-hub-signature-256", sig.clone()),
+            ("x-github-delivery", delivery.into()),
+            ("x-github-event", "push".into()),
+        ];
+        let r: Value = deliver(&app, "gh", &headers, b"Hello, World!").await.json().await.unwrap();
+        ids.push(r["command_id"].clone());
+    }
+    assert_eq!(ids[0], ids[1], "the signed body, not the unsigned id, identifies the delivery");
+    let id = uuid::Uuid::parse_str(ids[0].as_str().unwrap()).unwrap();
+    app.settled(id).await;
+    assert_eq!(events_named(&app, "webhook.gh.push").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_cannot_write_events_in_the_webhook_namespace() {
+    let app = spawn_app().await;
+    let id = app.accept("event.record", json!({"name": "webhook.gh.push", "data": {}})).await;
+    let status = app.settled(id).await;
+    assert_eq!(
+        (status["status"].as_str(), status["result"]["reason"].as_str()),
+        (Some("rejected"), Some("reserved_name"))
+    );
+    assert!(events_named(&app, "webhook.gh.push").await.is_empty());
 }
