@@ -40,7 +40,8 @@ pub struct Reporter {
     /// Milliseconds the latest delivery had waited since it was accepted; -1 = none yet.
     queue_wait_ms: AtomicI64,
     consuming: AtomicBool,
-    counts: Mutex<HashMap<(DateTime<Utc>, String), Counts>>,
+    /// Per command type, per 10-second bucket (looked up by `&str`: no allocation per command).
+    counts: Mutex<HashMap<String, HashMap<DateTime<Utc>, Counts>>>,
     paused: Mutex<HashMap<String, watch::Sender<bool>>>,
 }
 
@@ -100,7 +101,11 @@ impl Reporter {
             metrics::histogram!("sluice_e2e_seconds", "type" => kind.to_owned()).record(ms as f64 / 1000.0);
         }
         let Ok(mut counts) = self.counts.lock() else { return };
-        let c = counts.entry((bucket, kind.to_owned())).or_default();
+        let per_bucket = match counts.get_mut(kind) {
+            Some(b) => b,
+            None => counts.entry(kind.to_owned()).or_default(),
+        };
+        let c = per_bucket.entry(bucket).or_default();
         match how {
             Ended::Succeeded => c.succeeded += 1,
             Ended::Rejected => c.rejected += 1,
@@ -168,13 +173,16 @@ impl Reporter {
         .await?;
         let taken: Vec<_> = {
             let Ok(mut counts) = self.counts.lock() else { return Ok(()) };
-            counts.drain().map(|((bucket, kind), c)| (bucket, kind, c)).collect()
+            counts
+                .drain()
+                .flat_map(|(kind, buckets)| buckets.into_iter().map(move |(bucket, c)| (bucket, kind.clone(), c)))
+                .collect()
         };
         if let Err(e) = outcome_counts::add(pool, self.id, &taken).await {
             // Put them back for the next beat rather than lose them.
             if let Ok(mut counts) = self.counts.lock() {
                 for (bucket, kind, c) in taken {
-                    let into = counts.entry((bucket, kind)).or_default();
+                    let into = counts.entry(kind).or_default().entry(bucket).or_default();
                     into.succeeded += c.succeeded;
                     into.rejected += c.rejected;
                     into.retried += c.retried;

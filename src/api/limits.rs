@@ -55,7 +55,10 @@ impl RateLimiter {
             let idle = Duration::from_secs_f64(burst / rate);
             buckets.retain(|_, (_, at)| now.duration_since(*at) < idle);
         }
-        let (tokens, at) = buckets.entry(key_id.to_owned()).or_insert((burst, now));
+        if !buckets.contains_key(key_id) {
+            buckets.insert(key_id.to_owned(), (burst, now));
+        }
+        let Some((tokens, at)) = buckets.get_mut(key_id) else { return Ok(()) };
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
         *at = now;
         // A charge larger than the burst is let through on a full bucket and leaves a debt, so
