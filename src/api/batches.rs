@@ -183,7 +183,8 @@ pub async fn submit(
         metrics::counter!("sluice_ingest_accepted_total", "type" => cmd.kind.clone()).increment(1);
         state.reporter.accepted();
     }
-    if definitely_lost > 0 || !fresh {
+    // Nothing got through: the client is told to retry, and the batch must not look finished.
+    if published > 0 && (definitely_lost > 0 || !fresh) {
         let total = i32::try_from(cmds.len() - definitely_lost).unwrap_or(i32::MAX);
         batches::settle_total(&state.pool, batch_id, total, fresh).await?;
         // Workers may have finished every published command before the total changed.

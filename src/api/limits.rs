@@ -29,7 +29,7 @@ impl RateLimiter {
 
     /// Takes one token from `key_id`'s bucket, or says how long until one is there.
     pub fn check(&self, tenant: &str, key_id: &str) -> Result<(), ApiError> {
-        self.take(tenant, key_id, 1.0)
+        self.take(tenant, key_id, 1.0, 1.0)
     }
 
     /// Takes `n` more tokens (a batch's commands beyond the request's own).
@@ -37,10 +37,18 @@ impl RateLimiter {
         if n == 0 {
             return Ok(());
         }
-        self.take(tenant, key_id, n as f64)
+        // The request's own token is already gone, so a full bucket holds burst - 1 here.
+        let n = n as f64;
+        self.take(tenant, key_id, n, n.min(self.burst_of(tenant) - 1.0).max(0.0))
     }
 
-    fn take(&self, tenant: &str, key_id: &str, n: f64) -> Result<(), ApiError> {
+    fn burst_of(&self, tenant: &str) -> f64 {
+        self.settings.tenants.get(tenant).map_or(self.settings.burst, |t| t.burst).max(1.0)
+    }
+
+    /// Takes `n` tokens if at least `needed` are there (less than `n` lets a charge larger than
+    /// the burst through on a full bucket, leaving a debt).
+    fn take(&self, tenant: &str, key_id: &str, n: f64, needed: f64) -> Result<(), ApiError> {
         let (rate, burst) = match self.settings.tenants.get(tenant) {
             Some(t) => (t.rate_per_second, t.burst),
             None => (self.settings.rate_per_second, self.settings.burst),
@@ -52,7 +60,7 @@ impl RateLimiter {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_BUCKETS {
-            let idle = Duration::from_secs_f64(burst / rate);
+            let idle = Duration::try_from_secs_f64(burst / rate).unwrap_or(Duration::MAX);
             buckets.retain(|_, (_, at)| now.duration_since(*at) < idle);
         }
         if !buckets.contains_key(key_id) {
@@ -63,7 +71,7 @@ impl RateLimiter {
         *at = now;
         // A charge larger than the burst is let through on a full bucket and leaves a debt, so
         // a 10,000-command batch is possible and the key's long-run rate still holds.
-        if *tokens >= n.min(burst) {
+        if *tokens >= needed {
             *tokens -= n;
             Ok(())
         } else {
@@ -232,7 +240,8 @@ mod tests {
     #[test]
     fn a_charge_beyond_the_burst_passes_on_a_full_bucket_and_leaves_a_debt() {
         let limiter = RateLimiter::new(settings(10.0, 20.0));
-        assert!(limiter.charge("acme", "k", 100).is_ok(), "a full bucket lets a big batch through");
+        assert!(limiter.check("acme", "k").is_ok(), "the batch request's own token");
+        assert!(limiter.charge("acme", "k", 99).is_ok(), "a full bucket lets a big batch through");
         match limiter.check("acme", "k") {
             Err(ApiError::TooManyRequests { retry_after_secs, .. }) => {
                 assert_eq!(retry_after_secs, 9, "80 tokens of debt at 10/s")

@@ -145,6 +145,9 @@ pub async fn receive(
         },
     )
     .await?;
+    if !fresh && problem.is_none() {
+        webhooks::mark_accepted(&state.pool, command_id).await?;
+    }
     if let Some(problem) = problem {
         return Err(ApiError::Unprocessable {
             code: "invalid_payload",

@@ -158,7 +158,10 @@ pub async fn finish_if_done(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, St
          ), queued AS (
             INSERT INTO batch_callbacks (batch_id, url)
             SELECT id, callback_url FROM finished WHERE callback_url IS NOT NULL
-            ON CONFLICT (batch_id) DO NOTHING
+            -- A batch reopened by a resubmission and finished again calls back again, with
+            -- the final counts.
+            ON CONFLICT (batch_id) DO UPDATE
+               SET attempts = 0, next_attempt_at = now(), delivered_at = NULL, last_error = NULL
          )
          SELECT id FROM finished",
     )
@@ -210,6 +213,7 @@ pub async fn lease_callbacks(
 pub async fn callback_attempted(
     pool: &PgPool,
     batch_id: Uuid,
+    leased_attempts: i32,
     error: Option<&str>,
     retry_in_secs: i64,
 ) -> Result<(), StoreError> {
@@ -218,11 +222,14 @@ pub async fn callback_attempted(
             SET attempts = attempts + 1, last_error = $2,
                 delivered_at = CASE WHEN $2 IS NULL THEN now() END,
                 next_attempt_at = now() + make_interval(secs => $3)
-          WHERE batch_id = $1",
+          -- Only the attempt this lease was for: a worker whose lease ran out must not undo
+          -- another's delivery.
+          WHERE batch_id = $1 AND delivered_at IS NULL AND attempts = $4",
     )
     .bind(batch_id)
     .bind(error)
     .bind(retry_in_secs as f64)
+    .bind(leased_attempts)
     .execute(pool)
     .await?;
     Ok(())

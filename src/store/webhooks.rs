@@ -104,6 +104,16 @@ pub async fn record(pool: &PgPool, d: &NewDelivery<'_>) -> Result<bool, StoreErr
     Ok(done.rows_affected() == 1)
 }
 
+/// Marks a delivery that was recorded with a problem as accepted after all (a re-delivery
+/// after the source was fixed).
+pub async fn mark_accepted(pool: &PgPool, id: Uuid) -> Result<(), StoreError> {
+    sqlx::query("UPDATE webhook_deliveries SET error = NULL, command_id = id WHERE id = $1 AND command_id IS NULL")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// A delivery as listed.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Delivery {

@@ -31,7 +31,8 @@ pub async fn is_public_url(url: &str) -> bool {
     let Some(host) = parsed.host_str() else { return false };
     let port = parsed.port_or_known_default().unwrap_or(443);
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let Ok(addrs) = tokio::net::lookup_host((host, port)).await else { return false };
+    let lookup = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::lookup_host((host, port)));
+    let Ok(Ok(addrs)) = lookup.await else { return false };
     let addrs: Vec<_> = addrs.collect();
     !addrs.is_empty() && addrs.iter().all(|a| is_public(a.ip()))
 }
@@ -39,22 +40,32 @@ pub async fn is_public_url(url: &str) -> bool {
 fn is_public(ip: std::net::IpAddr) -> bool {
     match ip {
         std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
-                || v4.is_unspecified()
                 || v4.is_multicast()
                 || v4.is_broadcast()
-                || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]))
+                || a == 0 // 0.0.0.0/8
+                || (a == 100 && (64..128).contains(&b)) // shared address space
+                || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+                || (a == 198 && (b == 18 || b == 19)) // benchmarking
+                || a >= 240)
         }
         std::net::IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
+            let s = v6.segments();
+            // IPv4-mapped, IPv4-compatible (::/96) and NAT64 (64:ff9b::/96) addresses reach
+            // IPv4 hosts: judge the IPv4 address.
+            let embedded = v6
+                .to_ipv4_mapped()
+                .or_else(|| (s[..6] == [0; 6] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]).then(|| v6.to_ipv4()).flatten());
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some_and(|v4| !is_public(std::net::IpAddr::V4(v4))))
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || s[0] == 0x2002 // 6to4
+                || embedded.is_some_and(|v4| !is_public(std::net::IpAddr::V4(v4))))
         }
     }
 }

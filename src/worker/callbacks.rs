@@ -1,6 +1,7 @@
 //! Batch completion callbacks: a signed (Standard Webhooks) POST to the URL the submitter
 //! gave, from an outbox row written when the batch finished, retried with backoff. Any worker
-//! process may send one; row locks keep two from sending the same at once.
+//! process may send one; a lease (the next attempt pushed past the POST's timeout) keeps two
+//! from sending the same at once, and an attempt is recorded only for the lease it had.
 
 use super::WorkerCtx;
 use crate::store::{batches, StoreError};
@@ -47,7 +48,9 @@ async fn send_due(ctx: &WorkerCtx, http: &reqwest::Client) -> Result<(), StoreEr
         if let Err(e) = &outcome {
             tracing::warn!(batch_id = %cb.batch_id, attempt = cb.attempts + 1, error = %e, "batch callback failed");
         }
-        if let Err(e) = batches::callback_attempted(&ctx.pool, cb.batch_id, outcome.err().as_deref(), retry_in).await {
+        if let Err(e) =
+            batches::callback_attempted(&ctx.pool, cb.batch_id, cb.attempts, outcome.err().as_deref(), retry_in).await
+        {
             tracing::warn!(batch_id = %cb.batch_id, error = %e, "could not record the callback attempt");
         }
     });
