@@ -27,14 +27,19 @@ pub enum VerifyError {
 /// Whether `url`'s host resolves only to public addresses (not loopback, private, link-local,
 /// unspecified or multicast), for callbacks a submitter chose.
 pub async fn is_public_url(url: &str) -> bool {
-    let Ok(parsed) = reqwest::Url::parse(url) else { return false };
-    let Some(host) = parsed.host_str() else { return false };
+    public_addrs(url).await.is_some()
+}
+
+/// The host of `url` and the addresses it resolves to, if they are all public; a caller that
+/// then connects to exactly these addresses cannot be turned to another by DNS rebinding.
+pub async fn public_addrs(url: &str) -> Option<(String, Vec<std::net::SocketAddr>)> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let host = parsed.host_str()?.to_owned();
     let port = parsed.port_or_known_default().unwrap_or(443);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let lookup = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::lookup_host((host, port)));
-    let Ok(Ok(addrs)) = lookup.await else { return false };
-    let addrs: Vec<_> = addrs.collect();
-    !addrs.is_empty() && addrs.iter().all(|a| is_public(a.ip()))
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let lookup = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::lookup_host((bare, port)));
+    let addrs: Vec<_> = lookup.await.ok()?.ok()?.collect();
+    (!addrs.is_empty() && addrs.iter().all(|a| is_public(a.ip()))).then_some((host, addrs))
 }
 
 fn is_public(ip: std::net::IpAddr) -> bool {

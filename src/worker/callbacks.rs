@@ -60,10 +60,23 @@ async fn send_due(ctx: &WorkerCtx, http: &reqwest::Client) -> Result<(), StoreEr
 
 async fn send(ctx: &WorkerCtx, http: &reqwest::Client, cb: &batches::DueCallback) -> Result<(), String> {
     let key = cb.secret.as_deref().and_then(standard::decode_secret).ok_or("the callback secret is unusable")?;
-    // Checked again at send time: the name may resolve elsewhere now than at submission.
-    if !ctx.batch_settings.allow_private_callbacks && !crate::webhooks::is_public_url(&cb.url).await {
-        return Err("the callback URL does not resolve to public addresses only".into());
-    }
+    // Checked again at send time, and the POST goes to exactly the addresses checked: the name
+    // may resolve elsewhere now than at submission, or between the check and the connection.
+    let pinned;
+    let http = if ctx.batch_settings.allow_private_callbacks {
+        http
+    } else {
+        let (host, addrs) = crate::webhooks::public_addrs(&cb.url)
+            .await
+            .ok_or("the callback URL does not resolve to public addresses only")?;
+        pinned = reqwest::Client::builder()
+            .timeout(Duration::from_millis(ctx.batch_settings.callback_timeout_ms))
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve_to_addrs(&host, &addrs)
+            .build()
+            .map_err(|_| "cannot build the HTTP client")?;
+        &pinned
+    };
     let batch =
         batches::get(&ctx.pool, &cb.tenant, cb.batch_id).await.map_err(|e| e.to_string())?.ok_or("batch gone")?;
     let (counts, _) = batches::progress(&ctx.pool, cb.batch_id).await.map_err(|e| e.to_string())?;

@@ -245,3 +245,20 @@ async fn item_idempotency_keys_name_items_within_their_batch_and_must_be_unique_
     let status = app.batch_finished(body["id"].as_str().unwrap()).await;
     assert_eq!((status["total"].as_i64(), status["succeeded"].as_i64()), (Some(2), Some(2)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_the_burst_passes_on_a_full_bucket_and_its_commands_are_charged() {
+    let app = spawn_app_with(
+        |s| {
+            s.limits.rate_per_second = 1.0;
+            s.limits.burst = 5.0;
+        },
+        &Probe::default(),
+    )
+    .await;
+    let twenty: Vec<Value> = (0..20).map(event).collect();
+    assert_eq!(app.post_batch(json!({"commands": twenty}), None).await.status(), 202);
+    let r = app.post_batch(json!({"commands": [event(0)]}), None).await;
+    assert_eq!(r.status(), 429, "the batch's 20 commands left a debt");
+    assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u32>().unwrap() >= 15);
+}
