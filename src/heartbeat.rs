@@ -149,8 +149,9 @@ impl Reporter {
             let paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
             paused.iter().map(|(q, tx)| (q.clone(), tx.clone())).collect()
         };
+        let paused = processes::paused_queues(pool).await?;
         for (queue, tx) in queues {
-            let now = processes::is_paused(pool, &queue).await?;
+            let now = paused.contains(&queue);
             tx.send_if_modified(|v| std::mem::replace(v, now) != now);
         }
         let wait = self.queue_wait_ms.load(Ordering::Relaxed);

@@ -362,7 +362,7 @@ pub async fn status(
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Read)?;
-    let Path(id) = id.map_err(|e| ApiError::bad_request("invalid_id", e.body_text(), Some("path id")))?;
+    let id = super::reads::path_id(id)?;
     let batch = batches::get(&state.pool, &principal.tenant, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no batch {id}")))?;

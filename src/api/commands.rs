@@ -159,7 +159,7 @@ pub async fn status(
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Read)?;
-    let Path(id) = id.map_err(|e| ApiError::bad_request("invalid_id", e.body_text(), Some("path id")))?;
+    let id = super::reads::path_id(id)?;
     match commands::find(&state.pool, &principal.tenant, id).await? {
         Some(row) => Ok(Json(serde_json::to_value(row).map_err(|e| ApiError::Internal(e.to_string()))?)),
         None => Ok(Json(json!({

@@ -4,7 +4,7 @@
 use super::auth::{Principal, Scope};
 use super::body::{JsonBody, MaybeJsonBody};
 use super::error::ApiError;
-use super::reads::{decode_cursor, encode_cursor, limit_param, time_param};
+use super::reads::{decode_cursor, encode_cursor, limit_param, path_id, time_param};
 use super::ApiState;
 use crate::ops::dead_letters::MAX_BULK;
 use crate::store::dead_letters::{self, Filter, STATES};
@@ -182,10 +182,6 @@ pub async fn discard_many(
     let limit = b.limit.unwrap_or(1000).min(MAX_BULK);
     let bulk = state.ops().discard_many(&b.filter, limit, &actor(&principal)).await?;
     Ok(Json(json!({"discarded": bulk.done, "remaining": bulk.remaining})))
-}
-
-fn path_id(id: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, ApiError> {
-    id.map(|Path(id)| id).map_err(|e| ApiError::bad_request("invalid_id", e.body_text(), Some("path id")))
 }
 
 /// How an API caller appears in the audit log.

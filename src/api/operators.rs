@@ -49,9 +49,10 @@ pub async fn queues(State(state): State<ApiState>, principal: Principal) -> Resu
         message: format!("cannot read queues from RabbitMQ: {e}"),
         retry_after_secs: 2,
     })?;
+    let paused_names = crate::store::processes::paused_queues(&state.pool).await?;
     let mut out = Vec::with_capacity(stats.len());
     for q in stats {
-        let paused = crate::store::processes::is_paused(&state.pool, &q.name).await?;
+        let paused = paused_names.contains(&q.name);
         out.push(
             json!({"name": q.name, "role": q.role, "messages": q.messages, "consumers": q.consumers, "paused": paused}),
         );

@@ -64,6 +64,11 @@ pub async fn events(
     Ok(Json(json!({"events": page, "next_cursor": next})))
 }
 
+/// A UUID path parameter, or a 400 naming it.
+pub(super) fn path_id(id: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, ApiError> {
+    id.map(|Path(id)| id).map_err(|e| ApiError::bad_request("invalid_id", e.body_text(), Some("path id")))
+}
+
 /// `limit` from the query string: `default` when absent, else 1..=`max`.
 pub(super) fn limit_param(s: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
     match s {

@@ -186,7 +186,7 @@ async fn detail_page(
     let payload = serde_json::to_string_pretty(&v["payload"]).unwrap_or_default();
     let open = v["state"] == "open";
     let attempts = v["attempt_errors"].as_array().cloned().unwrap_or_default();
-    let dl = dead_letters::get(&state.pool, id).await?;
+    let dead_at = v["dead_at"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.to_utc());
     Ok(page(
         "Dead letter",
         "Dead letters",
@@ -202,7 +202,7 @@ async fn detail_page(
                     tr { th { "Type / tenant" } td { (s("command_type")) " / " (s("tenant")) } }
                     tr { th { "Error" } td { span.badge { (s("error_kind")) } " " (s("error")) } }
                     tr { th { "Attempts" } td { (v["attempts"]) } }
-                    tr { th { "Dead since" } td { (maybe_time(dl.as_ref().map(|d| d.summary.dead_at))) } }
+                    tr { th { "Dead since" } td { (maybe_time(dead_at)) } }
                     tr { th { "Group" } td { a href=(format!("/dashboard/dead-letters?group={}", s("fingerprint"))) { code { (s("fingerprint")) } } } }
                 }
             }

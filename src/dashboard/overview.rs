@@ -56,12 +56,8 @@ async fn content(state: &ApiState, op: &Operator) -> Result<Markup, PageError> {
     };
     let wait_ms = alive.iter().filter(|p| p.consuming).filter_map(|p| p.queue_wait_ms).max();
     let queues = state.broker.queue_stats().await;
-    let mut paused = Vec::new();
-    if let Ok(qs) = &queues {
-        for q in qs {
-            paused.push(processes::is_paused(&state.pool, &q.name).await?);
-        }
-    }
+    let paused_names = processes::paused_queues(&state.pool).await?;
+    let paused: Vec<bool> = queues.iter().flatten().map(|q| paused_names.contains(&q.name)).collect();
     let t = state.broker.topology();
     let pausable = [t.work_queue(), t.dead_letter_queue()];
     let buckets = outcome_counts::recent(&state.pool, MINUTES).await?;

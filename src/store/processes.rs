@@ -98,13 +98,9 @@ pub async fn queue_wait_ms(pool: &PgPool) -> Result<Option<i64>, StoreError> {
     .await?)
 }
 
-/// Whether operators paused `queue`.
-pub async fn is_paused(pool: &PgPool, queue: &str) -> Result<bool, StoreError> {
-    Ok(sqlx::query_scalar::<_, bool>("SELECT paused FROM queue_controls WHERE queue = $1")
-        .bind(queue)
-        .fetch_optional(pool)
-        .await?
-        .unwrap_or(false))
+/// The queues operators paused (one query, however many queues are asked about).
+pub async fn paused_queues(pool: &PgPool) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar::<_, String>("SELECT queue FROM queue_controls WHERE paused").fetch_all(pool).await?)
 }
 
 /// Pauses or resumes `queue`, inside the transaction that audits it.
