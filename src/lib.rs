@@ -16,6 +16,12 @@ pub mod command;
 pub mod config;
 /// The operator dashboard: server-rendered pages behind an admin login.
 pub mod dashboard;
+/// Test-only fault hooks for the fault-injection suite.
+#[cfg(feature = "fault-hooks")]
+pub mod fault;
+/// The properties the fuzz targets check (shared with the crash-regression tests).
+#[doc(hidden)]
+pub mod fuzz;
 /// Business logic, one module per command family.
 pub mod handlers;
 /// This process's heartbeat, outcome counts for the dashboard, and queue pauses read back.

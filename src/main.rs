@@ -92,7 +92,11 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {
     sluice::telemetry::metrics_handle();
-    let app = Application::build(settings, roles, Catalog::builtin()?).await?;
+    #[allow(unused_mut)]
+    let mut catalog = Catalog::builtin()?;
+    #[cfg(feature = "fault-hooks")]
+    sluice::fault::register(&mut catalog)?;
+    let app = Application::build(settings, roles, catalog).await?;
     tracing::info!(port = app.port(), ?roles, "sluice started");
     let token = app.shutdown_token();
     tokio::spawn(async move {

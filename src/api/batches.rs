@@ -340,7 +340,7 @@ fn prepare(state: &ApiState, tenant: &str, batch_id: Uuid, index: usize, item: V
             })
         }
     };
-    let (kind, payload) = validate(state, Value::Object(obj))?;
+    let (kind, payload) = validate(&state.schemas, Value::Object(obj))?;
     let mut cmd = Envelope::new(tenant, &kind, payload, None);
     let index = u32::try_from(index).unwrap_or(u32::MAX);
     // Ids live in the batch's namespace (an item key names the item within its batch), so

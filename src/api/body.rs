@@ -44,17 +44,24 @@ async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Option<Value>, 
     if bytes.is_empty() {
         return Ok(None);
     }
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+    let limits = shape.map(|ShapeLimit(depth, string)| (depth, string));
+    let value = parse_json(&bytes, limits)?;
+    Ok(Some(value))
+}
+
+/// Parses a JSON body; with `limits` (depth, string bytes), also checks its shape.
+pub fn parse_json(bytes: &[u8], limits: Option<(usize, usize)>) -> Result<Value, ApiError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request(
             "malformed_json",
             format!("body is not valid JSON: {e}"),
             Some(&format!("body line {} column {}", e.line(), e.column())),
         )
     })?;
-    if let Some(ShapeLimit(depth, string)) = shape {
+    if let Some((depth, string)) = limits {
         super::limits::check_shape(&value, depth, string, "")?;
     }
-    Ok(Some(value))
+    Ok(value)
 }
 
 /// The raw body within the route's limit: 413 naming the limit beyond it.

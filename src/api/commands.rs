@@ -8,7 +8,7 @@ use crate::broker::headers::{set_i64, set_str};
 use crate::broker::topology::WORK_KEY;
 use crate::broker::Message;
 use crate::command::{new_traceparent, trace_id, Envelope, ATTEMPT_HEADER, TRACEPARENT_HEADER};
-use crate::schemas::{PayloadError, Violation};
+use crate::schemas::{PayloadError, SchemaRegistry, Violation};
 use crate::store::commands;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -33,7 +33,7 @@ pub async fn submit(
     principal.require(Scope::Submit)?;
     let started = std::time::Instant::now();
     let key = idempotency_key(&headers)?;
-    let (kind, payload) = match validate(&state, body) {
+    let (kind, payload) = match validate(&state.schemas, body) {
         Ok(ok) => ok,
         Err(e) => {
             metrics::counter!("sluice_ingest_rejected_total", "reason" => "invalid").increment(1);
@@ -70,7 +70,7 @@ pub async fn submit(
 }
 
 /// Checks the body's shape and the payload against its type's schema.
-pub(super) fn validate(state: &ApiState, body: Value) -> Result<(String, Value), ApiError> {
+pub(super) fn validate(schemas: &SchemaRegistry, body: Value) -> Result<(String, Value), ApiError> {
     let Value::Object(mut obj) = body else {
         return Err(unprocessable("invalid_command", "body must be a JSON object", "", "expected an object"));
     };
@@ -95,18 +95,18 @@ pub(super) fn validate(state: &ApiState, body: Value) -> Result<(String, Value),
         let path = format!("/{extra}");
         return Err(unprocessable("invalid_command", "unknown field in command", &path, "not allowed"));
     }
-    if state.schemas.knows(&kind) && !state.schemas.submittable(&kind) {
+    if schemas.knows(&kind) && !schemas.submittable(&kind) {
         return Err(ApiError::Unprocessable {
             code: "not_submittable",
             message: format!("{kind} commands are made by sluice itself (e.g. from verified webhooks)"),
             violations: vec![Violation { path: "/type".into(), message: "not submittable".into() }],
         });
     }
-    match state.schemas.validate(&kind, &payload) {
+    match schemas.validate(&kind, &payload) {
         Ok(()) => Ok((kind, payload)),
         Err(PayloadError::UnknownType(k)) => Err(ApiError::Unprocessable {
             code: "unknown_type",
-            message: format!("unknown command type {k:?}; known types: {}", state.schemas.kinds().join(", ")),
+            message: format!("unknown command type {k:?}; known types: {}", schemas.kinds().join(", ")),
             violations: vec![Violation { path: "/type".into(), message: "unknown command type".into() }],
         }),
         Err(PayloadError::Invalid { kind, violations }) => Err(ApiError::Unprocessable {

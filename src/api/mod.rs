@@ -47,6 +47,18 @@ impl ApiState {
     }
 }
 
+/// One command body through ingest's checks without HTTP: JSON parse, depth and string
+/// limits, envelope shape and the type's schema. The fuzz targets drive it; an `Err` is what
+/// the API would answer (always a 4xx).
+pub fn check_command_body(
+    schemas: &SchemaRegistry,
+    limits: &crate::config::LimitSettings,
+    bytes: &[u8],
+) -> Result<(String, serde_json::Value), error::ApiError> {
+    let value = body::parse_json(bytes, Some((limits.max_json_depth, limits.max_string_bytes)))?;
+    commands::validate(schemas, value)
+}
+
 /// The full API (`/v1`, health, metrics).
 pub fn router(state: ApiState, body_limit: usize) -> Router {
     let v1 = Router::new()

@@ -91,7 +91,7 @@ fn matches(key: &[u8], parts: &[&[u8]], expected: &[u8]) -> bool {
 }
 
 /// The MAC of `parts` under `key`, as bytes.
-fn sign(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn sign(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     mac(key, parts).map(|m| m.finalize().into_bytes().to_vec()).unwrap_or_default()
 }
 

@@ -110,6 +110,10 @@ async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel
     ctx.reporter.in_flight(n as i64);
     let mut jobs = Vec::with_capacity(n);
     for delivery in batch {
+        if delivery.redelivered {
+            // Handed out before and never acked: a worker died or its connection broke.
+            metrics::counter!("sluice_redeliveries_total").increment(1);
+        }
         let attempt = attempt_of(&delivery);
         match process::prepare(ctx, &delivery.data, attempt) {
             Ok(job) => {

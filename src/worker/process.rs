@@ -104,6 +104,8 @@ pub async fn apply_batch(ctx: &WorkerCtx, jobs: &[&Job]) -> Result<Vec<&'static 
         return fallback("a command of the batch was a duplicate");
     }
     tx.commit().await.map_err(StoreError::from)?;
+    #[cfg(feature = "fault-hooks")]
+    crate::fault::after_commit(jobs.len());
     metrics::histogram!("sluice_batch_seconds").record(started.elapsed());
     metrics::histogram!("sluice_batch_size").record(jobs.len() as f64);
     Ok(labels)
@@ -182,6 +184,8 @@ async fn apply(ctx: &WorkerCtx, handler: &dyn Handler, cmd: &Envelope, attempt: 
         return Ok(Applied::Duplicate);
     }
     tx.commit().await.map_err(StoreError::from)?;
+    #[cfg(feature = "fault-hooks")]
+    crate::fault::after_commit(1);
     Ok(Applied::Fresh(outcome))
 }
 

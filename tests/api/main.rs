@@ -8,7 +8,10 @@ mod cli;
 mod commands;
 mod dashboard;
 mod dead_letters;
+// The fault-injection suite needs the binary's test-only hooks (`--features fault-hooks`).
+#[cfg(feature = "fault-hooks")]
 mod fault;
+mod fuzz_regressions;
 mod helpers;
 mod ledger;
 mod openapi;

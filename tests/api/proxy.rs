@@ -1,15 +1,26 @@
-//! A TCP proxy a test can cut: makes RabbitMQ or Postgres unreachable for one app only, so a
-//! fault test does not disturb the tests running beside it.
+//! A TCP proxy a test can cut or stall: makes RabbitMQ or Postgres unreachable for one app
+//! only, so a fault test does not disturb the tests running beside it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::copy_bidirectional;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+/// What the proxy does with traffic.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Forward,
+    /// Closes every connection and refuses new ones.
+    Cut,
+    /// Keeps every socket open but moves no byte: a partition the peers must detect with
+    /// heartbeats, since no FIN or RST ever arrives.
+    Stall,
+}
+
 pub struct Proxy {
     pub port: u16,
-    open: Arc<watch::Sender<bool>>,
+    mode: Arc<watch::Sender<Mode>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -18,36 +29,70 @@ impl Proxy {
     pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
-        let open = Arc::new(watch::channel(true).0);
-        let gate = open.clone();
+        let mode = Arc::new(watch::channel(Mode::Forward).0);
+        let gate = mode.clone();
         let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !*gate.borrow() {
-                    continue; // refused: dropped at once
+            while let Ok((inbound, _)) = listener.accept().await {
+                if *gate.borrow() != Mode::Forward {
+                    continue; // dropped at once (cut) or never answered (stall: the peer times out)
                 }
-                let mut closed = gate.subscribe();
+                let gate = gate.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                    let Ok(outbound) = TcpStream::connect(target).await else {
                         return;
                     };
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
+                    let mut cut = gate.subscribe();
                     tokio::select! {
-                        _ = copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = closed.wait_for(|open| !open) => {}
+                        _ = pump(ri, wo, gate.subscribe()) => {}
+                        _ = pump(ro, wi, gate.subscribe()) => {}
+                        _ = cut.wait_for(|m| *m == Mode::Cut) => {}
                     }
                 });
             }
         });
-        Self { port, open, task }
+        Self { port, mode, task }
     }
 
     /// Closes every forwarded connection and refuses new ones.
     pub fn cut(&self) {
-        self.open.send_replace(false);
+        self.mode.send_replace(Mode::Cut);
     }
 
-    /// Accepts connections again.
+    /// Stops moving bytes without closing anything.
+    pub fn stall(&self) {
+        self.mode.send_replace(Mode::Stall);
+    }
+
+    /// Forwards again (stalled connections resume, as after a healed partition).
     pub fn restore(&self) {
-        self.open.send_replace(true);
+        self.mode.send_replace(Mode::Forward);
+    }
+}
+
+/// Copies one direction, holding still while the proxy is stalled.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut mode: watch::Receiver<Mode>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if mode.wait_for(|m| *m == Mode::Forward).await.is_err() {
+            return;
+        }
+        let n = tokio::select! {
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            // Stop reading as soon as the stall begins; bytes already read are still delivered.
+            _ = mode.wait_for(|m| *m != Mode::Forward) => continue,
+        };
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -1,0 +1,69 @@
+//! Test-only fault hooks, compiled in only with the `fault-hooks` feature (the fault-injection
+//! suite in `tests/api/fault` builds the binary with it; release builds never carry it).
+//!
+//! - `SLUICE_FAULT_ABORT_AFTER_COMMITS=N`: the process aborts right after its N-th commit,
+//!   before the ack: the window in which a crash must not lead to a second effect.
+//! - `fault.poison`: a command type whose handler always fails transiently, so it walks the
+//!   whole retry schedule into the dead letters. With `SLUICE_FAULT_CALLS_LOG=path`, each
+//!   call appends `<command id> <unix micros>` to that file, so a test can see the delays.
+//! - `fault.slow`: a command type that sleeps `payload.millis` inside its transaction.
+
+use crate::app::Catalog;
+use crate::command::Envelope;
+use crate::handlers::{Handler, HandlerError, HandlerFuture, Outcome};
+use crate::schemas::SchemaError;
+use sqlx::PgConnection;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Registers the fault command types.
+pub fn register(catalog: &mut Catalog) -> Result<(), SchemaError> {
+    catalog.register("fault.poison", r#"{"type": "object"}"#, Poison)?;
+    let slow = r#"{"type": "object", "properties": {"millis": {"type": "integer", "minimum": 0, "maximum": 10000}}}"#;
+    catalog.register("fault.slow", slow, Slow)
+}
+
+/// Called after every commit of command effects, before their ack.
+pub fn after_commit(commands: usize) {
+    static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+    static COMMITTED: AtomicU64 = AtomicU64::new(0);
+    let limit =
+        LIMIT.get_or_init(|| std::env::var("SLUICE_FAULT_ABORT_AFTER_COMMITS").ok().and_then(|v| v.parse().ok()));
+    if let Some(limit) = limit {
+        if COMMITTED.fetch_add(commands as u64, Ordering::SeqCst) + commands as u64 >= *limit {
+            eprintln!("fault hook: aborting between commit and ack");
+            std::process::abort();
+        }
+    }
+}
+
+struct Poison;
+
+impl Handler for Poison {
+    fn handle<'a>(&'a self, _tx: &'a mut PgConnection, cmd: &'a Envelope) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            if let Ok(path) = std::env::var("SLUICE_FAULT_CALLS_LOG") {
+                let at = chrono::Utc::now().timestamp_micros();
+                let line = format!("{} {at}\n", cmd.id);
+                // One small O_APPEND write per call: whole lines even with several processes.
+                if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                    let _ = std::io::Write::write_all(&mut f, line.as_bytes());
+                }
+            }
+            Err(HandlerError::Transient("fault.poison never succeeds".into()))
+        })
+    }
+}
+
+struct Slow;
+
+impl Handler for Slow {
+    fn handle<'a>(&'a self, _tx: &'a mut PgConnection, cmd: &'a Envelope) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            let ms = cmd.payload["millis"].as_u64().unwrap_or(10);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(Outcome::Succeeded(serde_json::json!({ "slept_ms": ms })))
+        })
+    }
+}

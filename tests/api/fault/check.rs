@@ -1,0 +1,235 @@
+//! After a scenario: drain, then a total-queue check in the manner of RabbitMQ's Jepsen
+//! suite — every command answered 202 has exactly one outcome (lost? duplicated?), commands
+//! whose answer was lost have zero or one, nothing appears that was never sent, and the
+//! ledger balances. Prints one row of the report table.
+
+use super::cluster::{until, Cluster};
+use super::load::{Kind, Sent, OPENING};
+use chrono::{DateTime, Utc};
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// When a fault was in force.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// Runs `f` as one fault window.
+pub async fn window<F: std::future::Future<Output = ()>>(windows: &mut Vec<Window>, f: F) {
+    let from = Utc::now();
+    f.await;
+    windows.push(Window { from, to: Utc::now() });
+}
+
+/// One scenario's figures.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub sent: usize,
+    pub accepted: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+    pub unexpected: usize,
+    pub unknown: usize,
+    pub unknown_applied: usize,
+    pub retries: f64,
+    pub redeliveries: f64,
+    pub absorbed: f64,
+    pub reconnects: f64,
+    pub recovery: Option<Duration>,
+}
+
+/// Waits until every accepted command is final and the cluster's queues are empty (so a
+/// command whose answer was lost but which was published has been processed too).
+pub async fn drain(c: &Cluster, sent: &[Sent]) {
+    let ids: Vec<Uuid> = sent.iter().filter(|s| s.accepted).map(|s| s.id).collect();
+    until(Duration::from_secs(180), "every accepted command is final", || async {
+        let done: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM commands WHERE id = ANY($1) AND status IN ('succeeded', 'rejected', 'dead')",
+        )
+        .bind(&ids)
+        .fetch_one(&c.pool)
+        .await
+        .unwrap_or(0);
+        done == ids.len() as i64
+    })
+    .await;
+    until(Duration::from_secs(120), "the cluster's queues are empty", || async { queued(c).await == Some(0) }).await;
+}
+
+/// Messages (ready and unacked) in the cluster's queues, from `rabbitmqctl`.
+async fn queued(c: &Cluster) -> Option<u64> {
+    let out = tokio::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "--no-table-headers", "name", "messages"])
+        .output()
+        .await
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let prefix = format!("{}.", c.settings.broker.prefix);
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum(),
+    )
+}
+
+/// Outcomes recorded per command: how many times its effect exists.
+struct Effects {
+    events: HashMap<u64, i64>,
+    /// Command id → (status, ledger entries, dead letters).
+    commands: HashMap<Uuid, (String, i64, i64)>,
+}
+
+async fn effects(c: &Cluster) -> Effects {
+    let events: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT (data->>'seq')::bigint, count(*) FROM events WHERE name = 'fault.load' GROUP BY 1")
+            .fetch_all(&c.pool)
+            .await
+            .expect("events");
+    let commands: Vec<(Uuid, String, i64, i64)> = sqlx::query_as(
+        "SELECT c.id, c.status,
+                (SELECT count(*) FROM ledger_entries e WHERE e.command_id = c.id),
+                (SELECT count(*) FROM dead_letters d WHERE d.command_id = c.id)
+           FROM commands c WHERE c.type <> 'account.open'",
+    )
+    .fetch_all(&c.pool)
+    .await
+    .expect("commands");
+    Effects {
+        events: events.into_iter().map(|(s, n)| (s as u64, n)).collect(),
+        commands: commands.into_iter().map(|(id, st, e, d)| (id, (st, e, d))).collect(),
+    }
+}
+
+impl Effects {
+    /// How many times `s` took effect: 0, 1, or more (a duplicate).
+    fn count(&self, s: &Sent) -> i64 {
+        let row = self.commands.get(&s.id);
+        match s.kind {
+            Kind::Event => self.events.get(&s.seq).copied().unwrap_or(0),
+            Kind::Transfer => match row {
+                // A transfer's effect is a debit and a credit; a rejection is a recorded outcome.
+                Some((st, entries, _)) if st == "succeeded" => entries / 2 + entries % 2,
+                Some((st, 0, _)) if st == "rejected" => 1,
+                Some((_, entries, _)) => *entries,
+                None => 0,
+            },
+            Kind::Poison => row.map_or(0, |(st, _, dead)| if st == "dead" { *dead } else { 0 }),
+            Kind::Slow => row.map_or(0, |(st, _, _)| i64::from(st == "succeeded")),
+        }
+    }
+}
+
+/// Checks the invariants, asserts them, and prints (and appends to the report file) the row.
+pub async fn verify(c: &Cluster, sent: &[Sent], windows: &[Window], accounts: usize, notes: &str) -> Report {
+    let fx = effects(c).await;
+    let mut r = Report { sent: sent.len(), ..Report::default() };
+    for s in sent {
+        let n = fx.count(s);
+        if s.accepted {
+            r.accepted += 1;
+            if n == 0 {
+                r.lost += 1;
+            }
+        } else {
+            r.unknown += 1;
+            if n >= 1 {
+                r.unknown_applied += 1;
+            }
+        }
+        if n > 1 {
+            r.duplicated += 1;
+        }
+    }
+    let ids: HashSet<Uuid> = sent.iter().map(|s| s.id).collect();
+    let seqs: HashSet<u64> = sent.iter().map(|s| s.seq).collect();
+    r.unexpected = fx.commands.keys().filter(|id| !ids.contains(id)).count()
+        + fx.events.keys().filter(|seq| !seqs.contains(seq)).count();
+    r.retries = c.counter("sluice_retries_total").await;
+    r.redeliveries = c.counter("sluice_redeliveries_total").await;
+    r.absorbed = c.counter_where("sluice_commands_processed_total", "outcome=\"duplicate\"").await;
+    r.reconnects = c.counter("sluice_broker_connects_total").await - c.processes_started() as f64;
+    r.recovery = recovery(c, sent, windows).await;
+    print_row(&c.name, &r, notes);
+    assert_eq!(r.lost, 0, "{}: commands answered 202 were lost", c.name);
+    assert_eq!(r.duplicated, 0, "{}: commands took effect twice", c.name);
+    assert_eq!(r.unexpected, 0, "{}: effects of commands never sent", c.name);
+    if accounts > 0 {
+        check_books(c, accounts).await;
+    }
+    r
+}
+
+/// The longest time, over the fault windows, from a fault's end until ingest answered 202
+/// again and a command was committed again.
+async fn recovery(c: &Cluster, sent: &[Sent], windows: &[Window]) -> Option<Duration> {
+    if windows.is_empty() {
+        return None;
+    }
+    let mut worst = Duration::ZERO;
+    for w in windows {
+        let ingest = sent.iter().filter(|s| s.accepted && s.answered_at > w.to).map(|s| s.answered_at).min()?;
+        let commit: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT min(completed_at) FROM commands WHERE completed_at > $1")
+                .bind(w.to)
+                .fetch_one(&c.pool)
+                .await
+                .ok()?;
+        let back = ingest.max(commit?);
+        worst = worst.max((back - w.to).to_std().unwrap_or_default());
+    }
+    Some(worst)
+}
+
+/// Money is neither created nor destroyed, no balance is negative, and every balance is its
+/// opening plus its entries.
+async fn check_books(c: &Cluster, accounts: usize) {
+    let (total, negative, mismatched): (i64, i64, i64) = sqlx::query_as(
+        "SELECT sum(a.balance_cents)::bigint,
+                count(*) FILTER (WHERE a.balance_cents < 0),
+                count(*) FILTER (WHERE a.balance_cents <> $1 + coalesce(e.moved, 0))
+           FROM accounts a
+           LEFT JOIN (SELECT account_id, sum(amount_cents) AS moved FROM ledger_entries GROUP BY account_id) e
+             ON e.account_id = a.id",
+    )
+    .bind(OPENING)
+    .fetch_one(&c.pool)
+    .await
+    .expect("books");
+    assert_eq!(total, OPENING * accounts as i64, "{}: money was created or destroyed", c.name);
+    assert_eq!(negative, 0, "{}: a balance went negative", c.name);
+    assert_eq!(mismatched, 0, "{}: a balance differs from its opening plus its entries", c.name);
+}
+
+const HEADER: &str = "| scenario | sent | 202 | lost | duplicated | unexpected | unknown → applied | retries | redeliveries | duplicates absorbed | reconnects | recovery | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+
+fn print_row(name: &str, r: &Report, notes: &str) {
+    let recovery = r.recovery.map_or("–".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
+    let row = format!(
+        "| {name} | {} | {} | {} | {} | {} | {} → {} | {} | {} | {} | {} | {recovery} | {notes} |",
+        r.sent,
+        r.accepted,
+        r.lost,
+        r.duplicated,
+        r.unexpected,
+        r.unknown,
+        r.unknown_applied,
+        r.retries as u64,
+        r.redeliveries as u64,
+        r.absorbed as u64,
+        r.reconnects.max(0.0) as u64,
+    );
+    eprintln!("{HEADER}\n{row}");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fault-report.md");
+    let fresh = !path.exists();
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(f, "{}{row}", if fresh { format!("{HEADER}\n") } else { String::new() });
+    }
+}

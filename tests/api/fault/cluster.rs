@@ -1,0 +1,340 @@
+//! sluice as separate OS processes (one API, several workers) built with the `fault-hooks`
+//! feature, so a scenario can SIGKILL a worker the way an orchestrator or the OOM killer would.
+
+use crate::helpers::{create_database, test_settings, AMQP, PG_ADMIN};
+use lapin::{Connection, ConnectionProperties};
+use sluice::config::Settings;
+use sqlx::{Connection as _, PgConnection, PgPool};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// Makes the extra variables of each worker process started.
+pub type WorkerEnv = Box<dyn Fn() -> Vec<(&'static str, String)> + Send + Sync>;
+
+/// How to start a cluster.
+pub struct Options {
+    pub workers: usize,
+    /// Broker port the processes connect to (a proxy's, to cut them off).
+    pub broker_port: u16,
+    /// AMQP heartbeat in seconds.
+    pub heartbeat_secs: u64,
+    /// Extra `SLUICE__…` settings for every process.
+    pub env: Vec<(&'static str, String)>,
+    /// Extra variables for worker processes only, made per start (e.g. a fresh crash point).
+    pub worker_env: Option<WorkerEnv>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { workers: 2, broker_port: 5672, heartbeat_secs: 5, env: Vec::new(), worker_env: None }
+    }
+}
+
+struct Proc {
+    name: String,
+    port: u16,
+    child: Child,
+}
+
+/// A running sluice cluster with its own database and broker names, removed on drop.
+pub struct Cluster {
+    pub name: String,
+    pub base: String,
+    pub key: String,
+    pub tenant: String,
+    pub pool: PgPool,
+    pub settings: Settings,
+    pub http: reqwest::Client,
+    db_name: String,
+    env: Vec<(String, String)>,
+    worker_env: Option<WorkerEnv>,
+    api: Option<Proc>,
+    workers: Mutex<Vec<Option<Proc>>>,
+    starts: AtomicUsize,
+    /// The last metrics text scraped from every process ever started, by process name: a killed
+    /// worker's counters up to its last scrape still count.
+    scraped: Arc<Mutex<HashMap<String, String>>>,
+    scraper: tokio::task::JoinHandle<()>,
+    targets: Arc<Mutex<Vec<(String, u16)>>>,
+}
+
+impl Cluster {
+    /// Creates the database, starts the API, waits until it is ready, then starts the workers.
+    pub async fn start(name: &str, opts: Options) -> Self {
+        let (settings, db_name) = test_settings();
+        create_database(&db_name).await;
+        let b = &settings.broker;
+        let env: Vec<(String, String)> = [
+            ("SLUICE_ENV", "test".to_owned()),
+            ("SLUICE_CONFIG_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/config").to_owned()),
+            ("SLUICE__DATABASE__URL", settings.database.url.expose().to_owned()),
+            ("SLUICE__DATABASE__MAX_CONNECTIONS", "10".to_owned()),
+            (
+                "SLUICE__BROKER__URL",
+                format!("amqp://guest:guest@127.0.0.1:{}/%2f?heartbeat={}", opts.broker_port, opts.heartbeat_secs),
+            ),
+            ("SLUICE__BROKER__PREFIX", b.prefix.clone()),
+            ("SLUICE__BROKER__RECONNECT_MAX_MS", "500".to_owned()),
+            ("SLUICE__BROKER__PUBLISH_TIMEOUT_MS", "3000".to_owned()),
+            ("SLUICE_BOOTSTRAP_KEY", settings.auth.bootstrap_key.expose().to_owned()),
+            ("SLUICE__AUTH__BOOTSTRAP_TENANT", settings.auth.bootstrap_tenant.clone()),
+            // The load is the test's to choose; the rate limiter is tested elsewhere.
+            ("SLUICE__LIMITS__RATE_PER_SECOND", "1000000".to_owned()),
+            ("SLUICE__LIMITS__BURST", "1000000".to_owned()),
+            ("SLUICE__WORKER__DRAIN_TIMEOUT_MS", "5000".to_owned()),
+        ]
+        .into_iter()
+        .chain(opts.env)
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let scraped = Arc::new(Mutex::new(HashMap::new()));
+        let targets = Arc::new(Mutex::new(Vec::new()));
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+        let scraper = tokio::spawn(scrape_forever(http.clone(), targets.clone(), scraped.clone()));
+        let pool = PgPool::connect(settings.database.url.expose()).await.expect("test pool");
+        let mut cluster = Self {
+            name: name.to_owned(),
+            base: String::new(),
+            key: settings.auth.bootstrap_key.expose().to_owned(),
+            tenant: settings.auth.bootstrap_tenant.clone(),
+            pool,
+            http,
+            db_name,
+            env,
+            worker_env: opts.worker_env,
+            api: None,
+            workers: Mutex::new(Vec::new()),
+            starts: AtomicUsize::new(0),
+            scraped,
+            scraper,
+            targets,
+            settings,
+        };
+        let api = cluster.launch("api", "api", Vec::new());
+        cluster.base = format!("http://127.0.0.1:{}", api.port);
+        cluster.wait_ready(api.port).await;
+        cluster.api = Some(api);
+        let workers: Vec<Proc> = (0..opts.workers).map(|_| cluster.launch_worker()).collect();
+        for port in workers.iter().map(|w| w.port) {
+            cluster.wait_ready(port).await;
+        }
+        *cluster.workers.lock().unwrap() = workers.into_iter().map(Some).collect();
+        cluster
+    }
+
+    fn launch_worker(&self) -> Proc {
+        let extra = self.worker_env.as_ref().map(|f| f()).unwrap_or_default();
+        self.launch("worker", "worker", extra)
+    }
+
+    fn launch(&self, role: &str, subcommand: &str, extra: Vec<(&'static str, String)>) -> Proc {
+        let n = self.starts.fetch_add(1, Ordering::SeqCst) + 1;
+        let name = format!("{role}-{n}");
+        let port = free_port();
+        let log_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/fault-logs");
+        std::fs::create_dir_all(&log_dir).expect("log dir");
+        let log = std::fs::File::create(log_dir.join(format!("{}-{name}.log", self.name))).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg(subcommand)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("SLUICE__HTTP__ADDR", format!("127.0.0.1:{port}"))
+            .envs(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("sluice binary starts");
+        self.targets.lock().unwrap().push((name.clone(), port));
+        Proc { name, port, child }
+    }
+
+    async fn wait_ready(&self, port: u16) {
+        let url = format!("http://127.0.0.1:{port}/readyz");
+        crate::helpers::eventually(Duration::from_secs(60), || async {
+            let r = self.http.get(&url).send().await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await;
+    }
+
+    /// SIGKILLs worker `i` and starts a new one in its place; returns when the new one is ready.
+    pub async fn kill_worker(&self, i: usize) {
+        let old = self.workers.lock().unwrap()[i].take();
+        if let Some(mut w) = old {
+            w.child.start_kill().expect("kill");
+            let _ = w.child.wait().await;
+            self.forget(&w.name);
+        }
+        let fresh = self.launch_worker();
+        let port = fresh.port;
+        self.workers.lock().unwrap()[i] = Some(fresh);
+        self.wait_ready(port).await;
+    }
+
+    /// Starts a new worker in place of each one that exited on its own (the crash hook);
+    /// returns how many had.
+    pub fn respawn_exited(&self) -> usize {
+        let mut workers = self.workers.lock().unwrap();
+        let mut n = 0;
+        for slot in workers.iter_mut() {
+            if let Some(w) = slot.as_mut() {
+                if matches!(w.child.try_wait(), Ok(Some(_))) {
+                    self.forget(&w.name);
+                    *slot = Some(self.launch_worker());
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    fn forget(&self, name: &str) {
+        self.targets.lock().unwrap().retain(|(n, _)| n != name);
+    }
+
+    /// The process ids of the running workers.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.workers.lock().unwrap().iter().flatten().filter_map(|w| w.child.id()).collect()
+    }
+
+    /// Metrics endpoints of the running workers.
+    pub fn worker_ports(&self) -> Vec<u16> {
+        self.workers.lock().unwrap().iter().flatten().map(|w| w.port).collect()
+    }
+
+    /// How many worker slots the cluster has.
+    pub fn worker_count(&self) -> usize {
+        self.workers.lock().unwrap().len()
+    }
+
+    /// A counter summed over every process this cluster ran (`series` with labels as rendered;
+    /// a prefix sums every label set).
+    pub async fn counter(&self, series: &str) -> f64 {
+        scrape_once(&self.http, &self.targets, &self.scraped).await;
+        let scraped = self.scraped.lock().unwrap();
+        scraped.values().map(|text| metric_sum(text, series)).sum()
+    }
+
+    /// A counter summed over every process, over the label sets containing `label`.
+    pub async fn counter_where(&self, name: &str, label: &str) -> f64 {
+        scrape_once(&self.http, &self.targets, &self.scraped).await;
+        let scraped = self.scraped.lock().unwrap();
+        let series = format!("{name}{{");
+        scraped
+            .values()
+            .flat_map(|text| text.lines().filter(|l| l.starts_with(&series) && l.contains(label)))
+            .map(|l| metric_sum(l, &series[..series.len() - 1]))
+            .sum()
+    }
+
+    /// Started processes so far (each connects to the broker once when it starts).
+    pub fn processes_started(&self) -> usize {
+        self.starts.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Cluster {
+    /// Kills the processes, then deletes the cluster's queues, exchanges and database, also
+    /// when the scenario failed.
+    fn drop(&mut self) {
+        self.scraper.abort();
+        let mut workers = self.workers.lock().unwrap();
+        for p in self.api.iter_mut().chain(workers.iter_mut().flatten()) {
+            let _ = p.child.start_kill();
+        }
+        drop(workers);
+        let s = &self.settings;
+        let topology =
+            sluice::broker::Topology::new(&s.broker.prefix, &s.worker.retry_tiers_ms, s.broker.delivery_limit);
+        let db = self.db_name.clone();
+        // Drop cannot await: clean up on a thread with its own runtime.
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                if let Ok(conn) = Connection::connect(AMQP, ConnectionProperties::default()).await {
+                    if let Ok(ch) = conn.create_channel().await {
+                        topology.delete(&ch).await;
+                    }
+                    let _ = conn.close(200, "fault scenario done".into()).await;
+                }
+                if let Ok(mut admin) = PgConnection::connect(PG_ADMIN).await {
+                    // Identifiers cannot be bound; the name is generated by the harness.
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Sum of the values of the lines starting with `series` (a full series or a name prefix
+/// followed by `{`).
+pub fn metric_sum(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(series)?;
+            let value = if rest.starts_with('{') { rest.rsplit_once(' ')?.1 } else { rest };
+            value.trim().parse::<f64>().ok()
+        })
+        .sum()
+}
+
+async fn scrape_forever(
+    http: reqwest::Client,
+    targets: Arc<Mutex<Vec<(String, u16)>>>,
+    scraped: Arc<Mutex<HashMap<String, String>>>,
+) {
+    loop {
+        scrape_once(&http, &targets, &scraped).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn scrape_once(
+    http: &reqwest::Client,
+    targets: &Mutex<Vec<(String, u16)>>,
+    scraped: &Mutex<HashMap<String, String>>,
+) {
+    let now: Vec<(String, u16)> = targets.lock().unwrap().clone();
+    for (name, port) in now {
+        let url = format!("http://127.0.0.1:{port}/metrics");
+        let text = async { http.get(&url).timeout(Duration::from_secs(2)).send().await.ok()?.text().await.ok() };
+        if let Some(text) = text.await {
+            scraped.lock().unwrap().insert(name, text);
+        }
+    }
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Resident memory of a process in KiB, from /proc.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Waits until `f` holds, polling every 100 ms, or panics after `deadline`.
+pub async fn until<F, Fut>(deadline: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < deadline, "{what}: not within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

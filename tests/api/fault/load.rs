@@ -1,0 +1,169 @@
+//! The load a scenario drives through the HTTP API while faults happen: transfers between a
+//! few accounts and events, each with an idempotency key, so even a request whose answer was
+//! lost names the command it would have been.
+
+use super::cluster::Cluster;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// What kind of command a request carried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Transfer,
+    Event,
+    Poison,
+    Slow,
+}
+
+impl Kind {
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Kind::Transfer => "ledger.transfer",
+            Kind::Event => "event.record",
+            Kind::Poison => "fault.poison",
+            Kind::Slow => "fault.slow",
+        }
+    }
+}
+
+/// One request and what came of it.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub seq: u64,
+    pub id: Uuid,
+    pub kind: Kind,
+    /// 202: durable, must have exactly one effect.
+    pub accepted: bool,
+    /// The HTTP status, or None when no answer came (timeout, connection error).
+    pub status: Option<u16>,
+    pub answered_at: DateTime<Utc>,
+    pub took: Duration,
+}
+
+/// The shape of a load.
+#[derive(Clone)]
+pub struct Mix {
+    /// Accounts transfers move money between (few = contention).
+    pub accounts: usize,
+    /// Percent of commands that are transfers; the rest are events.
+    pub transfer_pct: u64,
+    /// Commands in 10,000 that are poison.
+    pub poison_per_10k: u64,
+    /// Requests per second over all clients (0 = as fast as they go).
+    pub rate: u64,
+    pub concurrency: usize,
+    /// Sequence numbers start here (a second load in the same scenario must not reuse keys).
+    pub first_seq: u64,
+    /// When > 0, every command is `fault.slow` sleeping this long.
+    pub slow_millis: u64,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Self {
+            accounts: 5,
+            transfer_pct: 50,
+            poison_per_10k: 0,
+            rate: 400,
+            concurrency: 16,
+            first_seq: 0,
+            slow_millis: 0,
+        }
+    }
+}
+
+/// Opening balance of every account.
+pub const OPENING: i64 = 100_000;
+
+/// Opens the mix's accounts and waits until they exist.
+pub async fn open_accounts(c: &Cluster, accounts: usize) {
+    for i in 0..accounts {
+        let r = submit(c, "account.open", json!({"account_id": account(i), "initial_balance_cents": OPENING}), None)
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), 202);
+    }
+    super::cluster::until(Duration::from_secs(60), "accounts opened", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts").fetch_one(&c.pool).await.unwrap_or(0);
+        n == accounts as i64
+    })
+    .await;
+}
+
+pub fn account(i: usize) -> String {
+    format!("acct-{i}")
+}
+
+async fn submit(
+    c: &Cluster,
+    kind: &str,
+    payload: serde_json::Value,
+    key: Option<&str>,
+) -> reqwest::Result<reqwest::Response> {
+    let mut req = c.http.post(format!("{}/v1/commands", c.base)).bearer_auth(&c.key);
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    req.json(&json!({"type": kind, "payload": payload})).send().await
+}
+
+/// The command `seq` of a mix: deterministic, so a check can tell what each should have done.
+fn command(mix: &Mix, seq: u64) -> (Kind, serde_json::Value) {
+    if mix.slow_millis > 0 {
+        return (Kind::Slow, json!({"millis": mix.slow_millis, "seq": seq}));
+    }
+    if mix.poison_per_10k > 0 && seq.wrapping_mul(7919) % 10_000 < mix.poison_per_10k {
+        return (Kind::Poison, json!({"seq": seq}));
+    }
+    if seq.wrapping_mul(2_654_435_761) % 100 < mix.transfer_pct {
+        let n = mix.accounts as u64;
+        let from = seq % n;
+        let to = (from + 1 + (seq / n) % (n - 1)) % n;
+        let amount = 1 + (seq * 37) % 3000;
+        let payload =
+            json!({"from": account(from as usize), "to": account(to as usize), "amount_cents": amount as i64});
+        (Kind::Transfer, payload)
+    } else {
+        (Kind::Event, json!({"name": "fault.load", "data": {"seq": seq}}))
+    }
+}
+
+/// Sends commands until `stop` (or `max` of them), paced to the mix's rate.
+pub async fn drive(c: Arc<Cluster>, mix: Mix, max: u64, stop: CancellationToken) -> Vec<Sent> {
+    let pace = (mix.rate > 0).then(|| Duration::from_secs_f64(1.0 / mix.rate as f64));
+    let ticker = Arc::new(tokio::sync::Mutex::new(pace.map(|p| {
+        let mut i = tokio::time::interval(p);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    })));
+    let first = mix.first_seq;
+    futures_util::stream::iter(first..first + max)
+        .take_until(stop.clone().cancelled_owned())
+        .map(|seq| {
+            let (c, mix, ticker) = (c.clone(), mix.clone(), ticker.clone());
+            async move {
+                if let Some(t) = ticker.lock().await.as_mut() {
+                    t.tick().await;
+                }
+                send_one(&c, &mix, seq).await
+            }
+        })
+        .buffer_unordered(mix.concurrency)
+        .collect()
+        .await
+}
+
+/// Submits command `seq`; a request that gets no answer in time is an unknown outcome.
+pub async fn send_one(c: &Cluster, mix: &Mix, seq: u64) -> Sent {
+    let (kind, payload) = command(mix, seq);
+    let key = format!("fault-{seq}");
+    let id = sluice::command::command_id_for_key(&c.tenant, &key);
+    let started = std::time::Instant::now();
+    let status = submit(c, kind.type_name(), payload, Some(&key)).await.ok().map(|r| r.status().as_u16());
+    Sent { seq, id, kind, accepted: status == Some(202), status, answered_at: Utc::now(), took: started.elapsed() }
+}

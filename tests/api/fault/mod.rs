@@ -1,0 +1,482 @@
+//! The fault-injection suite: sluice runs as separate processes (one API, several workers)
+//! while a load of transfers and events goes through its HTTP API and a fault is injected;
+//! then everything drains and a total-queue check runs (see `check`). Each scenario prints a
+//! row of a table, also appended to `target/fault-report.md`.
+//!
+//! These tests stop and break the shared RabbitMQ and PostgreSQL, so scripts/test runs them
+//! one at a time after the others; each restores what it touched, even when it fails. They
+//! need the binary's test-only hooks: `cargo nextest run --features fault-hooks`.
+//! `SLUICE_FAULT_SCALE=10` makes every load and fault count ten times larger.
+
+mod check;
+mod cluster;
+mod load;
+mod services;
+
+use check::{drain, verify, window, Window};
+use chrono::{DateTime, Utc};
+use cluster::{until, Cluster, Options};
+use load::{drive, open_accounts, Kind, Mix, Sent};
+use services::{must, BrokerGuard, PostgresGuard};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How much larger than the CI size to make loads and fault counts.
+fn scale() -> u64 {
+    std::env::var("SLUICE_FAULT_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1)
+}
+
+/// Waits until `n` commands were committed after `after`: the system is making progress.
+async fn progress(c: &Cluster, after: DateTime<Utc>, n: i64) {
+    until(Duration::from_secs(90), "commands are committed again", || async {
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM commands WHERE completed_at > $1")
+            .bind(after)
+            .fetch_one(&c.pool)
+            .await
+            .unwrap_or(0);
+        done >= n
+    })
+    .await;
+}
+
+/// Runs the load while `faults` runs, and until enough commands were committed after the
+/// last fault; returns what was sent and when the faults were in force.
+async fn under_load<F, Fut>(c: &Arc<Cluster>, mix: Mix, faults: F) -> (Vec<Sent>, Vec<Window>)
+where
+    F: FnOnce(Arc<Cluster>) -> Fut,
+    Fut: Future<Output = Vec<Window>>,
+{
+    let stop = CancellationToken::new();
+    let started = Utc::now();
+    let load = tokio::spawn(drive(c.clone(), mix, u64::MAX, stop.clone()));
+    progress(c, started, 100).await;
+    let windows = faults(c.clone()).await;
+    progress(c, windows.last().map_or(started, |w| w.to), 200 * scale() as i64).await;
+    stop.cancel();
+    (load.await.expect("load"), windows)
+}
+
+/// Starts a cluster with the mix's accounts opened.
+async fn cluster(name: &str, opts: Options, accounts: usize) -> Arc<Cluster> {
+    let c = Cluster::start(name, opts).await;
+    if accounts > 0 {
+        open_accounts(&c, accounts).await;
+    }
+    Arc::new(c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baseline_every_accepted_command_takes_effect_exactly_once() {
+    let mix = Mix::default();
+    let c = cluster("1 baseline", Options::default(), mix.accounts).await;
+    let (sent, windows) = under_load(&c, mix.clone(), |c| async move {
+        progress(&c, Utc::now(), 2000 * scale() as i64).await;
+        Vec::new()
+    })
+    .await;
+    drain(&c, &sent).await;
+    let r = verify(&c, &sent, &windows, mix.accounts, "no fault").await;
+    assert_eq!(r.unknown, 0, "without faults every command is accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_every_broker_connection_repeatedly_loses_nothing_and_applies_nothing_twice() {
+    let mix = Mix::default();
+    let c = cluster("2 connections closed", Options::default(), mix.accounts).await;
+    let times = 6 * scale();
+    let (sent, windows) = under_load(&c, mix.clone(), |c| async move {
+        let mut windows = Vec::new();
+        for _ in 0..times {
+            window(&mut windows, must("rabbitmqctl", &["-q", "close_all_connections", "fault test"])).await;
+            progress(&c, windows.last().map_or_else(Utc::now, |w: &Window| w.to), 100).await;
+        }
+        windows
+    })
+    .await;
+    drain(&c, &sent).await;
+    let r = verify(&c, &sent, &windows, mix.accounts, &format!("closed {times}×")).await;
+    assert!(r.reconnects >= times as f64, "every closure made the processes reconnect ({} reconnects)", r.reconnects);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_and_killing_the_broker_mid_stream_loses_no_accepted_command() {
+    let _guard = BrokerGuard;
+    let mix = Mix::default();
+    let c = cluster("3 broker stopped, killed", Options::default(), mix.accounts).await;
+    let (sent, windows) = under_load(&c, mix.clone(), |c| async move {
+        let mut windows = Vec::new();
+        for _ in 0..scale() {
+            window(&mut windows, async {
+                must("rabbitmqctl", &["-q", "stop_app"]).await;
+                // How long the broker stays down: the fault itself, not a synchronization.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                must("rabbitmqctl", &["-q", "start_app"]).await;
+                must("timeout", &["120", "rabbitmqctl", "-q", "await_startup"]).await;
+            })
+            .await;
+            progress(&c, windows.last().map_or_else(Utc::now, |w: &Window| w.to), 100).await;
+            window(&mut windows, services::kill_broker_hard()).await;
+            progress(&c, windows.last().map_or_else(Utc::now, |w: &Window| w.to), 100).await;
+        }
+        windows
+    })
+    .await;
+    drain(&c, &sent).await;
+    let r = verify(&c, &sent, &windows, mix.accounts, "stop_app/start_app, then kill -9").await;
+    assert!(r.reconnects >= 2.0, "the processes reconnected after each outage ({})", r.reconnects);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_killed_repeatedly_even_between_commit_and_ack_apply_each_command_once() {
+    let mix = Mix::default();
+    // Each worker process aborts right after a commit, before its ack, at a random point.
+    let opts = Options {
+        workers: 2,
+        worker_env: Some(Box::new(|| {
+            vec![("SLUICE_FAULT_ABORT_AFTER_COMMITS", (100 + rand::random::<u64>() % 400).to_string())]
+        })),
+        ..Options::default()
+    };
+    let c = cluster("4 workers killed", opts, mix.accounts).await;
+    let stop = CancellationToken::new();
+    // Plays the orchestrator: a worker that died on its own is started again.
+    let supervisor = {
+        let (c, stop) = (c.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut crashes = 0;
+            while !stop.is_cancelled() {
+                crashes += c.respawn_exited();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            crashes
+        })
+    };
+    let kills = 6 * scale();
+    let (sent, windows) = under_load(&c, mix.clone(), |c| async move {
+        let mut windows = Vec::new();
+        for i in 0..kills {
+            window(&mut windows, c.kill_worker(i as usize % c.worker_count())).await;
+            progress(&c, windows.last().map_or_else(Utc::now, |w: &Window| w.to), 100).await;
+        }
+        windows
+    })
+    .await;
+    drain(&c, &sent).await;
+    stop.cancel();
+    let crashes = supervisor.await.expect("supervisor");
+    let r =
+        verify(&c, &sent, &windows, mix.accounts, &format!("{kills} SIGKILLs, {crashes} aborts after commit")).await;
+    assert!(crashes > 0, "the commit-to-ack crash hook fired");
+    assert!(r.redeliveries > 0.0, "killed workers' messages were redelivered");
+    assert!(r.absorbed > 0.0, "commands committed before a crash came back and were absorbed by the inbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarts_and_killed_backends_lose_nothing_and_apply_nothing_twice() {
+    let _guard = PostgresGuard;
+    let mix = Mix::default();
+    let c = cluster("5 postgres restarted", Options::default(), mix.accounts).await;
+    let (sent, windows) = under_load(&c, mix.clone(), |c| async move {
+        let mut windows = Vec::new();
+        for _ in 0..scale() {
+            window(&mut windows, services::restart_postgres()).await;
+            progress(&c, windows.last().map_or_else(Utc::now, |w: &Window| w.to), 100).await;
+            window(&mut windows, async {
+                let killed: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+                      WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                )
+                .fetch_one(&c.pool)
+                .await
+                .expect("terminate backends");
+                assert!(killed > 0, "sluice's connections were terminated");
+            })
+            .await;
+            progress(&c, windows.last().map_or_else(Utc::now, |w: &Window| w.to), 100).await;
+        }
+        windows
+    })
+    .await;
+    drain(&c, &sent).await;
+    let held = c.counter("sluice_db_unavailable_total").await;
+    let notes = format!("restart -m fast, then pg_terminate_backend; workers held commands {} times", held as u64);
+    let r = verify(&c, &sent, &windows, mix.accounts, &notes).await;
+    assert!(held + r.retries > 0.0, "workers noticed the outage ({held} holds, {} retries)", r.retries);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_account_contention_is_waited_out_and_nothing_is_dead_lettered() {
+    let mix = Mix { accounts: 2, transfer_pct: 100, rate: 0, concurrency: 32, ..Mix::default() };
+    let c = cluster("6 hot accounts", Options { workers: 3, ..Options::default() }, mix.accounts).await;
+    let stop = CancellationToken::new();
+    // Samples lock waits in this database: proof that the workers really contended.
+    let sampler = {
+        let (c, stop) = (c.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut most = 0i64;
+            while !stop.is_cancelled() {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                      WHERE NOT l.granted AND d.datname = current_database()",
+                )
+                .fetch_one(&c.pool)
+                .await
+                .unwrap_or(0);
+                most = most.max(waiting);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            most
+        })
+    };
+    let sent = drive(c.clone(), mix.clone(), 3000 * scale(), CancellationToken::new()).await;
+    drain(&c, &sent).await;
+    stop.cancel();
+    let most_waiting = sampler.await.expect("sampler");
+    let conflicts = c.counter("sluice_tx_conflicts_total").await;
+    let r = verify(
+        &c,
+        &sent,
+        &[],
+        mix.accounts,
+        &format!(
+            "2 accounts, 32 clients, 3 workers; up to {most_waiting} lock waits seen, {} conflicts retried",
+            conflicts as u64
+        ),
+    )
+    .await;
+    assert!(most_waiting > 0 || conflicts > 0.0, "the workers contended for the accounts");
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters").fetch_one(&c.pool).await.expect("dead");
+    assert_eq!(dead, 0, "contention is retried, never dead-lettered");
+    assert_eq!(r.unknown, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_silently_stops_answering_is_detected_by_heartbeats_and_everything_recovers() {
+    let proxy = crate::proxy::Proxy::start("127.0.0.1:5672".parse().expect("addr")).await;
+    let mix = Mix::default();
+    let heartbeat = 2;
+    let opts = Options { broker_port: proxy.port, heartbeat_secs: heartbeat, ..Options::default() };
+    let c = cluster("7 broker unreachable", opts, mix.accounts).await;
+    let proxy = Arc::new(proxy);
+    let stall = Duration::from_secs(4 * heartbeat + 2);
+    let (sent, windows) = under_load(&c, mix.clone(), |c| async move {
+        let mut windows = Vec::new();
+        for _ in 0..scale() {
+            window(&mut windows, async {
+                proxy.stall();
+                // The partition's length: long enough for heartbeats to declare the peer dead.
+                tokio::time::sleep(stall).await;
+                proxy.restore();
+            })
+            .await;
+            progress(&c, windows.last().map_or_else(Utc::now, |w: &Window| w.to), 100).await;
+        }
+        windows
+    })
+    .await;
+    drain(&c, &sent).await;
+    let slowest = slowest_answer_in(&sent, &windows);
+    let r = verify(
+        &c,
+        &sent,
+        &windows,
+        mix.accounts,
+        &format!(
+            "{}s silent partition, heartbeat {heartbeat}s; slowest answer {:.1}s",
+            stall.as_secs(),
+            slowest.as_secs_f64()
+        ),
+    )
+    .await;
+    assert!(r.reconnects >= 1.0, "heartbeats noticed the dead peer and the processes reconnected");
+    assert!(slowest < Duration::from_secs(10), "ingest answered within a bound during the partition ({slowest:?})");
+    let recovery = r.recovery.expect("recovered");
+    assert!(recovery < Duration::from_secs(30), "recovered within 30 s ({recovery:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_memory_alarm_ingest_refuses_quickly_instead_of_hanging_and_drains_after() {
+    let _guard = BrokerGuard;
+    let mix = Mix::default();
+    let c = cluster("8 memory alarm", Options::default(), mix.accounts).await;
+    let (sent, windows) = under_load(&c, mix.clone(), |c| async move {
+        let mut windows = Vec::new();
+        for _ in 0..scale() {
+            window(&mut windows, async {
+                must("rabbitmqctl", &["-q", "set_vm_memory_high_watermark", "0"]).await;
+                // How long the alarm lasts: the fault itself.
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                must("rabbitmqctl", &["-q", "set_vm_memory_high_watermark", "0.4"]).await;
+            })
+            .await;
+            progress(&c, windows.last().map_or_else(Utc::now, |w: &Window| w.to), 100).await;
+        }
+        windows
+    })
+    .await;
+    drain(&c, &sent).await;
+    let refused = sent
+        .iter()
+        .filter(|s| matches!(s.status, Some(503 | 429)) && windows.iter().any(|w| s.answered_at >= w.from))
+        .count();
+    let slowest = slowest_answer_in(&sent, &windows);
+    let notes =
+        format!("watermark 0 for 6 s; {refused} refused with 503/429; slowest answer {:.1}s", slowest.as_secs_f64());
+    verify(&c, &sent, &windows, mix.accounts, &notes).await;
+    assert!(refused > 0, "ingest said it could not accept");
+    assert!(slowest < Duration::from_secs(7), "no request hung ({slowest:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_commands_reach_the_dead_letters_on_schedule_without_slowing_the_rest() {
+    let calls = std::env::temp_dir().join(format!("sluice-poison-{}.log", uuid::Uuid::new_v4()));
+    let opts = Options { env: vec![("SLUICE_FAULT_CALLS_LOG", calls.display().to_string())], ..Options::default() };
+    let clean = Mix::default();
+    let c = cluster("9 1% poison", opts, clean.accounts).await;
+    let n = 1500 * scale();
+    let before = drive(c.clone(), clean.clone(), n, CancellationToken::new()).await;
+    let poisoned = Mix { poison_per_10k: 100, first_seq: 1_000_000, ..clean.clone() };
+    let after = drive(c.clone(), poisoned, n, CancellationToken::new()).await;
+    let sent: Vec<Sent> = before.iter().chain(&after).cloned().collect();
+    drain(&c, &sent).await;
+    let (p99_before, p99_after) = (p99_latency(&c, &before).await, p99_latency(&c, &after).await);
+    let poison: Vec<&Sent> = after.iter().filter(|s| s.kind == Kind::Poison && s.accepted).collect();
+    let notes = format!(
+        "{} poison; others' p99 {:.0} ms before, {:.0} ms with poison",
+        poison.len(),
+        p99_before.as_secs_f64() * 1e3,
+        p99_after.as_secs_f64() * 1e3
+    );
+    verify(&c, &sent, &[], clean.accounts, &notes).await;
+    assert!(!poison.is_empty());
+    let policy = sluice::worker::retry::RetryPolicy::new(&c.settings.worker);
+    let max = c.settings.worker.max_attempts;
+    let log = std::fs::read_to_string(&calls).expect("calls log");
+    let _ = std::fs::remove_file(&calls);
+    for p in &poison {
+        let (status, attempts): (String, i32) = sqlx::query_as("SELECT status, attempts FROM commands WHERE id = $1")
+            .bind(p.id)
+            .fetch_one(&c.pool)
+            .await
+            .expect("poison row");
+        assert_eq!((status.as_str(), attempts), ("dead", max as i32), "{} died after exactly {max} attempts", p.id);
+        let parked: i32 = sqlx::query_scalar("SELECT attempts FROM dead_letters WHERE command_id = $1")
+            .bind(p.id)
+            .fetch_one(&c.pool)
+            .await
+            .expect("dead letter");
+        assert_eq!(parked, max as i32);
+        let tried = attempt_times(&log, p.id);
+        assert_eq!(tried.len(), max as usize, "{} was tried {max} times: {tried:?}", p.id);
+        for (k, pair) in tried.windows(2).enumerate() {
+            let gap = pair[1] - pair[0];
+            let planned = policy.delay_ms(k as u32 + 1, 0.5) as i64 * 1000;
+            assert!(
+                gap >= planned * 9 / 10 && gap <= planned + 2_000_000,
+                "retry {} of {} came after {} ms; the schedule says {} ms",
+                k + 1,
+                p.id,
+                gap / 1000,
+                planned / 1000
+            );
+        }
+    }
+    assert!(
+        p99_after <= p99_before * 3 + Duration::from_millis(100),
+        "poison did not slow the others: p99 {p99_before:?} before, {p99_after:?} with poison"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_handler_under_a_deep_backlog_keeps_in_flight_at_the_prefetch_bound_and_memory_flat() {
+    let prefetch = 16;
+    let opts = Options {
+        env: vec![("SLUICE__WORKER__PREFETCH", prefetch.to_string()), ("SLUICE__WORKER__CONCURRENCY", "4".into())],
+        ..Options::default()
+    };
+    let c = cluster("10 slow handler, deep backlog", opts, 0).await;
+    let mix = Mix { slow_millis: 5, rate: 0, concurrency: 32, ..Mix::default() };
+    let n = 3000 * scale();
+    let stop = CancellationToken::new();
+    let sampler = {
+        let (c, stop) = (c.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut samples: Vec<(f64, u64)> = Vec::new(); // (most in flight in a worker, total RSS KiB)
+            while !stop.is_cancelled() {
+                let mut most = 0f64;
+                for port in c.worker_ports() {
+                    let url = format!("http://127.0.0.1:{port}/metrics");
+                    if let Ok(text) = async { c.http.get(&url).send().await?.text().await }.await {
+                        most = most.max(cluster::metric_sum(&text, "sluice_worker_in_flight"));
+                    }
+                }
+                let rss = c.worker_pids().into_iter().filter_map(cluster::rss_kib).max().unwrap_or(0);
+                samples.push((most, rss));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            samples
+        })
+    };
+    let sent = drive(c.clone(), mix.clone(), n, CancellationToken::new()).await;
+    let backlog_at_end_of_ingest = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM commands")
+        .fetch_one(&c.pool)
+        .await
+        .map(|done| n as i64 - done)
+        .unwrap_or(0);
+    drain(&c, &sent).await;
+    stop.cancel();
+    let samples = sampler.await.expect("sampler");
+    let most_in_flight = samples.iter().map(|s| s.0).fold(0f64, f64::max);
+    let settled = samples.len() / 5; // after the first fifth, the worker has warmed up
+    let rss_warm = samples.get(settled).map_or(0, |s| s.1);
+    let rss_max = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    let notes = format!(
+        "backlog {backlog_at_end_of_ingest} after ingest; in flight ≤ {most_in_flight} (prefetch {prefetch}); \
+         worker RSS {:.1} → max {:.1} MiB",
+        rss_warm as f64 / 1024.0,
+        rss_max as f64 / 1024.0
+    );
+    verify(&c, &sent, &[], 0, &notes).await;
+    assert!(backlog_at_end_of_ingest > 500, "a deep backlog built up ({backlog_at_end_of_ingest})");
+    assert!(most_in_flight >= 1.0 && most_in_flight <= prefetch as f64, "in flight stayed within the prefetch");
+    assert!(rss_max.saturating_sub(rss_warm) < 16 * 1024, "memory stayed flat: {rss_warm} → {rss_max} KiB");
+}
+
+/// The longest a request answered while a fault was in force took.
+fn slowest_answer_in(sent: &[Sent], windows: &[Window]) -> Duration {
+    sent.iter()
+        .filter(|s| windows.iter().any(|w| s.answered_at >= w.from && s.answered_at <= w.to))
+        .map(|s| s.took)
+        .max()
+        .unwrap_or_default()
+}
+
+/// p99 of submitted → committed for the accepted commands among `sent` that are not poison.
+async fn p99_latency(c: &Cluster, sent: &[Sent]) -> Duration {
+    let ids: Vec<uuid::Uuid> = sent.iter().filter(|s| s.accepted && s.kind != Kind::Poison).map(|s| s.id).collect();
+    let ms: f64 = sqlx::query_scalar(
+        "SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - submitted_at) * 1000)
+           FROM commands WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_one(&c.pool)
+    .await
+    .expect("latency");
+    Duration::from_secs_f64(ms / 1e3)
+}
+
+/// When each attempt of `id` ran (µs), from the poison handler's call log. A batch that fell
+/// back to one transaction per command calls the handler twice for the same attempt, a few
+/// milliseconds apart; those count once.
+fn attempt_times(log: &str, id: uuid::Uuid) -> Vec<i64> {
+    let id = id.to_string();
+    let mut times: Vec<i64> = log
+        .lines()
+        .filter_map(|l| l.split_once(' ').filter(|(i, _)| *i == id).and_then(|(_, t)| t.parse().ok()))
+        .collect();
+    times.sort_unstable();
+    times.dedup_by(|later, earlier| *later - *earlier < 50_000);
+    times
+}
