@@ -18,57 +18,115 @@ use tokio::process::{Child, Command};
 /// Accounts the ledger.transfer load spreads over.
 const ACCOUNTS: usize = 100;
 
+/// One sluice run's load.
+#[derive(Debug, Clone)]
+pub struct Load {
+    pub kind: String,
+    pub commands: usize,
+    pub concurrency: usize,
+    /// Commands per POST (0 = single-command POSTs to /v1/commands).
+    pub per_request: usize,
+    /// Requests per second over all clients (None = as fast as they go).
+    pub rate: Option<f64>,
+    /// Commands already in the work queue before sluice starts.
+    pub prefill: usize,
+}
+
+impl Load {
+    /// Single-command POSTs as fast as `--concurrency` clients go.
+    pub fn singles(args: &BenchArgs) -> Self {
+        Self {
+            kind: args.kind.clone(),
+            commands: args.commands,
+            concurrency: args.concurrency,
+            per_request: 0,
+            rate: None,
+            prefill: 0,
+        }
+    }
+
+    /// A short name for the summary.
+    pub fn describe(&self) -> String {
+        match (self.per_request, self.rate, self.prefill) {
+            (_, _, p) if p > 0 => format!("singles over {p} queued"),
+            (0, Some(r), _) => format!("singles paced at {r:.0}/s"),
+            (0, None, _) => format!("singles, {} clients", self.concurrency),
+            (b, _, _) => format!("batches of {b}, {} clients", self.concurrency),
+        }
+    }
+}
+
 /// What sluice achieved.
 pub struct SluiceFigures {
-    n: usize,
+    pub load: Load,
     refused: usize,
-    ingest_rate: f64,
-    ingest: Percentiles,
-    e2e_rate: f64,
+    pub ingest_rate: f64,
+    pub ingest: Percentiles,
+    pub e2e_rate: f64,
     e2e: Percentiles,
-    peak_rss_mib: f64,
+    pub peak_rss_mib: f64,
     /// Worker transactions and the mean commands in each, from sluice's own metrics.
     batches: Option<(f64, f64)>,
-    /// Commands per POST (0 = single-command POSTs).
-    per_request: usize,
 }
 
 impl SluiceFigures {
     pub fn print(&self, raw: Option<&RawFigures>) {
-        match self.per_request {
-            0 => println!("sluice serve over HTTP, {} commands, one per POST ({} refused):", self.n, self.refused),
-            b => println!("sluice serve over HTTP, {} commands in batches of {b} ({} refused):", self.n, self.refused),
-        }
+        let l = &self.load;
+        println!("sluice serve over HTTP, {} commands: {} ({} refused):", l.commands, l.describe(), self.refused);
         println!(
             "  ingest (202 = confirmed)     {:>9.0} cmd/s   per request: {}",
             self.ingest_rate,
             self.ingest.line()
         );
-        println!("  end to end (202 → committed) {:>9.0} cmd/s   {}", self.e2e_rate, self.e2e.line());
+        if l.prefill > 0 {
+            println!(
+                "  drained {} queued + {} new   {:>9.0} cmd/s   (sluice ready → last committed)",
+                l.prefill, l.commands, self.e2e_rate
+            );
+        } else {
+            println!("  end to end (202 → committed) {:>9.0} cmd/s   {}", self.e2e_rate, self.e2e.line());
+        }
         println!("  sluice process peak RSS      {:>9.1} MiB", self.peak_rss_mib);
         if let Some((count, mean)) = self.batches {
             println!("  worker transactions          {count:>9.0}       mean {mean:.1} commands each");
         }
         if let Some(raw) = raw {
-            println!(
-                "  ratio to the raw pipeline: ingest {:.0}% of raw publish, end to end {:.0}% of raw both-at-once",
-                100.0 * self.ingest_rate / raw.publish_rate,
-                100.0 * self.e2e_rate / raw.pipeline_rate
-            );
+            if l.prefill > 0 {
+                println!("  ratio to the raw consumer alone: {:.0}%", 100.0 * self.e2e_rate / raw.drain_rate);
+            } else {
+                println!(
+                    "  ratio to the raw pipeline: ingest {:.0}% of raw publish, end to end {:.0}% of raw both-at-once",
+                    100.0 * self.ingest_rate / raw.publish_rate,
+                    100.0 * self.e2e_rate / raw.pipeline_rate
+                );
+            }
         }
     }
 }
 
 /// Starts sluice on `db_url`, loads it, and measures.
-pub async fn run(settings: &Settings, args: &BenchArgs, db_url: &str, prefix: &str) -> anyhow::Result<SluiceFigures> {
+pub async fn run(settings: &Settings, load: &Load, db_url: &str, prefix: &str) -> anyhow::Result<SluiceFigures> {
+    if load.prefill > 0 {
+        super::prefill::fill(settings, prefix, load.prefill, &load.kind).await?;
+    }
     let port = free_port()?;
     let key = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let mut child = spawn_sluice(settings, db_url, prefix, port, &key)?;
-    let result = measure(args, db_url, port, &key, &child).await;
+    let result = measure(load, db_url, port, &key, &child)
+        .await
+        .with_context(|| format!("sluice's log: {}", log_path(prefix).display()));
     let _ = Command::new("kill").args(["-TERM", &child.id().unwrap_or(0).to_string()]).status().await;
     let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
     let _ = child.start_kill();
+    if result.is_ok() {
+        let _ = std::fs::remove_file(log_path(prefix));
+    }
     result
+}
+
+/// Where the sluice under test logs.
+fn log_path(prefix: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("sluice-{prefix}.log"))
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -86,19 +144,24 @@ fn spawn_sluice(settings: &Settings, db_url: &str, prefix: &str, port: u16, key:
         .env("SLUICE__LOG__LEVEL", "warn")
         // One key drives the whole load: the per-key rate limit would be what is measured.
         .env("SLUICE__LIMITS__RATE_PER_SECOND", "0")
+        // A pre-filled queue of a million would trip the depth bound; the bench measures work.
+        .env("SLUICE__LIMITS__MAX_QUEUE_DEPTH", "0")
         .env("SLUICE_BOOTSTRAP_KEY", key)
+        // The bench prints figures; sluice's own log goes to a file, named if a run fails.
+        .stderr(std::fs::File::create(log_path(prefix))?)
         .kill_on_drop(true)
         .spawn()
         .context("starting sluice serve")
 }
 
-async fn measure(args: &BenchArgs, db_url: &str, port: u16, key: &str, child: &Child) -> anyhow::Result<SluiceFigures> {
+async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child) -> anyhow::Result<SluiceFigures> {
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(load.concurrency).build()?;
     wait_ready(&http, &base).await?;
+    let ready = Instant::now();
     let pool = PgPool::connect(db_url).await?;
-    let transfers = args.kind == "ledger.transfer";
-    if transfers {
+    let kind = load.kind.as_str();
+    if kind == "ledger.transfer" {
         for i in 0..ACCOUNTS {
             let payload = json!({"account_id": format!("acct-{i}"), "initial_balance_cents": 1_000_000_000});
             post(&http, &base, key, "account.open", payload).await?;
@@ -107,11 +170,17 @@ async fn measure(args: &BenchArgs, db_url: &str, port: u16, key: &str, child: &C
     }
 
     let next = Arc::new(AtomicUsize::new(0));
+    // Paced runs: every request waits for a tick of one shared clock.
+    let ticker = load.rate.map(|r| {
+        let mut t = tokio::time::interval(Duration::from_secs_f64(load.per_request.max(1) as f64 / r.max(1.0)));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        Arc::new(tokio::sync::Mutex::new(t))
+    });
     let started = Instant::now();
-    let clients: Vec<_> = (0..args.concurrency)
+    let clients: Vec<_> = (0..load.concurrency)
         .map(|_| {
-            let (http, base, key, next, n) = (http.clone(), base.clone(), key.to_owned(), next.clone(), args.commands);
-            let (kind, batch) = (args.kind.clone(), args.batch);
+            let (http, base, key, next, n) = (http.clone(), base.clone(), key.to_owned(), next.clone(), load.commands);
+            let (kind, batch, ticker) = (load.kind.clone(), load.per_request, ticker.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let (mut accepted, mut refused) = (0usize, 0usize);
@@ -120,6 +189,9 @@ async fn measure(args: &BenchArgs, db_url: &str, port: u16, key: &str, child: &C
                     let i = next.fetch_add(step, Ordering::Relaxed);
                     if i >= n {
                         break;
+                    }
+                    if let Some(t) = &ticker {
+                        t.lock().await.tick().await;
                     }
                     let t = Instant::now();
                     if batch == 0 {
@@ -143,7 +215,7 @@ async fn measure(args: &BenchArgs, db_url: &str, port: u16, key: &str, child: &C
             })
         })
         .collect();
-    let mut latencies = Vec::with_capacity(args.commands);
+    let mut latencies = Vec::with_capacity(load.commands);
     let (mut accepted, mut refused) = (0, 0);
     for c in clients {
         let (l, a, r) = c.await?;
@@ -152,13 +224,17 @@ async fn measure(args: &BenchArgs, db_url: &str, port: u16, key: &str, child: &C
         refused += r;
     }
     let ingest_time = started.elapsed();
-    let budget = Duration::from_secs(120).max(Duration::from_millis(args.commands as u64 * 5));
-    wait_committed(&pool, &args.kind, accepted, budget).await?;
-    let (first, last): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-        sqlx::query_as("SELECT min(submitted_at), max(completed_at) FROM commands WHERE type = $1")
-            .bind(&args.kind)
-            .fetch_one(&pool)
-            .await?;
+    let total = accepted + load.prefill;
+    let budget = Duration::from_secs(120).max(Duration::from_millis(total as u64 * 5));
+    wait_committed(&pool, kind, total, budget).await?;
+    let drained = ready.elapsed();
+    let (first, last): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
+        "SELECT min(submitted_at), max(completed_at) FROM commands WHERE type = $1 AND submitted_at >= $2",
+    )
+    .bind(kind)
+    .bind(Utc::now() - chrono::Duration::from_std(started.elapsed()).unwrap_or_default())
+    .fetch_one(&pool)
+    .await?;
     let span = match (first, last) {
         (Some(a), Some(b)) => (b - a).to_std().unwrap_or_default(),
         _ => ingest_time,
@@ -166,7 +242,7 @@ async fn measure(args: &BenchArgs, db_url: &str, port: u16, key: &str, child: &C
     let mut e2e: Vec<Duration> = sqlx::query_scalar::<_, f64>(
         "SELECT extract(epoch FROM completed_at - submitted_at)::float8 FROM commands WHERE type = $1",
     )
-    .bind(&args.kind)
+    .bind(kind)
     .fetch_all(&pool)
     .await?
     .into_iter()
@@ -175,20 +251,20 @@ async fn measure(args: &BenchArgs, db_url: &str, port: u16, key: &str, child: &C
     pool.close().await;
     let batches = batch_figures(&http, &base).await;
     Ok(SluiceFigures {
-        n: args.commands,
+        load: load.clone(),
         refused,
         ingest_rate: rate(accepted, ingest_time),
         ingest: Percentiles::of(&mut latencies),
-        e2e_rate: rate(accepted, span),
+        // With a pre-filled queue, the rate is of all the work since sluice was ready.
+        e2e_rate: if load.prefill > 0 { rate(total, drained) } else { rate(accepted, span) },
         e2e: Percentiles::of(&mut e2e),
         peak_rss_mib: child.id().map_or(0.0, peak_rss_mib),
         batches,
-        per_request: args.batch,
     })
 }
 
 /// The payload of the `i`-th command of the load.
-fn payload(kind: &str, i: usize) -> Value {
+pub(super) fn payload(kind: &str, i: usize) -> Value {
     if kind == "ledger.transfer" {
         let (from, to) = (i % ACCOUNTS, (i * 7 + 1) % ACCOUNTS);
         let to = if to == from { (to + 1) % ACCOUNTS } else { to };

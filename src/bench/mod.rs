@@ -2,8 +2,11 @@
 //! can do with no HTTP and no business logic in between.
 
 mod http;
+mod prefill;
 mod raw;
 mod stats;
+
+use http::{Load, SluiceFigures};
 
 use crate::config::Settings;
 use anyhow::Context;
@@ -11,26 +14,47 @@ use sqlx::{Connection, PgConnection};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Options of `sluice bench`.
+/// Options of `sluice bench`. One invocation runs, each on a fresh database and broker
+/// names: (a) the raw pipeline, (b) single-command POSTs, (c) batches, (d) single commands
+/// paced at half of (b)'s ingest rate (latency at a sustainable load), and with `--prefill`,
+/// (e) draining a pre-filled work queue.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Commands to submit (and messages for the raw pipeline).
+    /// Commands to submit per run (and messages for the raw pipeline).
     #[arg(long, default_value_t = 20_000)]
     pub commands: usize,
-    /// Concurrent HTTP clients.
+    /// Concurrent HTTP clients of the single-command runs.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
     /// Command type to submit: event.record or ledger.transfer.
     #[arg(long, default_value = "event.record")]
     pub kind: String,
-    /// Submit through POST /v1/batches, this many commands per request (0 = one POST per
-    /// command). `--batch 10000 --concurrency 1` times the acceptance of 10,000-command batches.
-    #[arg(long, default_value_t = 0)]
+    /// Commands per POST /v1/batches in the batch run. `--batch 10000 --batch-concurrency 1`
+    /// times the acceptance of 10,000-command batches.
+    #[arg(long, default_value_t = 200)]
     pub batch: usize,
+    /// Concurrent HTTP clients of the batch run.
+    #[arg(long, default_value_t = 8)]
+    pub batch_concurrency: usize,
+    /// Rate of the paced run (commands/s); default half of the single-command ingest rate.
+    #[arg(long)]
+    pub paced_rate: Option<f64>,
+    /// Also drain a work queue pre-filled with this many commands (e.g. 1000000).
+    #[arg(long, default_value_t = 0)]
+    pub prefill: usize,
     /// Skip the raw pipeline reference.
     #[arg(long)]
     pub skip_raw: bool,
-    /// Skip the sluice run (raw reference only).
+    /// Skip the single-command run (and the paced run, unless --paced-rate is given).
+    #[arg(long)]
+    pub skip_singles: bool,
+    /// Skip the batch run.
+    #[arg(long)]
+    pub skip_batches: bool,
+    /// Skip the paced run.
+    #[arg(long)]
+    pub skip_paced: bool,
+    /// Skip every sluice run (raw reference only).
     #[arg(long)]
     pub skip_sluice: bool,
     /// Postgres server URL without database; bench databases are created and dropped on it.
@@ -55,15 +79,15 @@ async fn drop_database(args: &BenchArgs, name: &str) {
 /// Runs the benchmark and prints its figures.
 pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.commands > 0 && args.concurrency > 0, "--commands and --concurrency must be > 0");
+    anyhow::ensure!(args.batch > 0 && args.batch_concurrency > 0, "--batch and --batch-concurrency must be > 0");
     anyhow::ensure!(
         matches!(args.kind.as_str(), "event.record" | "ledger.transfer"),
         "--kind must be event.record or ledger.transfer"
     );
     let id = Uuid::new_v4().simple().to_string()[..10].to_owned();
     println!(
-        "sluice bench: {} commands, {} clients, type {}, {} cores",
+        "sluice bench: {} commands per run, type {}, {} cores",
         args.commands,
-        args.concurrency,
         args.kind,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
@@ -78,17 +102,71 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
         r.print();
         Some(r)
     };
+    let mut runs: Vec<SluiceFigures> = Vec::new();
     if !args.skip_sluice {
-        let db = format!("sluice_bench_{id}");
-        let url = create_database(&args, &db).await?;
-        let prefix = format!("bench-{id}");
-        let r = http::run(&settings, &args, &url, &prefix).await;
-        drop_database(&args, &db).await;
-        drop_topology(&settings, &prefix).await;
-        let r = r?;
-        r.print(raw.as_ref());
+        let singles = Load::singles(&args);
+        if !args.skip_singles {
+            runs.push(one_run(&settings, &args, &id, "singles", singles.clone(), raw.as_ref()).await?);
+        }
+        if !args.skip_batches {
+            let batches = Load { per_request: args.batch, concurrency: args.batch_concurrency, ..singles.clone() };
+            runs.push(one_run(&settings, &args, &id, "batches", batches, raw.as_ref()).await?);
+        }
+        let half = runs.iter().find(|r| r.load.per_request == 0).map(|r| r.ingest_rate / 2.0);
+        if let (false, Some(rate)) = (args.skip_paced, args.paced_rate.or(half)) {
+            let paced = Load { rate: Some(rate), ..singles.clone() };
+            runs.push(one_run(&settings, &args, &id, "paced", paced, raw.as_ref()).await?);
+        }
+        if args.prefill > 0 {
+            let prefill = Load { prefill: args.prefill, ..singles };
+            runs.push(one_run(&settings, &args, &id, "prefill", prefill, raw.as_ref()).await?);
+        }
     }
+    print_summary(raw.as_ref(), &runs);
     Ok(())
+}
+
+/// One sluice run on its own database and broker names, printed as it ends.
+async fn one_run(
+    settings: &Settings,
+    args: &BenchArgs,
+    id: &str,
+    label: &str,
+    load: Load,
+    raw: Option<&raw::RawFigures>,
+) -> anyhow::Result<SluiceFigures> {
+    let db = format!("sluice_bench_{label}_{id}");
+    let url = create_database(args, &db).await?;
+    let prefix = format!("bench-{label}-{id}");
+    let r = http::run(settings, &load, &url, &prefix).await;
+    drop_database(args, &db).await;
+    drop_topology(settings, &prefix).await;
+    let r = r?;
+    r.print(raw);
+    Ok(r)
+}
+
+/// The figures side by side, each as a ratio to the raw pipeline.
+fn print_summary(raw: Option<&raw::RawFigures>, runs: &[SluiceFigures]) {
+    println!("\nsummary (end to end = 202 → committed):");
+    if let Some(raw) = raw {
+        println!(
+            "  (a) raw pipeline, both at once     {:>8.0} msg/s   100%   (publish alone {:.0}/s)",
+            raw.pipeline_rate, raw.publish_rate
+        );
+    }
+    for (r, tag) in runs.iter().zip(["(b)", "(c)", "(d)", "(e)"]) {
+        // Draining a backlog is compared with the raw consumer alone, not with both at once.
+        let limit = |raw: &raw::RawFigures| if r.load.prefill > 0 { raw.drain_rate } else { raw.pipeline_rate };
+        let ratio = raw.map_or(String::new(), |raw| format!("{:>4.0}%", 100.0 * r.e2e_rate / limit(raw)));
+        println!(
+            "  {tag} {:<30} {:>8.0} cmd/s  {ratio}   ingest p99 {:.1} ms, peak RSS {:.0} MiB",
+            r.load.describe(),
+            r.e2e_rate,
+            r.ingest.p99,
+            r.peak_rss_mib
+        );
+    }
 }
 
 /// Deletes the queues and exchanges the sluice under test declared.

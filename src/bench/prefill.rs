@@ -1,0 +1,39 @@
+//! A work queue filled before sluice starts: how draining behaves when the backlog is deep.
+
+use crate::command::Envelope;
+use crate::config::Settings;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use std::time::Instant;
+
+/// Publishes awaiting confirmation at once.
+const WINDOW: usize = 2000;
+
+/// Declares the topology of `prefix` and publishes `n` commands of `kind` into its work queue,
+/// as sluice's API would have, with confirms.
+pub async fn fill(settings: &Settings, prefix: &str, n: usize, kind: &str) -> anyhow::Result<()> {
+    let w = &settings.worker;
+    let topology = crate::broker::Topology::new(prefix, &w.retry_tiers_ms, settings.broker.delivery_limit);
+    let conn = Connection::connect(settings.broker.url.expose(), ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    topology.declare(&ch).await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let started = Instant::now();
+    let exchange = topology.work_exchange();
+    let mut pending = Vec::with_capacity(WINDOW);
+    for i in 0..n {
+        let body = Envelope::new("bench", kind, super::http::payload(kind, i), None).encode();
+        let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
+        let opts = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+        let key = crate::broker::topology::WORK_KEY;
+        pending.push(ch.basic_publish(exchange.as_str().into(), key.into(), opts, &body, props).await?);
+        if pending.len() == WINDOW || i + 1 == n {
+            for confirm in pending.drain(..) {
+                anyhow::ensure!(confirm.await?.is_ack(), "broker nacked a publish");
+            }
+        }
+    }
+    println!("pre-filled {n} commands in {:.1} s", started.elapsed().as_secs_f64());
+    let _ = conn.close(200, "prefilled".into()).await;
+    Ok(())
+}
