@@ -31,6 +31,14 @@ pub fn metrics_handle() -> PrometheusHandle {
             // Another recorder may already be installed (e.g. by an embedding program); then
             // our handle still renders, just without the global macros' values.
             let _ = metrics::set_global_recorder(recorder);
+            // Histogram samples wait in a bucket until the next upkeep (a render does one too).
+            // Without this, a process nobody scrapes keeps every sample it ever recorded: RSS
+            // grew by 0.5 MiB/s while draining a million commands.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                upkeep.run_upkeep();
+            });
             handle
         })
         .clone()

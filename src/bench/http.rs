@@ -135,6 +135,7 @@ fn free_port() -> anyhow::Result<u16> {
 
 fn spawn_sluice(settings: &Settings, db_url: &str, prefix: &str, port: u16, key: &str) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("finding the sluice binary")?;
+    let log = std::fs::File::create(log_path(prefix))?;
     Command::new(exe)
         .arg("serve")
         .env("SLUICE__DATABASE__URL", db_url)
@@ -148,7 +149,8 @@ fn spawn_sluice(settings: &Settings, db_url: &str, prefix: &str, port: u16, key:
         .env("SLUICE__LIMITS__MAX_QUEUE_DEPTH", "0")
         .env("SLUICE_BOOTSTRAP_KEY", key)
         // The bench prints figures; sluice's own log goes to a file, named if a run fails.
-        .stderr(std::fs::File::create(log_path(prefix))?)
+        .stdout(log.try_clone()?)
+        .stderr(log)
         .kill_on_drop(true)
         .spawn()
         .context("starting sluice serve")

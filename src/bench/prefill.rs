@@ -34,6 +34,7 @@ pub async fn fill(settings: &Settings, prefix: &str, n: usize, kind: &str) -> an
         }
     }
     println!("pre-filled {n} commands in {:.1} s", started.elapsed().as_secs_f64());
+    let _ = ch.close(200, "prefilled".into()).await;
     let _ = conn.close(200, "prefilled".into()).await;
     Ok(())
 }

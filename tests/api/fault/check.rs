@@ -62,8 +62,14 @@ pub async fn drain(c: &Cluster, sent: &[Sent]) {
 
 /// Messages (ready and unacked) in the cluster's queues, from `rabbitmqctl`.
 async fn queued(c: &Cluster) -> Option<u64> {
+    queue_figure(c, "messages", "").await
+}
+
+/// A `rabbitmqctl list_queues` column summed over the cluster's queues whose names end with
+/// `suffix` ("" for all).
+pub async fn queue_figure(c: &Cluster, column: &str, suffix: &str) -> Option<u64> {
     let out = tokio::process::Command::new("rabbitmqctl")
-        .args(["-q", "list_queues", "--no-table-headers", "name", "messages"])
+        .args(["-q", "list_queues", "--no-table-headers", "name", column])
         .output()
         .await
         .ok()?;
@@ -74,8 +80,9 @@ async fn queued(c: &Cluster) -> Option<u64> {
     let text = String::from_utf8_lossy(&out.stdout);
     Some(
         text.lines()
-            .filter(|l| l.starts_with(&prefix))
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .filter_map(|l| l.split_once(char::is_whitespace))
+            .filter(|(name, _)| name.starts_with(&prefix) && name.ends_with(suffix))
+            .filter_map(|(_, n)| n.trim().parse::<u64>().ok())
             .sum(),
     )
 }

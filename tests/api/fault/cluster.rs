@@ -27,11 +27,14 @@ pub struct Options {
     pub env: Vec<(&'static str, String)>,
     /// Extra variables for worker processes only, made per start (e.g. a fresh crash point).
     pub worker_env: Option<WorkerEnv>,
+    /// Scrape every process's metrics in the background (a scrape also empties the metrics
+    /// library's sample buckets, which could hide memory growth from a memory check).
+    pub scrape: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { workers: 2, broker_port: 5672, heartbeat_secs: 5, env: Vec::new(), worker_env: None }
+        Self { workers: 2, broker_port: 5672, heartbeat_secs: 5, env: Vec::new(), worker_env: None, scrape: true }
     }
 }
 
@@ -95,7 +98,11 @@ impl Cluster {
         let scraped = Arc::new(Mutex::new(HashMap::new()));
         let targets = Arc::new(Mutex::new(Vec::new()));
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
-        let scraper = tokio::spawn(scrape_forever(http.clone(), targets.clone(), scraped.clone()));
+        let scraper = if opts.scrape {
+            tokio::spawn(scrape_forever(http.clone(), targets.clone(), scraped.clone()))
+        } else {
+            tokio::spawn(async {})
+        };
         let pool = PgPool::connect(settings.database.url.expose()).await.expect("test pool");
         let mut cluster = Self {
             name: name.to_owned(),
