@@ -209,11 +209,6 @@ impl Cluster {
         self.workers.lock().unwrap().iter().flatten().filter_map(|w| w.child.id()).collect()
     }
 
-    /// Metrics endpoints of the running workers.
-    pub fn worker_ports(&self) -> Vec<u16> {
-        self.workers.lock().unwrap().iter().flatten().map(|w| w.port).collect()
-    }
-
     /// How many worker slots the cluster has.
     pub fn worker_count(&self) -> usize {
         self.workers.lock().unwrap().len()
