@@ -177,6 +177,7 @@ async fn drop_topology(settings: &Settings, prefix: &str) {
     if let Ok(conn) = lapin::Connection::connect(settings.broker.url.expose(), props).await {
         if let Ok(ch) = conn.create_channel().await {
             topology.delete(&ch).await;
+            let _ = ch.close(200, "bench done".into()).await;
         }
         let _ = conn.close(200, "bench done".into()).await;
     }
