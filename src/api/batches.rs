@@ -223,9 +223,10 @@ async fn read_batch(state: &ApiState, req: Request) -> Result<(Vec<Value>, Optio
         .unwrap_or_default();
     let query = req.uri().query().unwrap_or("").to_owned();
     let secret_header = req.headers().get("sluice-callback-secret").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let bytes = read_bytes(req, state).await?;
+    let max = state.batch_settings.max_commands;
     match content_type.as_str() {
         "application/json" => {
+            let bytes = read_bytes(req, state).await?;
             let batch: JsonBatch = serde_json::from_slice(&bytes).map_err(|e| {
                 ApiError::bad_request(
                     "malformed_batch",
@@ -245,31 +246,62 @@ async fn read_batch(state: &ApiState, req: Request) -> Result<(Vec<Value>, Optio
                 ));
             }
             options.callback_secret = secret_header;
-            let mut items = Vec::new();
-            let max = state.batch_settings.max_commands;
-            for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
-                // One past the limit is enough to refuse the batch; parse no further.
-                if items.len() > max {
-                    break;
-                }
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let v: Value = serde_json::from_slice(line).map_err(|e| {
-                    ApiError::bad_request(
-                        "malformed_json",
-                        format!("line {} is not JSON: {e}", n + 1),
-                        Some(&format!("body line {} column {}", n + 1, e.column())),
-                    )
-                })?;
-                items.push(v);
-            }
-            Ok((items, options))
+            Ok((read_ndjson(req, max).await?, options))
         }
         other => Err(ApiError::UnsupportedMediaType(format!(
             "a batch is application/json ({{\"commands\": [...]}}) or application/x-ndjson (one command per line), not {other:?}"
         ))),
     }
+}
+
+/// Parses NDJSON lines as the body arrives, so parsing overlaps the upload and the raw body is
+/// never held whole; stops reading one item past `max` (enough to refuse the batch) and at the
+/// route's body limit (413).
+async fn read_ndjson(req: Request, max: usize) -> Result<Vec<Value>, ApiError> {
+    use futures_util::StreamExt;
+    let limit = req.extensions().get::<super::body::BodyLimit>().map_or(usize::MAX, |l| l.0);
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    let mut body = req.into_body().into_data_stream();
+    let (mut items, mut pending, mut read, mut line) = (Vec::new(), Vec::new(), 0usize, 0usize);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request("unreadable_body", e.to_string(), Some("body")))?;
+        read += chunk.len();
+        if read > limit {
+            return Err(ApiError::TooLarge { limit });
+        }
+        pending.extend_from_slice(&chunk);
+        let mut start = 0;
+        while let Some(end) = pending[start..].iter().position(|b| *b == b'\n') {
+            line += 1;
+            parse_line(&pending[start..start + end], line, &mut items)?;
+            start += end + 1;
+            if items.len() > max {
+                return Ok(items);
+            }
+        }
+        pending.drain(..start);
+    }
+    parse_line(&pending, line + 1, &mut items)?;
+    Ok(items)
+}
+
+/// One NDJSON line (1-based `line`); blank lines are skipped.
+fn parse_line(bytes: &[u8], line: usize, items: &mut Vec<Value>) -> Result<(), ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(
+            "malformed_json",
+            format!("line {line} is not JSON: {e}"),
+            Some(&format!("body line {line} column {}", e.column())),
+        )
+    })?;
+    items.push(v);
+    Ok(())
 }
 
 fn serde_urlencoded_options(query: &str) -> Result<Options, ApiError> {

@@ -139,6 +139,47 @@ async fn batch_limits_give_clear_4xx_errors() {
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "invalid_callback");
     let r = app.post_batch(json!({"commandz": []}), None).await;
     assert_eq!(r.status(), 400, "unknown fields are refused, not ignored");
+
+    // NDJSON is read as it arrives: one line past the maximum is refused, and so is a streamed
+    // body (no Content-Length) once it passes the body limit.
+    let line = |i: usize| format!("{}\n", json!({"type": "event.record", "payload": {"name": "n", "data": i}}));
+    let r = app
+        .http
+        .post(format!("{}/v1/batches", app.base))
+        .bearer_auth(&app.key)
+        .header("content-type", "application/x-ndjson")
+        .body((0..4).map(line).collect::<String>())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "invalid_batch_length");
+    let chunks: Vec<String> = (0..3).map(|_| format!("{}\n", " ".repeat(900))).collect();
+    assert_eq!(chunked_ndjson(&app, &chunks).await, 413);
+}
+
+/// POSTs NDJSON with `Transfer-Encoding: chunked`, one chunk per item; returns the status.
+async fn chunked_ndjson(app: &crate::helpers::TestApp, chunks: &[String]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/batches HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n",
+        app.key
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    for c in chunks {
+        // The server may answer and close before the last chunk: a failed write is fine.
+        if tcp.write_all(format!("{:x}\r\n{c}\r\n", c.len()).as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = tcp.write_all(b"0\r\n\r\n").await;
+    let mut answer = vec![0u8; 64];
+    let n = tcp.read(&mut answer).await.unwrap();
+    let status = String::from_utf8_lossy(&answer[..n]);
+    status.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 /// A receiver that fails its first `fail` requests, then records what it gets.

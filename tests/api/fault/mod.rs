@@ -135,37 +135,43 @@ async fn workers_killed_repeatedly_even_between_commit_and_ack_apply_each_comman
     let opts = Options {
         workers: 2,
         worker_env: Some(Box::new(|| {
-            vec![("SLUICE_FAULT_ABORT_AFTER_COMMITS", (100 + rand::random::<u64>() % 400).to_string())]
+            vec![("SLUICE_FAULT_ABORT_AFTER_COMMITS", (20 + rand::random::<u64>() % 200).to_string())]
         })),
         ..Options::default()
     };
     let c = cluster("4 workers killed", opts, mix.accounts).await;
     let stop = CancellationToken::new();
     // Plays the orchestrator: a worker that died on its own is started again.
+    let crashed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let supervisor = {
-        let (c, stop) = (c.clone(), stop.clone());
+        let (c, stop, crashed) = (c.clone(), stop.clone(), crashed.clone());
         tokio::spawn(async move {
-            let mut crashes = 0;
             while !stop.is_cancelled() {
-                crashes += c.respawn_exited();
+                crashed.fetch_add(c.respawn_exited(), std::sync::atomic::Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            crashes
         })
     };
     let kills = 6 * scale();
+    let aborts = crashed.clone();
     let (sent, windows) = under_load(&c, mix.clone(), |c| async move {
         let mut windows = Vec::new();
         for i in 0..kills {
             window(&mut windows, c.kill_worker(i as usize % c.worker_count())).await;
             progress(&c, windows.last().map_or_else(Utc::now, |w: &Window| w.to), 100).await;
         }
+        // The load goes on until the crash hook has fired too.
+        until(Duration::from_secs(60), "a worker crashed between commit and ack", || async {
+            aborts.load(std::sync::atomic::Ordering::SeqCst) > 0
+        })
+        .await;
         windows
     })
     .await;
     drain(&c, &sent).await;
     stop.cancel();
-    let crashes = supervisor.await.expect("supervisor");
+    supervisor.await.expect("supervisor");
+    let crashes = crashed.load(std::sync::atomic::Ordering::SeqCst);
     let r =
         verify(&c, &sent, &windows, mix.accounts, &format!("{kills} SIGKILLs, {crashes} aborts after commit")).await;
     assert!(crashes > 0, "the commit-to-ack crash hook fired");
