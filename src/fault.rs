@@ -3,6 +3,7 @@
 //!
 //! - `SLUICE_FAULT_ABORT_AFTER_COMMITS=N`: the process aborts right after its N-th commit,
 //!   before the ack: the window in which a crash must not lead to a second effect.
+//! - `SLUICE_FAULT_COMMITS_LOG=path`: every commit appends the ids it applied to that file.
 //! - `fault.poison`: a command type whose handler always fails transiently, so it walks the
 //!   whole retry schedule into the dead letters. With `SLUICE_FAULT_CALLS_LOG=path`, each
 //!   call appends `<command id> <unix micros>` to that file, so a test can see the delays.
@@ -24,14 +25,24 @@ pub fn register(catalog: &mut Catalog) -> Result<(), SchemaError> {
     catalog.register("fault.slow", slow, Slow)
 }
 
-/// Called after every commit of command effects, before their ack.
-pub fn after_commit(commands: usize) {
+/// Called after every commit of freshly applied commands, before their ack.
+pub fn after_commit(ids: &[uuid::Uuid]) {
     static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+    static LOG: OnceLock<Option<String>> = OnceLock::new();
     static COMMITTED: AtomicU64 = AtomicU64::new(0);
+    // The fault suite counts fresh commits per command id: two for one id is a second effect,
+    // even where a table's own key would have swallowed the second row.
+    if let Some(path) = LOG.get_or_init(|| std::env::var("SLUICE_FAULT_COMMITS_LOG").ok()) {
+        let lines: String = ids.iter().map(|id| format!("{id}\n")).collect();
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = std::io::Write::write_all(&mut f, lines.as_bytes());
+        }
+    }
     let limit =
         LIMIT.get_or_init(|| std::env::var("SLUICE_FAULT_ABORT_AFTER_COMMITS").ok().and_then(|v| v.parse().ok()));
+    let commands = ids.len() as u64;
     if let Some(limit) = limit {
-        if COMMITTED.fetch_add(commands as u64, Ordering::SeqCst) + commands as u64 >= *limit {
+        if COMMITTED.fetch_add(commands, Ordering::SeqCst) + commands >= *limit {
             eprintln!("fault hook: aborting between commit and ack");
             std::process::abort();
         }

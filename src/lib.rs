@@ -20,7 +20,7 @@ pub mod dashboard;
 #[cfg(feature = "fault-hooks")]
 pub mod fault;
 /// The properties the fuzz targets check (shared with the crash-regression tests).
-#[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzz;
 /// Business logic, one module per command family.
 pub mod handlers;

@@ -191,11 +191,12 @@ pub async fn submit(
         batches::finish_if_done(&state.pool, &[batch_id]).await?;
     }
     if published == 0 {
-        return Err(ApiError::Unavailable {
-            message:
-                "RabbitMQ did not confirm any command of the batch; it is safe to retry with the same Idempotency-Key"
-                    .into(),
-            retry_after_secs: 2,
+        let message = "RabbitMQ confirmed no command of the batch; retry with the same Idempotency-Key".to_owned();
+        return Err(if definitely_lost == results.len() {
+            ApiError::Unavailable { message, retry_after_secs: 2 }
+        } else {
+            // Some were sent unconfirmed and may still arrive.
+            ApiError::OutcomeUnknown { message, retry_after_secs: 2 }
         });
     }
     let url = format!("/v1/batches/{batch_id}");
@@ -265,19 +266,23 @@ async fn read_ndjson(req: Request, max: usize) -> Result<Vec<Value>, ApiError> {
         return Err(ApiError::TooLarge { limit });
     }
     let mut body = req.into_body().into_data_stream();
-    let (mut items, mut pending, mut read, mut line) = (Vec::new(), Vec::new(), 0usize, 0usize);
+    let (mut items, mut pending, mut read, mut line) = (Vec::new(), Vec::<u8>::new(), 0usize, 0usize);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request("unreadable_body", e.to_string(), Some("body")))?;
         read += chunk.len();
         if read > limit {
             return Err(ApiError::TooLarge { limit });
         }
+        // Only the new bytes are searched for line ends, so a long line arriving in many small
+        // chunks costs linear time.
+        let mut searched = pending.len();
         pending.extend_from_slice(&chunk);
         let mut start = 0;
-        while let Some(end) = pending[start..].iter().position(|b| *b == b'\n') {
+        while let Some(end) = pending[searched..].iter().position(|b| *b == b'\n').map(|i| searched + i) {
             line += 1;
-            parse_line(&pending[start..start + end], line, &mut items)?;
-            start += end + 1;
+            parse_line(&pending[start..end], line, &mut items)?;
+            start = end + 1;
+            searched = start;
             if items.len() > max {
                 return Ok(items);
             }

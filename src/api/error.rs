@@ -30,6 +30,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("{message}")]
     Unavailable { message: String, retry_after_secs: u32 },
+    /// The command was sent but RabbitMQ never confirmed it: it may or may not be applied, so
+    /// the client must retry with the same `Idempotency-Key` (code `outcome_unknown`).
+    #[error("{message}")]
+    OutcomeUnknown { message: String, retry_after_secs: u32 },
     #[error("{message}")]
     TooManyRequests { message: String, retry_after_secs: u32 },
     /// Our fault; logged with its cause, answered with a generic body.
@@ -68,9 +72,16 @@ impl From<PublishError> for ApiError {
             PublishError::Overloaded => 1,
             _ => 2,
         };
-        Self::Unavailable {
-            message: format!("the command was not accepted: {e}; it is safe to retry (use an Idempotency-Key)"),
-            retry_after_secs,
+        if e.definitely_not_published() {
+            Self::Unavailable { message: format!("the command was not published: {e}; retry later"), retry_after_secs }
+        } else {
+            Self::OutcomeUnknown {
+                message: format!(
+                    "the command was sent but not confirmed ({e}), so it may still be applied; retry with the \
+                     same Idempotency-Key and it is applied once"
+                ),
+                retry_after_secs,
+            }
         }
     }
 }
@@ -110,6 +121,7 @@ impl IntoResponse for ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", json!({})),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", json!({})),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", json!({})),
+            Self::OutcomeUnknown { .. } => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown", json!({})),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", json!({})),
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
@@ -127,7 +139,9 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(json!({ "error": error }))).into_response();
         let headers = response.headers_mut();
         match &self {
-            Self::Unavailable { retry_after_secs, .. } | Self::TooManyRequests { retry_after_secs, .. } => {
+            Self::Unavailable { retry_after_secs, .. }
+            | Self::OutcomeUnknown { retry_after_secs, .. }
+            | Self::TooManyRequests { retry_after_secs, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             Self::Unauthorized(_) => {

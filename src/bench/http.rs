@@ -111,7 +111,7 @@ pub async fn run(settings: &Settings, load: &Load, db_url: &str, prefix: &str) -
     }
     let port = free_port()?;
     let key = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let mut child = spawn_sluice(settings, db_url, prefix, port, &key)?;
+    let mut child = spawn_sluice(settings, db_url, prefix, port, &key, load.prefill > 0)?;
     let result = measure(load, db_url, port, &key, &child)
         .await
         .with_context(|| format!("sluice's log: {}", log_path(prefix).display()));
@@ -133,11 +133,22 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn spawn_sluice(settings: &Settings, db_url: &str, prefix: &str, port: u16, key: &str) -> anyhow::Result<Child> {
+fn spawn_sluice(
+    settings: &Settings,
+    db_url: &str,
+    prefix: &str,
+    port: u16,
+    key: &str,
+    prefilled: bool,
+) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("finding the sluice binary")?;
     let log = std::fs::File::create(log_path(prefix))?;
-    Command::new(exe)
-        .arg("serve")
+    let mut cmd = Command::new(exe);
+    if prefilled {
+        // A pre-filled queue of a million would trip the depth bound; this run measures work.
+        cmd.env("SLUICE__LIMITS__MAX_QUEUE_DEPTH", "0");
+    }
+    cmd.arg("serve")
         .env("SLUICE__DATABASE__URL", db_url)
         .env("SLUICE__BROKER__URL", settings.broker.url.expose())
         .env("SLUICE__BROKER__PREFIX", prefix)
@@ -145,8 +156,6 @@ fn spawn_sluice(settings: &Settings, db_url: &str, prefix: &str, port: u16, key:
         .env("SLUICE__LOG__LEVEL", "warn")
         // One key drives the whole load: the per-key rate limit would be what is measured.
         .env("SLUICE__LIMITS__RATE_PER_SECOND", "0")
-        // A pre-filled queue of a million would trip the depth bound; the bench measures work.
-        .env("SLUICE__LIMITS__MAX_QUEUE_DEPTH", "0")
         .env("SLUICE_BOOTSTRAP_KEY", key)
         // The bench prints figures; sluice's own log goes to a file, named if a run fails.
         .stdout(log.try_clone()?)

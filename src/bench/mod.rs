@@ -80,6 +80,8 @@ async fn drop_database(args: &BenchArgs, name: &str) {
 pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.commands > 0 && args.concurrency > 0, "--commands and --concurrency must be > 0");
     anyhow::ensure!(args.batch > 0 && args.batch_concurrency > 0, "--batch and --batch-concurrency must be > 0");
+    // Pre-filled transfers would name accounts not yet opened and all be rejected.
+    anyhow::ensure!(args.prefill == 0 || args.kind == "event.record", "--prefill works with --kind event.record");
     anyhow::ensure!(
         matches!(args.kind.as_str(), "event.record" | "ledger.transfer"),
         "--kind must be event.record or ledger.transfer"

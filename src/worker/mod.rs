@@ -111,7 +111,8 @@ async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel
     let mut jobs = Vec::with_capacity(n);
     for delivery in batch {
         if delivery.redelivered {
-            // Handed out before and never acked: a worker died or its connection broke.
+            // Handed out before and never acked: a worker died, its connection broke, or a
+            // worker gave it back (a panicking handler, a shutdown during an outage).
             metrics::counter!("sluice_redeliveries_total").increment(1);
         }
         let attempt = attempt_of(&delivery);

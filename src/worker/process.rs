@@ -105,7 +105,7 @@ pub async fn apply_batch(ctx: &WorkerCtx, jobs: &[&Job]) -> Result<Vec<&'static 
     }
     tx.commit().await.map_err(StoreError::from)?;
     #[cfg(feature = "fault-hooks")]
-    crate::fault::after_commit(jobs.len());
+    crate::fault::after_commit(&jobs.iter().map(|j| j.cmd.id).collect::<Vec<_>>());
     metrics::histogram!("sluice_batch_seconds").record(started.elapsed());
     metrics::histogram!("sluice_batch_size").record(jobs.len() as f64);
     Ok(labels)
@@ -185,7 +185,7 @@ async fn apply(ctx: &WorkerCtx, handler: &dyn Handler, cmd: &Envelope, attempt: 
     }
     tx.commit().await.map_err(StoreError::from)?;
     #[cfg(feature = "fault-hooks")]
-    crate::fault::after_commit(1);
+    crate::fault::after_commit(&[cmd.id]);
     Ok(Applied::Fresh(outcome))
 }
 

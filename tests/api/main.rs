@@ -11,6 +11,7 @@ mod dead_letters;
 // The fault-injection suite needs the binary's test-only hooks (`--features fault-hooks`).
 #[cfg(feature = "fault-hooks")]
 mod fault;
+#[cfg(feature = "fuzzing")]
 mod fuzz_regressions;
 mod helpers;
 mod ledger;

@@ -32,12 +32,25 @@ impl Proxy {
         let mode = Arc::new(watch::channel(Mode::Forward).0);
         let gate = mode.clone();
         let task = tokio::spawn(async move {
+            // Owns every connection's task: aborting the proxy aborts them all.
+            let mut conns = tokio::task::JoinSet::new();
             while let Ok((inbound, _)) = listener.accept().await {
-                if *gate.borrow() != Mode::Forward {
-                    continue; // dropped at once (cut) or never answered (stall: the peer times out)
-                }
+                while conns.try_join_next().is_some() {}
                 let gate = gate.clone();
-                tokio::spawn(async move {
+                let mode = *gate.borrow();
+                match mode {
+                    Mode::Cut => continue, // closed at once
+                    Mode::Stall => {
+                        // Accepted and never answered: the peer's own timeouts must notice.
+                        conns.spawn(async move {
+                            let _held = inbound;
+                            let _ = gate.subscribe().wait_for(|m| *m != Mode::Stall).await;
+                        });
+                        continue;
+                    }
+                    Mode::Forward => {}
+                }
+                conns.spawn(async move {
                     let Ok(outbound) = TcpStream::connect(target).await else {
                         return;
                     };

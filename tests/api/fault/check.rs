@@ -33,6 +33,8 @@ pub struct Report {
     pub lost: usize,
     pub duplicated: usize,
     pub unexpected: usize,
+    pub refused: usize,
+    pub refused_applied: usize,
     pub unknown: usize,
     pub unknown_applied: usize,
     pub retries: f64,
@@ -43,7 +45,9 @@ pub struct Report {
 }
 
 /// Waits until every accepted command is final and the cluster's queues are empty (so a
-/// command whose answer was lost but which was published has been processed too).
+/// command whose answer was lost but which was published has been processed too). Quorum
+/// queues report their counts on a statistics tick of about 5 s, so empty must be seen for
+/// longer than that.
 pub async fn drain(c: &Cluster, sent: &[Sent]) {
     let ids: Vec<Uuid> = sent.iter().filter(|s| s.accepted).map(|s| s.id).collect();
     until(Duration::from_secs(180), "every accepted command is final", || async {
@@ -57,7 +61,19 @@ pub async fn drain(c: &Cluster, sent: &[Sent]) {
         done == ids.len() as i64
     })
     .await;
-    until(Duration::from_secs(120), "the cluster's queues are empty", || async { queued(c).await == Some(0) }).await;
+    let mut empty_since: Option<std::time::Instant> = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if queued(c).await == Some(0) {
+            if empty_since.get_or_insert_with(std::time::Instant::now).elapsed() > Duration::from_secs(7) {
+                return;
+            }
+        } else {
+            empty_since = None;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}: the queues did not stay empty", c.name);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Messages (ready and unacked) in the cluster's queues, from `rabbitmqctl`.
@@ -92,6 +108,8 @@ struct Effects {
     events: HashMap<u64, i64>,
     /// Command id → (status, ledger entries, dead letters).
     commands: HashMap<Uuid, (String, i64, i64)>,
+    /// Command id → fresh commits of it, from the workers' commit log.
+    commits: HashMap<Uuid, i64>,
 }
 
 async fn effects(c: &Cluster) -> Effects {
@@ -109,28 +127,47 @@ async fn effects(c: &Cluster) -> Effects {
     .fetch_all(&c.pool)
     .await
     .expect("commands");
+    let mut commits = HashMap::new();
+    let log = std::fs::read_to_string(super::cluster::commits_log(&c.settings.broker.prefix)).unwrap_or_default();
+    for id in log.lines().filter_map(|l| Uuid::parse_str(l.trim()).ok()) {
+        *commits.entry(id).or_insert(0) += 1;
+    }
     Effects {
         events: events.into_iter().map(|(s, n)| (s as u64, n)).collect(),
         commands: commands.into_iter().map(|(id, st, e, d)| (id, (st, e, d))).collect(),
+        commits,
     }
 }
 
 impl Effects {
-    /// How many times `s` took effect: 0, 1, or more (a duplicate).
+    /// How many times `s` took effect: 0, 1, or more (a duplicate). The larger of what the
+    /// tables hold and how often a worker committed it fresh.
     fn count(&self, s: &Sent) -> i64 {
         let row = self.commands.get(&s.id);
-        match s.kind {
+        let stored = match s.kind {
             Kind::Event => self.events.get(&s.seq).copied().unwrap_or(0),
             Kind::Transfer => match row {
                 // A transfer's effect is a debit and a credit; a rejection is a recorded outcome.
-                Some((st, entries, _)) if st == "succeeded" => entries / 2 + entries % 2,
                 Some((st, 0, _)) if st == "rejected" => 1,
-                Some((_, entries, _)) => *entries,
+                Some((_, entries, _)) => (entries + 1) / 2,
                 None => 0,
             },
             Kind::Poison => row.map_or(0, |(st, _, dead)| if st == "dead" { *dead } else { 0 }),
             Kind::Slow => row.map_or(0, |(st, _, _)| i64::from(st == "succeeded")),
-        }
+        };
+        stored.max(self.commits.get(&s.id).copied().unwrap_or(0))
+    }
+
+    /// Commands whose status disagrees with their ledger entries (succeeded with other than
+    /// none or a debit and a credit, or not succeeded with any).
+    fn inconsistent(&self) -> usize {
+        self.commands
+            .values()
+            .filter(|(st, entries, _)| match st.as_str() {
+                "succeeded" => *entries != 0 && *entries != 2,
+                _ => *entries != 0,
+            })
+            .count()
     }
 }
 
@@ -144,6 +181,11 @@ pub async fn verify(c: &Cluster, sent: &[Sent], windows: &[Window], accounts: us
             r.accepted += 1;
             if n == 0 {
                 r.lost += 1;
+            }
+        } else if s.refused {
+            r.refused += 1;
+            if n >= 1 {
+                r.refused_applied += 1;
             }
         } else {
             r.unknown += 1;
@@ -168,6 +210,11 @@ pub async fn verify(c: &Cluster, sent: &[Sent], windows: &[Window], accounts: us
     assert_eq!(r.lost, 0, "{}: commands answered 202 were lost", c.name);
     assert_eq!(r.duplicated, 0, "{}: commands took effect twice", c.name);
     assert_eq!(r.unexpected, 0, "{}: effects of commands never sent", c.name);
+    assert_eq!(r.refused_applied, 0, "{}: commands refused before publishing took effect", c.name);
+    assert_eq!(fx.inconsistent(), 0, "{}: transfers whose status disagrees with their entries", c.name);
+    if !windows.is_empty() {
+        assert!(r.recovery.is_some(), "{}: after some fault, nothing was accepted and committed again", c.name);
+    }
     if accounts > 0 {
         check_books(c, accounts).await;
     }
@@ -182,7 +229,8 @@ async fn recovery(c: &Cluster, sent: &[Sent], windows: &[Window]) -> Option<Dura
     }
     let mut worst = Duration::ZERO;
     for w in windows {
-        let ingest = sent.iter().filter(|s| s.accepted && s.answered_at > w.to).map(|s| s.answered_at).min()?;
+        // Only requests sent after the fault ended show that ingest works again.
+        let ingest = sent.iter().filter(|s| s.accepted && s.sent_at() > w.to).map(|s| s.answered_at).min()?;
         let commit: Option<DateTime<Utc>> =
             sqlx::query_scalar("SELECT min(completed_at) FROM commands WHERE completed_at > $1")
                 .bind(w.to)
@@ -215,17 +263,19 @@ async fn check_books(c: &Cluster, accounts: usize) {
     assert_eq!(mismatched, 0, "{}: a balance differs from its opening plus its entries", c.name);
 }
 
-const HEADER: &str = "| scenario | sent | 202 | lost | duplicated | unexpected | unknown → applied | retries | redeliveries | duplicates absorbed | reconnects | recovery | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+const HEADER: &str = "| scenario | sent | 202 | lost | duplicated | unexpected | refused → applied | unknown → applied | retries | redeliveries | duplicates absorbed | reconnects | recovery | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 fn print_row(name: &str, r: &Report, notes: &str) {
     let recovery = r.recovery.map_or("–".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
     let row = format!(
-        "| {name} | {} | {} | {} | {} | {} | {} → {} | {} | {} | {} | {} | {recovery} | {notes} |",
+        "| {name} | {} | {} | {} | {} | {} | {} → {} | {} → {} | {} | {} | {} | {} | {recovery} | {notes} |",
         r.sent,
         r.accepted,
         r.lost,
         r.duplicated,
         r.unexpected,
+        r.refused,
+        r.refused_applied,
         r.unknown,
         r.unknown_applied,
         r.retries as u64,

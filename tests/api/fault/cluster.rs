@@ -7,7 +7,6 @@ use sluice::config::Settings;
 use sqlx::{Connection as _, PgConnection, PgPool};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -90,6 +89,7 @@ impl Cluster {
             ("SLUICE__LIMITS__RATE_PER_SECOND", "1000000".to_owned()),
             ("SLUICE__LIMITS__BURST", "1000000".to_owned()),
             ("SLUICE__WORKER__DRAIN_TIMEOUT_MS", "5000".to_owned()),
+            ("SLUICE_FAULT_COMMITS_LOG", commits_log(&b.prefix).display().to_string()),
         ]
         .into_iter()
         .chain(opts.env)
@@ -97,7 +97,8 @@ impl Cluster {
         .collect();
         let scraped = Arc::new(Mutex::new(HashMap::new()));
         let targets = Arc::new(Mutex::new(Vec::new()));
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+        // Longer than any bound a scenario asserts, so a hang shows as a slow answer.
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
         let scraper = if opts.scrape {
             tokio::spawn(scrape_forever(http.clone(), targets.clone(), scraped.clone()))
         } else {
@@ -151,7 +152,7 @@ impl Cluster {
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("SLUICE__HTTP__ADDR", format!("127.0.0.1:{port}"))
             .envs(extra)
-            .stdout(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
@@ -183,21 +184,24 @@ impl Cluster {
         self.wait_ready(port).await;
     }
 
-    /// Starts a new worker in place of each one that exited on its own (the crash hook);
-    /// returns how many had.
+    /// Starts a new worker in place of each one that exited on its own; returns how many of
+    /// them the crash hook had aborted (SIGABRT), not counting any other exit.
     pub fn respawn_exited(&self) -> usize {
+        use std::os::unix::process::ExitStatusExt;
         let mut workers = self.workers.lock().unwrap();
-        let mut n = 0;
+        let mut aborted = 0;
         for slot in workers.iter_mut() {
             if let Some(w) = slot.as_mut() {
-                if matches!(w.child.try_wait(), Ok(Some(_))) {
+                if let Ok(Some(status)) = w.child.try_wait() {
+                    if status.signal() == Some(6) {
+                        aborted += 1;
+                    }
                     self.forget(&w.name);
                     *slot = Some(self.launch_worker());
-                    n += 1;
                 }
             }
         }
-        n
+        aborted
     }
 
     fn forget(&self, name: &str) {
@@ -254,6 +258,7 @@ impl Drop for Cluster {
         let topology =
             sluice::broker::Topology::new(&s.broker.prefix, &s.worker.retry_tiers_ms, s.broker.delivery_limit);
         let db = self.db_name.clone();
+        let _ = std::fs::remove_file(commits_log(&s.broker.prefix));
         // Drop cannot await: clean up on a thread with its own runtime.
         let cleanup = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -274,6 +279,11 @@ impl Drop for Cluster {
         });
         let _ = cleanup.join();
     }
+}
+
+/// The file the processes of the cluster with broker prefix `prefix` log their commits to.
+pub fn commits_log(prefix: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("sluice-commits-{prefix}.log"))
 }
 
 /// Sum of the values of the lines starting with `series` (a full series or a name prefix

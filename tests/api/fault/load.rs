@@ -41,6 +41,9 @@ pub struct Sent {
     pub accepted: bool,
     /// The HTTP status, or None when no answer came (timeout, connection error).
     pub status: Option<u16>,
+    /// Refused before anything was published (a 4xx, or a 503 `unavailable`): must have no
+    /// effect. Anything else that is not a 202 is unknown: zero or one effect.
+    pub refused: bool,
     pub answered_at: DateTime<Utc>,
     pub took: Duration,
 }
@@ -74,6 +77,18 @@ impl Default for Mix {
             first_seq: 0,
             slow_millis: 0,
         }
+    }
+}
+
+impl Sent {
+    /// When the request was sent.
+    pub fn sent_at(&self) -> DateTime<Utc> {
+        self.answered_at - chrono::Duration::from_std(self.took).unwrap_or_default()
+    }
+
+    /// Whether the request was in flight at some point of `w`.
+    pub fn overlaps(&self, w: &super::check::Window) -> bool {
+        self.sent_at() <= w.to && self.answered_at >= w.from
     }
 }
 
@@ -164,6 +179,19 @@ pub async fn send_one(c: &Cluster, mix: &Mix, seq: u64) -> Sent {
     let key = format!("fault-{seq}");
     let id = sluice::command::command_id_for_key(&c.tenant, &key);
     let started = std::time::Instant::now();
-    let status = submit(c, kind.type_name(), payload, Some(&key)).await.ok().map(|r| r.status().as_u16());
-    Sent { seq, id, kind, accepted: status == Some(202), status, answered_at: Utc::now(), took: started.elapsed() }
+    let (status, code) = match submit(c, kind.type_name(), payload, Some(&key)).await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (Some(status), body["error"]["code"].as_str().map(str::to_owned))
+        }
+        Err(_) => (None, None),
+    };
+    let refused = match status {
+        Some(s) if (400..500).contains(&s) => true,
+        Some(503) => code.as_deref() == Some("unavailable"),
+        _ => false,
+    };
+    let (answered_at, took) = (Utc::now(), started.elapsed());
+    Sent { seq, id, kind, accepted: status == Some(202), status, refused, answered_at, took }
 }

@@ -30,22 +30,26 @@ pub struct BrokerGuard;
 
 impl Drop for BrokerGuard {
     fn drop(&mut self) {
-        let _ = run("rabbitmqctl", &["set_vm_memory_high_watermark", "0.4"]);
-        if !run("timeout", &["20", "rabbitmqctl", "-q", "status"]) {
+        // The node first (it may have been killed), then its app (it may have been stopped),
+        // then the watermark, which only a running app accepts.
+        if !run("timeout", &["20", "rabbitmqctl", "-q", "ping"]) {
             let _ = run("rabbitmq-server", &["-detached"]);
+            let start = std::time::Instant::now();
+            while !run("timeout", &["20", "rabbitmqctl", "-q", "ping"]) && start.elapsed().as_secs() < 120 {
+                std::thread::sleep(Duration::from_millis(500));
+            }
         }
-        let start = std::time::Instant::now();
-        while !run("timeout", &["60", "rabbitmqctl", "-q", "await_startup"]) && start.elapsed().as_secs() < 180 {
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        let _ = run("rabbitmqctl", &["-q", "start_app"]);
+        let _ = run("timeout", &["60", "rabbitmqctl", "-q", "start_app"]);
+        let _ = run("timeout", &["120", "rabbitmqctl", "-q", "await_startup"]);
+        let _ = run("rabbitmqctl", &["-q", "set_vm_memory_high_watermark", "0.4"]);
     }
 }
 
 /// Kills the broker's Erlang VM without warning, then starts it again.
 pub async fn kill_broker_hard() {
     // Whole-VM kill: no connection is closed cleanly, nothing unsynced survives.
-    let _ = tokio::task::spawn_blocking(|| run("pkill", &["-9", "-u", "rabbitmq", "-f", "beam.smp"])).await;
+    let killed = tokio::task::spawn_blocking(|| run("pkill", &["-9", "-u", "rabbitmq", "-f", "beam.smp"])).await;
+    assert!(matches!(killed, Ok(true)), "the broker's Erlang VM was found and killed");
     wait_until(Duration::from_secs(30), || !run("pgrep", &["-u", "rabbitmq", "-f", "beam.smp"])).await;
     must("rabbitmq-server", &["-detached"]).await;
     // `-detached` returns before the node is up, and `await_startup` fails at once while the
