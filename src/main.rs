@@ -92,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {
     sluice::telemetry::metrics_handle();
-    #[allow(unused_mut)]
+    #[allow(unused_mut)] // only the fault-hooks build adds to it
     let mut catalog = Catalog::builtin()?;
     #[cfg(feature = "fault-hooks")]
     sluice::fault::register(&mut catalog)?;

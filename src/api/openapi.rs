@@ -61,7 +61,11 @@ fn errors(extra: &[(&str, &str)]) -> Map<String, Value> {
         ("401", "Missing, malformed or revoked API key"),
         ("403", "The key lacks the needed scope"),
         ("429", "Rate limit of the key exceeded; see Retry-After"),
-        ("503", "A dependency is unavailable or sluice is behind; see Retry-After"),
+        (
+            "503",
+            "A dependency is unavailable or sluice is behind; see Retry-After. Code `unavailable`: nothing was \
+             published; `outcome_unknown`: the command may still be applied, so retry with the same Idempotency-Key",
+        ),
     ]
     .iter()
     .chain(extra)
