@@ -104,24 +104,25 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
         r.print();
         Some(r)
     };
-    let mut runs: Vec<SluiceFigures> = Vec::new();
+    // Each run with its tag in the summary, (b) to (e), whichever of them ran.
+    let mut runs: Vec<(&str, SluiceFigures)> = Vec::new();
     if !args.skip_sluice {
         let singles = Load::singles(&args);
         if !args.skip_singles {
-            runs.push(one_run(&settings, &args, &id, "singles", singles.clone(), raw.as_ref()).await?);
+            runs.push(("(b)", one_run(&settings, &args, &id, "singles", singles.clone(), raw.as_ref()).await?));
         }
         if !args.skip_batches {
             let batches = Load { per_request: args.batch, concurrency: args.batch_concurrency, ..singles.clone() };
-            runs.push(one_run(&settings, &args, &id, "batches", batches, raw.as_ref()).await?);
+            runs.push(("(c)", one_run(&settings, &args, &id, "batches", batches, raw.as_ref()).await?));
         }
-        let half = runs.iter().find(|r| r.load.per_request == 0).map(|r| r.ingest_rate / 2.0);
+        let half = runs.iter().find(|(tag, _)| *tag == "(b)").map(|(_, r)| r.ingest_rate / 2.0);
         if let (false, Some(rate)) = (args.skip_paced, args.paced_rate.or(half)) {
             let paced = Load { rate: Some(rate), ..singles.clone() };
-            runs.push(one_run(&settings, &args, &id, "paced", paced, raw.as_ref()).await?);
+            runs.push(("(d)", one_run(&settings, &args, &id, "paced", paced, raw.as_ref()).await?));
         }
         if args.prefill > 0 {
             let prefill = Load { prefill: args.prefill, ..singles };
-            runs.push(one_run(&settings, &args, &id, "prefill", prefill, raw.as_ref()).await?);
+            runs.push(("(e)", one_run(&settings, &args, &id, "prefill", prefill, raw.as_ref()).await?));
         }
     }
     print_summary(raw.as_ref(), &runs);
@@ -149,7 +150,7 @@ async fn one_run(
 }
 
 /// The figures side by side, each as a ratio to the raw pipeline.
-fn print_summary(raw: Option<&raw::RawFigures>, runs: &[SluiceFigures]) {
+fn print_summary(raw: Option<&raw::RawFigures>, runs: &[(&str, SluiceFigures)]) {
     println!("\nsummary (end to end = 202 → committed):");
     if let Some(raw) = raw {
         println!(
@@ -157,7 +158,7 @@ fn print_summary(raw: Option<&raw::RawFigures>, runs: &[SluiceFigures]) {
             raw.pipeline_rate, raw.publish_rate
         );
     }
-    for (r, tag) in runs.iter().zip(["(b)", "(c)", "(d)", "(e)"]) {
+    for (tag, r) in runs {
         // Draining a backlog is compared with the raw consumer alone, not with both at once.
         let limit = |raw: &raw::RawFigures| if r.load.prefill > 0 { raw.drain_rate } else { raw.pipeline_rate };
         let ratio = raw.map_or(String::new(), |raw| format!("{:>4.0}%", 100.0 * r.e2e_rate / limit(raw)));
