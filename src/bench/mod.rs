@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// Skip the raw pipeline reference.
     #[arg(long)]
     pub skip_raw: bool,
+    /// Times to run the raw pipeline; ratios use the median of each figure. On this shared
+    /// machine one raw run varied by a quarter from the next.
+    #[arg(long, default_value_t = 3)]
+    pub raw_runs: usize,
     /// Skip the single-command run (and the paced run, unless --paced-rate is given).
     #[arg(long)]
     pub skip_singles: bool,
@@ -96,13 +100,17 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
     let raw = if args.skip_raw {
         None
     } else {
-        let db = format!("sluice_bench_raw_{id}");
-        let url = create_database(&args, &db).await?;
-        let r = raw::run(settings.broker.url.expose(), &url, &format!("bench-{id}"), args.commands).await;
-        drop_database(&args, &db).await;
-        let r = r?;
-        r.print();
-        Some(r)
+        let mut all = Vec::with_capacity(args.raw_runs);
+        for n in 0..args.raw_runs.max(1) {
+            let db = format!("sluice_bench_raw{n}_{id}");
+            let url = create_database(&args, &db).await?;
+            let r = raw::run(settings.broker.url.expose(), &url, &format!("bench-{id}-{n}"), args.commands).await;
+            drop_database(&args, &db).await;
+            let r = r?;
+            r.print();
+            all.push(r);
+        }
+        Some(raw::RawFigures::median(all))
     };
     // Each run with its tag in the summary, (b) to (e), whichever of them ran.
     let mut runs: Vec<(&str, SluiceFigures)> = Vec::new();
@@ -154,8 +162,8 @@ fn print_summary(raw: Option<&raw::RawFigures>, runs: &[(&str, SluiceFigures)]) 
     println!("\nsummary (end to end = 202 → committed):");
     if let Some(raw) = raw {
         println!(
-            "  (a) raw pipeline, both at once     {:>8.0} msg/s   100%   (publish alone {:.0}/s)",
-            raw.pipeline_rate, raw.publish_rate
+            "  (a) raw pipeline, both at once     {:>8.0} msg/s   100%   (median of {}; publish alone {:.0}/s)",
+            raw.pipeline_rate, raw.runs, raw.publish_rate
         );
     }
     for (tag, r) in runs {

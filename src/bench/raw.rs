@@ -26,9 +26,27 @@ pub struct RawFigures {
     pub publish_rate: f64,
     pub drain_rate: f64,
     pub pipeline_rate: f64,
+    /// How many runs these figures are the median of.
+    pub runs: usize,
 }
 
 impl RawFigures {
+    /// The median of each figure over several runs.
+    pub fn median(all: Vec<RawFigures>) -> RawFigures {
+        let mid = |f: fn(&RawFigures) -> f64| {
+            let mut v: Vec<f64> = all.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        RawFigures {
+            n: all.first().map_or(0, |r| r.n),
+            publish_rate: mid(|r| r.publish_rate),
+            drain_rate: mid(|r| r.drain_rate),
+            pipeline_rate: mid(|r| r.pipeline_rate),
+            runs: all.len(),
+        }
+    }
+
     pub fn print(&self) {
         println!("raw pipeline (lapin + sqlx, no HTTP, no handler), {} messages:", self.n);
         println!("  publish with confirms        {:>9.0} msg/s", self.publish_rate);
@@ -68,7 +86,7 @@ pub async fn run(amqp: &str, db_url: &str, prefix: &str, n: usize) -> anyhow::Re
         publish(&publisher, &queue, n).await?;
         consumer.await??;
         let pipeline_rate = rate(n, started.elapsed());
-        anyhow::Ok(RawFigures { n, publish_rate, drain_rate, pipeline_rate })
+        anyhow::Ok(RawFigures { n, publish_rate, drain_rate, pipeline_rate, runs: 1 })
     }
     .await;
     let _ = publisher.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
