@@ -1,7 +1,7 @@
 //! GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`; the delivery id is
 //! `X-GitHub-Delivery`, the event `X-GitHub-Event`. GitHub signs no timestamp.
 
-use super::{matches, VerifyError};
+use super::{any_key_matches, VerifyError};
 
 /// Verifies a delivery against any of `secrets`.
 pub fn verify(secrets: &[Vec<u8>], signature: Option<&str>, body: &[u8]) -> Result<(), VerifyError> {
@@ -11,11 +11,7 @@ pub fn verify(secrets: &[Vec<u8>], signature: Option<&str>, body: &[u8]) -> Resu
     if mac.len() != 32 {
         return Err(VerifyError::Malformed("X-Hub-Signature-256"));
     }
-    if secrets.iter().any(|k| matches(k, &[body], &mac)) {
-        Ok(())
-    } else {
-        Err(VerifyError::Mismatch)
-    }
+    any_key_matches(secrets, &[body], &mac)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Plain HMAC-SHA256 over the body in a header the source names: hex, optionally prefixed
 //! `sha256=`, or base64.
 
-use super::{matches, VerifyError};
+use super::{any_key_matches, VerifyError};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
@@ -14,11 +14,7 @@ pub fn verify(secrets: &[Vec<u8>], header: &'static str, value: Option<&str>, bo
         .filter(|m| m.len() == 32)
         .or_else(|| B64.decode(value).ok().filter(|m| m.len() == 32))
         .ok_or(VerifyError::Malformed(header))?;
-    if secrets.iter().any(|k| matches(k, &[body], &mac)) {
-        Ok(())
-    } else {
-        Err(VerifyError::Mismatch)
-    }
+    any_key_matches(secrets, &[body], &mac)
 }
 
 #[cfg(test)]

@@ -90,6 +90,15 @@ fn matches(key: &[u8], parts: &[&[u8]], expected: &[u8]) -> bool {
     mac(key, parts).is_some_and(|m| m.verify_slice(expected).is_ok())
 }
 
+/// Ok if `mac` is the MAC of `parts` under any of `keys` (secret rotation), else a mismatch.
+fn any_key_matches(keys: &[Vec<u8>], parts: &[&[u8]], mac: &[u8]) -> Result<(), VerifyError> {
+    if keys.iter().any(|k| matches(k, parts, mac)) {
+        Ok(())
+    } else {
+        Err(VerifyError::Mismatch)
+    }
+}
+
 /// The MAC of `parts` under `key`, as bytes.
 pub(crate) fn sign(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     mac(key, parts).map(|m| m.finalize().into_bytes().to_vec()).unwrap_or_default()

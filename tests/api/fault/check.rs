@@ -18,11 +18,13 @@ pub struct Window {
     pub to: DateTime<Utc>,
 }
 
-/// Runs `f` as one fault window.
-pub async fn window<F: std::future::Future<Output = ()>>(windows: &mut Vec<Window>, f: F) {
+/// Runs `f` as one fault window; returns when the fault ended.
+pub async fn window<F: std::future::Future<Output = ()>>(windows: &mut Vec<Window>, f: F) -> DateTime<Utc> {
     let from = Utc::now();
     f.await;
-    windows.push(Window { from, to: Utc::now() });
+    let to = Utc::now();
+    windows.push(Window { from, to });
+    to
 }
 
 /// One scenario's figures.

@@ -89,8 +89,8 @@ async fn closing_every_broker_connection_repeatedly_loses_nothing_and_applies_no
     let (sent, windows) = under_load(&c, mix.clone(), |c| async move {
         let mut windows = Vec::new();
         for _ in 0..times {
-            window(&mut windows, must("rabbitmqctl", &["-q", "close_all_connections", "fault test"])).await;
-            progress(&c, windows.last().map_or_else(Utc::now, |w: &Window| w.to), 100).await;
+            let ended = window(&mut windows, must("rabbitmqctl", &["-q", "close_all_connections", "fault test"])).await;
+            progress(&c, ended, 100).await;
         }
         windows
     })
@@ -108,7 +108,7 @@ async fn stopping_and_killing_the_broker_mid_stream_loses_no_accepted_command() 
     let (sent, windows) = under_load(&c, mix.clone(), |c| async move {
         let mut windows = Vec::new();
         for _ in 0..scale() {
-            window(&mut windows, async {
+            let ended = window(&mut windows, async {
                 must("rabbitmqctl", &["-q", "stop_app"]).await;
                 // How long the broker stays down: the fault itself, not a synchronization.
                 tokio::time::sleep(Duration::from_secs(2)).await;
@@ -116,9 +116,9 @@ async fn stopping_and_killing_the_broker_mid_stream_loses_no_accepted_command() 
                 must("timeout", &["120", "rabbitmqctl", "-q", "await_startup"]).await;
             })
             .await;
-            progress(&c, windows.last().map_or_else(Utc::now, |w: &Window| w.to), 100).await;
-            window(&mut windows, services::kill_broker_hard()).await;
-            progress(&c, windows.last().map_or_else(Utc::now, |w: &Window| w.to), 100).await;
+            progress(&c, ended, 100).await;
+            let ended = window(&mut windows, services::kill_broker_hard()).await;
+            progress(&c, ended, 100).await;
         }
         windows
     })
@@ -157,8 +157,8 @@ async fn workers_killed_repeatedly_even_between_commit_and_ack_apply_each_comman
     let (sent, windows) = under_load(&c, mix.clone(), |c| async move {
         let mut windows = Vec::new();
         for i in 0..kills {
-            window(&mut windows, c.kill_worker(i as usize % c.worker_count())).await;
-            progress(&c, windows.last().map_or_else(Utc::now, |w: &Window| w.to), 100).await;
+            let ended = window(&mut windows, c.kill_worker(i as usize % c.worker_count())).await;
+            progress(&c, ended, 100).await;
         }
         // The load goes on until the crash hook has fired too.
         until(Duration::from_secs(60), "a worker crashed between commit and ack", || async {
@@ -187,9 +187,9 @@ async fn postgres_restarts_and_killed_backends_lose_nothing_and_apply_nothing_tw
     let (sent, windows) = under_load(&c, mix.clone(), |c| async move {
         let mut windows = Vec::new();
         for _ in 0..scale() {
-            window(&mut windows, services::restart_postgres()).await;
-            progress(&c, windows.last().map_or_else(Utc::now, |w: &Window| w.to), 100).await;
-            window(&mut windows, async {
+            let ended = window(&mut windows, services::restart_postgres()).await;
+            progress(&c, ended, 100).await;
+            let ended = window(&mut windows, async {
                 let killed: i64 = sqlx::query_scalar(
                     "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
                       WHERE datname = current_database() AND pid <> pg_backend_pid()",
@@ -200,7 +200,7 @@ async fn postgres_restarts_and_killed_backends_lose_nothing_and_apply_nothing_tw
                 assert!(killed > 0, "sluice's connections were terminated");
             })
             .await;
-            progress(&c, windows.last().map_or_else(Utc::now, |w: &Window| w.to), 100).await;
+            progress(&c, ended, 100).await;
         }
         windows
     })
@@ -273,14 +273,14 @@ async fn a_broker_that_silently_stops_answering_is_detected_by_heartbeats_and_ev
         let proxy = gate;
         let mut windows = Vec::new();
         for _ in 0..scale() {
-            window(&mut windows, async {
+            let ended = window(&mut windows, async {
                 proxy.stall();
                 // The partition's length: long enough for heartbeats to declare the peer dead.
                 tokio::time::sleep(stall).await;
                 proxy.restore();
             })
             .await;
-            progress(&c, windows.last().map_or_else(Utc::now, |w: &Window| w.to), 100).await;
+            progress(&c, ended, 100).await;
         }
         windows
     })
@@ -313,14 +313,14 @@ async fn under_a_memory_alarm_ingest_refuses_quickly_instead_of_hanging_and_drai
     let (sent, windows) = under_load(&c, mix.clone(), |c| async move {
         let mut windows = Vec::new();
         for _ in 0..scale() {
-            window(&mut windows, async {
+            let ended = window(&mut windows, async {
                 must("rabbitmqctl", &["-q", "set_vm_memory_high_watermark", "0"]).await;
                 // How long the alarm lasts: the fault itself.
                 tokio::time::sleep(Duration::from_secs(6)).await;
                 must("rabbitmqctl", &["-q", "set_vm_memory_high_watermark", "0.4"]).await;
             })
             .await;
-            progress(&c, windows.last().map_or_else(Utc::now, |w: &Window| w.to), 100).await;
+            progress(&c, ended, 100).await;
         }
         windows
     })
