@@ -2,7 +2,7 @@
 
 use crate::command::Envelope;
 use crate::config::Settings;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::ConfirmSelectOptions;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use std::time::Instant;
 
@@ -19,20 +19,10 @@ pub async fn fill(settings: &Settings, prefix: &str, n: usize, kind: &str) -> an
     topology.declare(&ch).await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let started = Instant::now();
-    let exchange = topology.work_exchange();
-    let mut pending = Vec::with_capacity(WINDOW);
-    for i in 0..n {
-        let body = Envelope::new("bench", kind, super::http::payload(kind, i), None).encode();
-        let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
-        let opts = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-        let key = crate::broker::topology::WORK_KEY;
-        pending.push(ch.basic_publish(exchange.as_str().into(), key.into(), opts, &body, props).await?);
-        if pending.len() == WINDOW || i + 1 == n {
-            for confirm in pending.drain(..) {
-                anyhow::ensure!(confirm.await?.is_ack(), "broker nacked a publish");
-            }
-        }
-    }
+    let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
+    let bodies = (0..n).map(|i| Envelope::new("bench", kind, super::http::payload(kind, i), None).encode());
+    let key = crate::broker::topology::WORK_KEY;
+    super::raw::publish_confirmed(&ch, &topology.work_exchange(), key, &props, WINDOW, bodies).await?;
     println!("pre-filled {n} commands in {:.1} s", started.elapsed().as_secs_f64());
     let _ = ch.close(200, "prefilled".into()).await;
     let _ = conn.close(200, "prefilled".into()).await;

@@ -106,12 +106,25 @@ fn body(i: usize) -> Vec<u8> {
 }
 
 async fn publish(ch: &Channel, queue: &str, n: usize) -> anyhow::Result<()> {
-    let mut pending = Vec::with_capacity(WINDOW);
-    for i in 0..n {
-        let props = BasicProperties::default().with_delivery_mode(2);
+    let props = BasicProperties::default().with_delivery_mode(2);
+    publish_confirmed(ch, "", queue, &props, WINDOW, (0..n).map(body)).await
+}
+
+/// Publishes `bodies` as mandatory messages with `props`, awaiting confirms `window` at a time.
+pub async fn publish_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    props: &BasicProperties,
+    window: usize,
+    bodies: impl Iterator<Item = Vec<u8>>,
+) -> anyhow::Result<()> {
+    let mut pending = Vec::with_capacity(window);
+    let mut bodies = bodies.peekable();
+    while let Some(body) = bodies.next() {
         let opts = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-        pending.push(ch.basic_publish("".into(), queue.into(), opts, &body(i), props).await?);
-        if pending.len() == WINDOW || i + 1 == n {
+        pending.push(ch.basic_publish(exchange.into(), routing_key.into(), opts, &body, props.clone()).await?);
+        if pending.len() == window || bodies.peek().is_none() {
             for confirm in pending.drain(..) {
                 anyhow::ensure!(confirm.await?.is_ack(), "broker nacked a publish");
             }
