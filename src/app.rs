@@ -106,6 +106,7 @@ impl Application {
                 settings: settings.worker.clone(),
                 reporter: reporter.clone(),
                 batch_settings: settings.batches.clone(),
+                touched: Default::default(),
             })
         });
         let listener = TcpListener::bind(&settings.http.addr).await?;

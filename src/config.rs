@@ -121,6 +121,8 @@ pub struct BatchSettings {
     pub callback_max_attempts: i32,
     pub callback_timeout_ms: u64,
     pub allow_private_callbacks: bool,
+    pub settle_interval_ms: u64,
+    pub sweep_interval_secs: u64,
 }
 
 /// `[dashboard]`

@@ -33,16 +33,9 @@ pub struct Load {
 }
 
 impl Load {
-    /// Single-command POSTs as fast as `--concurrency` clients go.
-    pub fn singles(args: &BenchArgs) -> Self {
-        Self {
-            kind: args.kind.clone(),
-            commands: args.commands,
-            concurrency: args.concurrency,
-            per_request: 0,
-            rate: None,
-            prefill: 0,
-        }
+    /// Single-command POSTs as fast as `concurrency` clients go.
+    pub fn singles(args: &BenchArgs, concurrency: usize) -> Self {
+        Self { kind: args.kind.clone(), commands: args.commands, concurrency, per_request: 0, rate: None, prefill: 0 }
     }
 
     /// A short name for the summary.
@@ -175,11 +168,12 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
     if kind == "ledger.transfer" {
         for i in 0..ACCOUNTS {
             let payload = json!({"account_id": format!("acct-{i}"), "initial_balance_cents": 1_000_000_000});
-            post(&http, &base, key, "account.open", payload).await?;
+            post(&http, &Target::new(&base, key)?, "account.open", payload).await?;
         }
-        wait_committed(&pool, "account.open", ACCOUNTS, Duration::from_secs(60)).await?;
+        wait_committed(&http, &base, &pool, "account.open", ACCOUNTS, Duration::from_secs(60)).await?;
     }
 
+    let target = Target::new(&base, key)?;
     let next = Arc::new(AtomicUsize::new(0));
     // Paced runs: every request waits for a tick of one shared clock.
     let ticker = load.rate.map(|r| {
@@ -191,6 +185,7 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
     let clients: Vec<_> = (0..load.concurrency)
         .map(|_| {
             let (http, base, key, next, n) = (http.clone(), base.clone(), key.to_owned(), next.clone(), load.commands);
+            let target = target.clone();
             let (kind, batch, ticker) = (load.kind.clone(), load.per_request, ticker.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
@@ -206,7 +201,7 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
                     }
                     let t = Instant::now();
                     if batch == 0 {
-                        match post(&http, &base, &key, &kind, payload(&kind, i)).await {
+                        match post(&http, &target, &kind, payload(&kind, i)).await {
                             Ok(()) => accepted += 1,
                             Err(_) => refused += 1,
                         }
@@ -237,7 +232,7 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
     let ingest_time = started.elapsed();
     let total = accepted + load.prefill;
     let budget = Duration::from_secs(120).max(Duration::from_millis(total as u64 * 5));
-    wait_committed(&pool, kind, total, budget).await?;
+    wait_committed(&http, &base, &pool, kind, total, budget).await?;
     // From the first command row written to the last commit, as the database saw them (the
     // workers start consuming before /readyz answers; the first row lags its take by one commit).
     let (took_first, committed_last): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
@@ -311,11 +306,30 @@ async fn post_batch(
     Ok(body["accepted"].as_u64().unwrap_or(0) as usize)
 }
 
-async fn post(http: &reqwest::Client, base: &str, key: &str, kind: &str, payload: Value) -> anyhow::Result<()> {
+/// Where single commands go, parsed once: the load generator shares the machine with what it
+/// measures, so its own per-request work is kept small.
+#[derive(Clone)]
+struct Target {
+    url: reqwest::Url,
+    auth: reqwest::header::HeaderValue,
+}
+
+impl Target {
+    fn new(base: &str, key: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            url: reqwest::Url::parse(&format!("{base}/v1/commands"))?,
+            auth: reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))?,
+        })
+    }
+}
+
+async fn post(http: &reqwest::Client, target: &Target, kind: &str, payload: Value) -> anyhow::Result<()> {
+    let body = serde_json::to_vec(&json!({"type": kind, "payload": payload}))?;
     let r = http
-        .post(format!("{base}/v1/commands"))
-        .bearer_auth(key)
-        .json(&json!({"type": kind, "payload": payload}))
+        .post(target.url.clone())
+        .header(reqwest::header::AUTHORIZATION, target.auth.clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
         .send()
         .await?;
     anyhow::ensure!(r.status() == 202, "answered {}", r.status());
@@ -335,20 +349,52 @@ async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     }
 }
 
-async fn wait_committed(pool: &PgPool, kind: &str, n: usize, budget: Duration) -> anyhow::Result<()> {
+/// Waits until `n` commands of `kind` are committed. It watches sluice's own outcome counter,
+/// which costs sluice one metrics render per poll; counting rows would make Postgres scan the
+/// table twenty times a second, on the cores the run is measuring. The database has the last
+/// word: the rows are counted once the counter says they are all there.
+async fn wait_committed(
+    http: &reqwest::Client,
+    base: &str,
+    pool: &PgPool,
+    kind: &str,
+    n: usize,
+    budget: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + budget;
     loop {
-        let done: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM commands WHERE type = $1 AND status IN ('succeeded', 'rejected')")
-                .bind(kind)
-                .fetch_one(pool)
-                .await?;
-        if done as usize >= n {
-            return Ok(());
+        let counted = match committed_by_metrics(http, base, kind).await {
+            Some(c) => c >= n,
+            None => true,
+        };
+        if counted {
+            let done: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM commands WHERE type = $1 AND status IN ('succeeded', 'rejected')",
+            )
+            .bind(kind)
+            .fetch_one(pool)
+            .await?;
+            if done as usize >= n {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "only {done} of {n} {kind} committed within {budget:?}");
         }
-        anyhow::ensure!(Instant::now() < deadline, "only {done} of {n} {kind} committed within {budget:?}");
+        anyhow::ensure!(Instant::now() < deadline, "sluice did not report {n} {kind} committed within {budget:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Commands of `kind` that sluice reports succeeded or rejected (None if it cannot be read).
+async fn committed_by_metrics(http: &reqwest::Client, base: &str, kind: &str) -> Option<usize> {
+    let text = http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
+    let of_kind = format!("type=\"{kind}\"");
+    let total = text
+        .lines()
+        .filter(|l| l.starts_with("sluice_commands_processed_total{") && l.contains(&of_kind))
+        .filter(|l| l.contains("outcome=\"succeeded\"") || l.contains("outcome=\"rejected\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    Some(total as usize)
 }
 
 /// `sluice_batch_size` count and mean, read from the child's `/metrics`.

@@ -143,17 +143,22 @@ pub async fn failed_items(pool: &PgPool, id: Uuid, limit: i64) -> Result<Vec<Fai
 }
 
 /// Marks finished those of `ids` whose every command is final, and queues their callbacks.
-/// Called after commits that touched them; only the call that finishes a batch returns it.
+/// A batch's `finished_at` is when its last command ended, not when this noticed. Only the
+/// call that finishes a batch returns it (concurrent calls wait on the row and skip it).
 pub async fn finish_if_done(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     Ok(sqlx::query_scalar::<_, Uuid>(
-        "WITH finished AS (
-            UPDATE batches b SET finished_at = now()
-             WHERE b.id = ANY($1) AND b.finished_at IS NULL
-               AND (SELECT count(*) FROM commands c
-                     WHERE c.batch_id = b.id AND c.status IN ('succeeded', 'rejected', 'dead')) >= b.total
+        "WITH ended AS (
+            SELECT c.batch_id, count(*) AS n, max(coalesce(c.completed_at, c.updated_at)) AS last
+              FROM commands c
+             WHERE c.batch_id = ANY($1) AND c.status IN ('succeeded', 'rejected', 'dead')
+             GROUP BY c.batch_id
+         ), finished AS (
+            UPDATE batches b SET finished_at = ended.last
+              FROM ended
+             WHERE b.id = ended.batch_id AND b.finished_at IS NULL AND ended.n >= b.total
             RETURNING b.id, b.callback_url
          ), queued AS (
             INSERT INTO batch_callbacks (batch_id, url)
@@ -168,6 +173,14 @@ pub async fn finish_if_done(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, St
     .bind(ids)
     .fetch_all(pool)
     .await?)
+}
+
+/// The oldest unfinished batches, at most `limit` of them.
+pub async fn unfinished(pool: &PgPool, limit: i64) -> Result<Vec<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar::<_, Uuid>("SELECT id FROM batches WHERE finished_at IS NULL ORDER BY created_at LIMIT $1")
+        .bind(limit)
+        .fetch_all(pool)
+        .await?)
 }
 
 /// A callback due for (another) delivery attempt.

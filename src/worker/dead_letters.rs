@@ -67,7 +67,7 @@ async fn store(ctx: &WorkerCtx, delivery: &Delivery) -> Result<(), StoreError> {
     }
     tx.commit().await?;
     if let Some(batch) = cmd.as_ref().and_then(|c| c.batch) {
-        super::settle_batches(ctx, [batch.id]).await;
+        ctx.touched.add([batch.id]);
     }
     if fresh {
         tracing::info!(dead_letter_id = %id, %kind, "dead letter recorded");

@@ -8,6 +8,7 @@ mod dead_letters;
 mod process;
 pub mod retry;
 pub mod route;
+pub mod settle;
 
 use crate::broker::headers::{get_i64, get_str};
 use crate::broker::Broker;
@@ -35,6 +36,8 @@ pub struct WorkerCtx {
     pub settings: WorkerSettings,
     pub reporter: Arc<Reporter>,
     pub batch_settings: crate::config::BatchSettings,
+    /// Batches moved forward since the settler last checked them.
+    pub touched: settle::Touched,
 }
 
 /// Runs the worker role until `cancel`, then drains in-flight commands.
@@ -89,6 +92,10 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
         let (ctx, cancel) = (ctx.clone(), cancel.clone());
         tokio::spawn(async move { callbacks::run(&ctx, cancel).await })
     };
+    let settler = {
+        let (ctx, cancel) = (ctx.clone(), cancel.clone());
+        tokio::spawn(async move { settle::run(&ctx, cancel).await })
+    };
     tokio::join!(
         consume::consume(&ctx.broker, work_queue, &cancel, ctx.reporter.pause_signal(&topology.work_queue()), work),
         consume::consume(
@@ -100,6 +107,9 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
         ),
     );
     let _ = callbacks.await;
+    let _ = settler.await;
+    // The drained commands' batches, which the settler, stopped first, has not seen.
+    settle::settle_now(&ctx).await;
 }
 
 /// Deliveries that arrived together: one transaction for all of them when nothing goes
@@ -155,7 +165,7 @@ async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel
         }
         let deliveries: Vec<&Delivery> = jobs.iter().map(|(d, _)| d).collect();
         acks.ack(&deliveries).await;
-        settle_batches(ctx, jobs.iter().filter_map(|(_, j)| j.cmd.batch.map(|b| b.id))).await;
+        ctx.touched.add(jobs.iter().filter_map(|(_, j)| j.cmd.batch.map(|b| b.id)));
     } else {
         for (delivery, job) in jobs {
             handle_one(ctx, acks, &delivery, job, cancel).await;
@@ -163,25 +173,6 @@ async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel
     }
     metrics::gauge!("sluice_worker_in_flight").decrement(n as f64);
     ctx.reporter.in_flight(-(n as i64));
-}
-
-/// Marks finished the batches among `ids` whose commands are all final (queueing their
-/// callbacks). Best effort: a failure here only delays `finished_at` to the next command.
-pub(crate) async fn settle_batches(ctx: &WorkerCtx, ids: impl IntoIterator<Item = uuid::Uuid>) {
-    let mut ids: Vec<uuid::Uuid> = ids.into_iter().collect();
-    if ids.is_empty() {
-        return;
-    }
-    ids.sort_unstable();
-    ids.dedup();
-    match crate::store::batches::finish_if_done(&ctx.pool, &ids).await {
-        Ok(done) => {
-            for id in done {
-                tracing::info!(batch_id = %id, "batch finished");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "could not check batch completion"),
-    }
 }
 
 /// When a delivery's end-to-end latency counts from: the command's acceptance, except for an
@@ -238,7 +229,7 @@ async fn handle_one(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, job: proc
                     tally(ctx, &kind, submitted_at, outcome);
                 }
                 route::route(ctx, acks, delivery, attempt, verdict).await;
-                settle_batches(ctx, batch).await;
+                ctx.touched.add(batch);
             }
             Err(_) => {
                 tracing::error!("handler panicked; returning the message to the queue");

@@ -288,6 +288,33 @@ async fn item_idempotency_keys_name_items_within_their_batch_and_must_be_unique_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_last_commit_was_never_settled_is_finished_by_the_sweep_at_its_last_commands_time() {
+    let app = spawn_app_with(|s| s.batches.sweep_interval_secs = 1, &Probe::default()).await;
+    // As a worker that committed the batch's only command and died before settling it leaves
+    // things: nothing will touch this batch again.
+    let (batch, command) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    sqlx::query("INSERT INTO batches (id, tenant, total) VALUES ($1, 'acme', 1)")
+        .bind(batch)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let completed: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "INSERT INTO commands (id, tenant, type, status, attempts, submitted_at, completed_at, batch_id, batch_index)
+         VALUES ($1, 'acme', 'event.record', 'succeeded', 1, now(), now() - interval '1 minute', $2, 0)
+         RETURNING completed_at",
+    )
+    .bind(command)
+    .bind(batch)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let status = app.batch_finished(&batch.to_string()).await;
+    assert_eq!(status["succeeded"], 1);
+    let finished: chrono::DateTime<chrono::Utc> = status["finished_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(finished, completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_larger_than_the_burst_passes_on_a_full_bucket_and_its_commands_are_charged() {
     let app = spawn_app_with(
         |s| {
