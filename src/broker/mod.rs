@@ -14,7 +14,7 @@ use crate::config::BrokerSettings;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::options::ConfirmSelectOptions;
-use lapin::{Channel, Connection, ConnectionProperties, Event};
+use lapin::{Connection, ConnectionProperties, Event};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,14 +27,14 @@ type EventStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Event> + Se
 pub struct Link {
     /// The AMQP connection; consumers open their own channels on it.
     pub connection: Connection,
-    publish_channels: Vec<Channel>,
+    publish_channels: Vec<publisher::PublishChannel>,
     next: AtomicUsize,
     /// Set when a user of this link saw one of its channels die.
     broken: AtomicBool,
 }
 
 impl Link {
-    fn channel(&self) -> &Channel {
+    fn channel(&self) -> &publisher::PublishChannel {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.publish_channels.len();
         &self.publish_channels[i]
     }
@@ -200,7 +200,7 @@ impl Broker {
         for _ in 0..s.publish_channels {
             let ch = connection.create_channel().await?;
             ch.confirm_select(ConfirmSelectOptions::default()).await?;
-            publish_channels.push(ch);
+            publish_channels.push(publisher::PublishChannel::new(ch));
         }
         Ok((
             Arc::new(Link { connection, publish_channels, next: AtomicUsize::new(0), broken: AtomicBool::new(false) }),

@@ -1,15 +1,15 @@
 //! Publishing with confirms: a publish succeeds only once RabbitMQ has taken responsibility.
 
 use super::Broker;
-use super::Link;
-use futures_util::future::{ready, FutureExt};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use lapin::options::BasicPublishOptions;
 use lapin::types::{FieldTable, ShortString};
-use lapin::BasicProperties;
-use lapin::Confirmation;
+use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Mutex, PoisonError};
+use std::task::Poll;
 
 /// One message to publish.
 #[derive(Debug, Clone)]
@@ -40,128 +40,127 @@ pub enum PublishError {
     Channel(#[from] lapin::Error),
 }
 
+/// A confirm-mode channel that messages are published on.
+pub(super) struct PublishChannel {
+    channel: Channel,
+    // lapin numbers a publish (for its confirm) and queues its frames in two steps, each under
+    // its own lock. Two tasks publishing on one channel at once can interleave them; RabbitMQ
+    // numbers messages in the order their frames arrive, so a confirm would then be matched to
+    // the other message, and a 202 could answer a command that RabbitMQ had not confirmed yet.
+    // Both steps happen in the publish future's first poll, which runs under this lock.
+    numbering: Mutex<()>,
+}
+
+impl PublishChannel {
+    pub(super) fn new(channel: Channel) -> Self {
+        Self { channel, numbering: Mutex::new(()) }
+    }
+
+    /// Sends a persistent, mandatory message; the returned confirm resolves when RabbitMQ
+    /// takes (or refuses) it.
+    async fn send(&self, msg: &Message<'_>) -> lapin::Result<PublisherConfirm> {
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from("application/json"))
+            .with_message_id(ShortString::from(msg.message_id))
+            .with_headers(msg.headers.clone());
+        let opts = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+        let mut publish =
+            pin!(self.channel.basic_publish(msg.exchange.into(), msg.routing_key.into(), opts, msg.body, props));
+        let first = poll_fn(|cx| {
+            let _in_order = self.numbering.lock().unwrap_or_else(PoisonError::into_inner);
+            Poll::Ready(publish.as_mut().poll(cx))
+        })
+        .await;
+        match first {
+            Poll::Ready(sent) => sent,
+            // The frames are queued; what is left is waiting for lapin's I/O loop to write them.
+            Poll::Pending => publish.await,
+        }
+    }
+}
+
 impl Broker {
     /// Publishes a persistent, mandatory message and waits for the broker's confirm.
     #[tracing::instrument(skip_all, fields(exchange = msg.exchange, routing_key = msg.routing_key, message_id = msg.message_id))]
     pub async fn publish(&self, msg: Message<'_>) -> Result<(), PublishError> {
         if self.inner.blocked.load(Ordering::Relaxed) {
-            return Err(PublishError::Blocked);
+            return self.failed(PublishError::Blocked);
         }
-        let _permit = self.inner.in_flight.try_acquire().map_err(|_| PublishError::Overloaded)?;
-        let link = self.link().ok_or(PublishError::Unavailable)?;
-        let channel = link.channel();
-        let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(ShortString::from("application/json"))
-            .with_message_id(ShortString::from(msg.message_id))
-            .with_headers(msg.headers);
-        let publish = async {
-            let opts = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-            let confirm =
-                channel.basic_publish(msg.exchange.into(), msg.routing_key.into(), opts, msg.body, props).await?;
-            confirm.await
+        let Ok(_permit) = self.inner.in_flight.try_acquire() else {
+            return self.failed(PublishError::Overloaded);
         };
-        let outcome = tokio::time::timeout(self.inner.settings.publish_timeout(), publish).await;
-        let result = match outcome {
-            Err(_) => Err(PublishError::Timeout),
-            Ok(Err(e)) => Err(PublishError::Channel(e)),
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable(msg.exchange.to_owned())),
-            Ok(Ok(Confirmation::Nack(_) | Confirmation::NotRequested)) => Err(PublishError::Nacked),
-        };
+        let result = self.confirmed(&msg).await;
         if result.is_ok() {
             metrics::counter!("sluice_published_total").increment(1);
         }
-        if let Err(e) = &result {
-            metrics::counter!("sluice_publish_failures_total", "reason" => e.reason()).increment(1);
-            if matches!(e, PublishError::Channel(_)) && !channel.status().connected() {
-                self.request_reconnect(&link);
-            }
-        }
         result
     }
-}
 
-/// Publishes of a pipelined batch awaiting their confirms at once (a sliding window).
-const WINDOW: usize = 1024;
-
-impl Broker {
-    /// Publishes many persistent, mandatory messages, pipelined: up to a window of them await
-    /// their confirms while the next are sent. One result per message, in order.
+    /// Publishes many persistent, mandatory messages, pipelined: up to a window of them are
+    /// sent and await their confirms at once, in one task, so the frames of many publishes
+    /// reach lapin's I/O loop together. One result per message, in order.
     #[tracing::instrument(skip_all, fields(messages = msgs.len()))]
     pub async fn publish_many(&self, msgs: &[Message<'_>]) -> Vec<Result<(), PublishError>> {
-        let mut results: Vec<Result<(), PublishError>> = Vec::with_capacity(msgs.len());
-        let wait = self.inner.settings.publish_timeout();
         // At most a quarter of the process's publish permits, so single commands still get in.
         let window = WINDOW.min(self.inner.settings.max_in_flight_publishes / 4).max(1);
+        let mut results = Vec::with_capacity(msgs.len());
         let mut pending = FuturesOrdered::new();
-        let mut broken: Option<Arc<Link>> = None;
         for msg in msgs {
-            while pending.len() >= window {
-                if let Some(r) = pending.next().await {
-                    results.push(r);
-                }
+            if pending.len() >= window {
+                results.extend(pending.next().await);
             }
-            if self.inner.blocked.load(Ordering::Relaxed) {
-                pending.push_back(ready(Err(PublishError::Blocked)).boxed());
-                continue;
-            }
-            let Some(link) = self.link() else {
-                pending.push_back(ready(Err(PublishError::Unavailable)).boxed());
-                continue;
-            };
-            // Confirms of this batch free permits too: keep collecting them while waiting.
-            let deadline = tokio::time::Instant::now() + wait;
-            let permit = loop {
-                tokio::select! {
-                    p = self.inner.in_flight.clone().acquire_owned() => break p.ok(),
-                    Some(r) = pending.next(), if !pending.is_empty() => results.push(r),
-                    () = tokio::time::sleep_until(deadline) => break None,
-                }
-            };
-            let Some(permit) = permit else {
-                pending.push_back(ready(Err(PublishError::Overloaded)).boxed());
-                continue;
-            };
-            let channel = link.channel();
-            let props = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type(ShortString::from("application/json"))
-                .with_message_id(ShortString::from(msg.message_id))
-                .with_headers(msg.headers.clone());
-            let opts = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-            let sent = channel.basic_publish(msg.exchange.into(), msg.routing_key.into(), opts, msg.body, props).await;
-            if sent.is_err() && !channel.status().connected() {
-                broken = Some(link.clone());
-            }
-            pending.push_back(
-                async move {
-                    let _permit = permit;
-                    match sent {
-                        Ok(confirm) => match tokio::time::timeout(wait, confirm).await {
-                            Err(_) => Err(PublishError::Timeout),
-                            Ok(Err(e)) => Err(PublishError::Channel(e)),
-                            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-                            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable(String::new())),
-                            Ok(Ok(Confirmation::Nack(_) | Confirmation::NotRequested)) => Err(PublishError::Nacked),
-                        },
-                        Err(e) => Err(PublishError::Channel(e)),
-                    }
-                }
-                .boxed(),
-            );
+            pending.push_back(self.publish_one_of_many(msg));
         }
         while let Some(r) = pending.next().await {
             results.push(r);
         }
         let published = results.iter().filter(|r| r.is_ok()).count();
         metrics::counter!("sluice_published_total").increment(published as u64);
-        if let Some(link) = broken {
-            self.request_reconnect(&link);
-        }
         results
     }
+
+    async fn publish_one_of_many(&self, msg: &Message<'_>) -> Result<(), PublishError> {
+        if self.inner.blocked.load(Ordering::Relaxed) {
+            return self.failed(PublishError::Blocked);
+        }
+        // Waits for a permit (confirms of this batch free them too, as the window moves on),
+        // but not past the publish timeout.
+        let permit = self.inner.in_flight.clone().acquire_owned();
+        let Ok(Ok(_permit)) = tokio::time::timeout(self.inner.settings.publish_timeout(), permit).await else {
+            return self.failed(PublishError::Overloaded);
+        };
+        self.confirmed(msg).await
+    }
+
+    /// Sends `msg` on the current link and waits for its confirm, within the publish timeout.
+    async fn confirmed(&self, msg: &Message<'_>) -> Result<(), PublishError> {
+        let Some(link) = self.link() else {
+            return self.failed(PublishError::Unavailable);
+        };
+        let channel = link.channel();
+        let publish = async { channel.send(msg).await?.await };
+        let result = match tokio::time::timeout(self.inner.settings.publish_timeout(), publish).await {
+            Err(_) => Err(PublishError::Timeout),
+            Ok(Err(e)) => Err(PublishError::Channel(e)),
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable(msg.exchange.to_owned())),
+            Ok(Ok(Confirmation::Nack(_) | Confirmation::NotRequested)) => Err(PublishError::Nacked),
+        };
+        if matches!(result, Err(PublishError::Channel(_))) && !channel.channel.status().connected() {
+            self.request_reconnect(&link);
+        }
+        result.or_else(|e| self.failed(e))
+    }
+
+    fn failed(&self, e: PublishError) -> Result<(), PublishError> {
+        metrics::counter!("sluice_publish_failures_total", "reason" => e.reason()).increment(1);
+        Err(e)
+    }
 }
+
+/// Publishes of a pipelined batch awaiting their confirms at once (a sliding window).
+const WINDOW: usize = 1024;
 
 impl PublishError {
     /// Whether the broker surely did not take the message (as opposed to a lost or late
