@@ -30,12 +30,24 @@ pub struct Load {
     pub rate: Option<f64>,
     /// Commands already in the work queue before sluice starts.
     pub prefill: usize,
+    /// Batch runs: each client waits until everything accepted so far is committed before
+    /// its next POST, so a batch is accepted on a quiet system, not while its predecessors
+    /// are being processed.
+    pub quiet: bool,
 }
 
 impl Load {
     /// Single-command POSTs as fast as `concurrency` clients go.
     pub fn singles(args: &BenchArgs, concurrency: usize) -> Self {
-        Self { kind: args.kind.clone(), commands: args.commands, concurrency, per_request: 0, rate: None, prefill: 0 }
+        Self {
+            kind: args.kind.clone(),
+            commands: args.commands,
+            concurrency,
+            per_request: 0,
+            rate: None,
+            prefill: 0,
+            quiet: false,
+        }
     }
 
     /// A short name for the summary.
@@ -44,6 +56,7 @@ impl Load {
             (_, _, p) if p > 0 => format!("singles over {p} queued"),
             (0, Some(r), _) => format!("singles paced at {r:.0}/s"),
             (0, None, _) => format!("singles, {} clients", self.concurrency),
+            (b, _, _) if self.quiet => format!("batches of {b}, one at a time"),
             (b, _, _) => format!("batches of {b}, {} clients", self.concurrency),
         }
     }
@@ -186,7 +199,7 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
         .map(|_| {
             let (http, base, key, next, n) = (http.clone(), base.clone(), key.to_owned(), next.clone(), load.commands);
             let target = target.clone();
-            let (kind, batch, ticker) = (load.kind.clone(), load.per_request, ticker.clone());
+            let (kind, batch, ticker, quiet) = (load.kind.clone(), load.per_request, ticker.clone(), load.quiet);
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let (mut accepted, mut refused) = (0usize, 0usize);
@@ -199,23 +212,30 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
                     if let Some(t) = &ticker {
                         t.lock().await.tick().await;
                     }
-                    let t = Instant::now();
                     if batch == 0 {
+                        let t = Instant::now();
                         match post(&http, &target, &kind, payload(&kind, i)).await {
                             Ok(()) => accepted += 1,
                             Err(_) => refused += 1,
                         }
+                        latencies.push(t.elapsed());
                     } else {
                         let end = (i + step).min(n);
-                        match post_batch(&http, &base, &key, &kind, i..end).await {
+                        // The body is made before the clock starts: it is the client's work.
+                        let body = batch_body(&kind, i..end);
+                        let t = Instant::now();
+                        match post_batch(&http, &base, &key, body).await {
                             Ok(a) => {
                                 accepted += a;
                                 refused += end - i - a;
                             }
                             Err(_) => refused += end - i,
                         }
+                        latencies.push(t.elapsed());
+                        if quiet {
+                            wait_counted(&http, &base, &kind, accepted).await;
+                        }
                     }
-                    latencies.push(t.elapsed());
                 }
                 (latencies, accepted, refused)
             })
@@ -290,17 +310,21 @@ pub(super) fn payload(kind: &str, i: usize) -> Value {
     }
 }
 
-/// Posts commands `range` as one batch; how many were accepted.
-async fn post_batch(
-    http: &reqwest::Client,
-    base: &str,
-    key: &str,
-    kind: &str,
-    range: std::ops::Range<usize>,
-) -> anyhow::Result<usize> {
+/// The body of a batch of commands `range`.
+fn batch_body(kind: &str, range: std::ops::Range<usize>) -> Vec<u8> {
     let commands: Vec<Value> = range.map(|i| json!({"type": kind, "payload": payload(kind, i)})).collect();
-    let r =
-        http.post(format!("{base}/v1/batches")).bearer_auth(key).json(&json!({"commands": commands})).send().await?;
+    serde_json::to_vec(&json!({"commands": commands})).unwrap_or_default()
+}
+
+/// Posts a batch body; how many of its commands were accepted.
+async fn post_batch(http: &reqwest::Client, base: &str, key: &str, body: Vec<u8>) -> anyhow::Result<usize> {
+    let r = http
+        .post(format!("{base}/v1/batches"))
+        .bearer_auth(key)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await?;
     anyhow::ensure!(r.status() == 202, "answered {}", r.status());
     let body: Value = r.json().await?;
     Ok(body["accepted"].as_u64().unwrap_or(0) as usize)
@@ -381,6 +405,14 @@ async fn wait_committed(
         }
         anyhow::ensure!(Instant::now() < deadline, "sluice did not report {n} {kind} committed within {budget:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (up to a minute) until sluice reports `n` commands of `kind` committed.
+async fn wait_counted(http: &reqwest::Client, base: &str, kind: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && committed_by_metrics(http, base, kind).await.is_some_and(|c| c < n) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

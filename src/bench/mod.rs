@@ -39,6 +39,11 @@ pub struct BenchArgs {
     /// Concurrent HTTP clients of the batch run.
     #[arg(long, default_value_t = 8)]
     pub batch_concurrency: usize,
+    /// Batch run: one client, and each batch waits until the previous one is committed, so
+    /// a batch's acceptance is timed on a quiet system (its own commands still start being
+    /// processed while it is published).
+    #[arg(long)]
+    pub quiet_batches: bool,
     /// Rate of the paced run (commands/s); default half of the single-command ingest rate.
     #[arg(long)]
     pub paced_rate: Option<f64>,
@@ -130,7 +135,8 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
             }
         }
         if !args.skip_batches {
-            let batches = Load { per_request: args.batch, concurrency: args.batch_concurrency, ..singles.clone() };
+            let concurrency = if args.quiet_batches { 1 } else { args.batch_concurrency };
+            let batches = Load { per_request: args.batch, concurrency, quiet: args.quiet_batches, ..singles.clone() };
             runs.push(("(c)", one_run(&settings, &args, &id, "batches", batches, raw.as_ref()).await?));
         }
         let half = runs.iter().filter(|(tag, _)| *tag == "(b)").map(|(_, r)| r.ingest_rate / 2.0).reduce(f64::max);
