@@ -1,6 +1,7 @@
 //! sluice itself, over HTTP: a `sluice serve` child process (so client and server do not share
 //! a runtime), C clients posting N commands, then waiting until all are committed.
 
+use super::client::{Poster, Target};
 use super::rate;
 use super::raw::RawFigures;
 use super::stats::Percentiles;
@@ -10,6 +11,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -178,15 +180,16 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
     let ready = Instant::now();
     let pool = PgPool::connect(db_url).await?;
     let kind = load.kind.as_str();
+    let target = Target::new(SocketAddr::from(([127, 0, 0, 1], port)), key)?;
     if kind == "ledger.transfer" {
+        let mut opener = Poster::new(target.clone());
         for i in 0..ACCOUNTS {
             let payload = json!({"account_id": format!("acct-{i}"), "initial_balance_cents": 1_000_000_000});
-            post(&http, &Target::new(&base, key)?, "account.open", payload).await?;
+            post(&mut opener, "account.open", payload).await?;
         }
         wait_committed(&http, &base, &pool, "account.open", ACCOUNTS, Duration::from_secs(60)).await?;
     }
 
-    let target = Target::new(&base, key)?;
     let next = Arc::new(AtomicUsize::new(0));
     // Paced runs: every request waits for a tick of one shared clock.
     let ticker = load.rate.map(|r| {
@@ -198,7 +201,7 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
     let clients: Vec<_> = (0..load.concurrency)
         .map(|_| {
             let (http, base, key, next, n) = (http.clone(), base.clone(), key.to_owned(), next.clone(), load.commands);
-            let target = target.clone();
+            let mut poster = Poster::new(target.clone());
             let (kind, batch, ticker, quiet) = (load.kind.clone(), load.per_request, ticker.clone(), load.quiet);
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
@@ -214,7 +217,7 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
                     }
                     if batch == 0 {
                         let t = Instant::now();
-                        match post(&http, &target, &kind, payload(&kind, i)).await {
+                        match post(&mut poster, &kind, payload(&kind, i)).await {
                             Ok(()) => accepted += 1,
                             Err(_) => refused += 1,
                         }
@@ -330,33 +333,11 @@ async fn post_batch(http: &reqwest::Client, base: &str, key: &str, body: Vec<u8>
     Ok(body["accepted"].as_u64().unwrap_or(0) as usize)
 }
 
-/// Where single commands go, parsed once: the load generator shares the machine with what it
-/// measures, so its own per-request work is kept small.
-#[derive(Clone)]
-struct Target {
-    url: reqwest::Url,
-    auth: reqwest::header::HeaderValue,
-}
-
-impl Target {
-    fn new(base: &str, key: &str) -> anyhow::Result<Self> {
-        Ok(Self {
-            url: reqwest::Url::parse(&format!("{base}/v1/commands"))?,
-            auth: reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))?,
-        })
-    }
-}
-
-async fn post(http: &reqwest::Client, target: &Target, kind: &str, payload: Value) -> anyhow::Result<()> {
+/// Posts one command; Ok only for a 202.
+async fn post(poster: &mut Poster, kind: &str, payload: Value) -> anyhow::Result<()> {
     let body = serde_json::to_vec(&json!({"type": kind, "payload": payload}))?;
-    let r = http
-        .post(target.url.clone())
-        .header(reqwest::header::AUTHORIZATION, target.auth.clone())
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await?;
-    anyhow::ensure!(r.status() == 202, "answered {}", r.status());
+    let status = poster.post(body).await?;
+    anyhow::ensure!(status == 202, "answered {status}");
     Ok(())
 }
 

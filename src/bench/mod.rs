@@ -1,6 +1,7 @@
 //! `sluice bench`: how fast sluice is, as a ratio to what this machine's broker and database
 //! can do with no HTTP and no business logic in between.
 
+mod client;
 mod http;
 mod prefill;
 mod raw;
