@@ -6,6 +6,7 @@ mod http;
 mod prefill;
 mod raw;
 mod stats;
+mod summary;
 
 use http::{Load, SluiceFigures};
 
@@ -54,10 +55,12 @@ pub struct BenchArgs {
     /// Skip the raw pipeline reference.
     #[arg(long)]
     pub skip_raw: bool,
-    /// Times to run the raw pipeline; ratios use the median of each figure. On this shared
-    /// machine one raw run varied by a quarter from the next.
+    /// Rounds of (a) to (c): each round runs the raw pipeline, then every single-command and
+    /// batch configuration, and rates each against its own round's raw run; the summary gives
+    /// the median and the range of those ratios. On this shared machine one run can differ
+    /// from the next by a quarter, for the raw pipeline and sluice alike.
     #[arg(long, default_value_t = 3)]
-    pub raw_runs: usize,
+    pub rounds: usize,
     /// Skip the single-command run (and the paced run, unless --paced-rate is given).
     #[arg(long)]
     pub skip_singles: bool,
@@ -109,48 +112,56 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
         args.kind,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let raw = if args.skip_raw {
-        None
-    } else {
-        let mut all = Vec::with_capacity(args.raw_runs);
-        for n in 0..args.raw_runs.max(1) {
-            let db = format!("sluice_bench_raw{n}_{id}");
+    let mut rounds = Vec::with_capacity(args.rounds.max(1));
+    for round in 0..args.rounds.max(1) {
+        if args.rounds > 1 {
+            println!("\nround {} of {}", round + 1, args.rounds);
+        }
+        let raw = if args.skip_raw {
+            None
+        } else {
+            let db = format!("sluice_bench_raw{round}_{id}");
             let url = create_database(&args, &db).await?;
-            let r = raw::run(settings.broker.url.expose(), &url, &format!("bench-{id}-{n}"), args.commands).await;
+            let r = raw::run(settings.broker.url.expose(), &url, &format!("bench-{id}-{round}"), args.commands).await;
             drop_database(&args, &db).await;
             let r = r?;
             r.print();
-            all.push(r);
-        }
-        Some(raw::RawFigures::median(all))
-    };
-    // Each run with its tag in the summary, (b) to (e), whichever of them ran.
-    let mut runs: Vec<(&str, SluiceFigures)> = Vec::new();
-    if !args.skip_sluice {
-        let singles = Load::singles(&args, args.concurrency[0]);
-        if !args.skip_singles {
+            Some(r)
+        };
+        let mut runs: Vec<(&str, SluiceFigures)> = Vec::new();
+        if !args.skip_sluice && !args.skip_singles {
             for &c in &args.concurrency {
                 let load = Load::singles(&args, c);
-                let label = format!("singles{c}");
+                let label = format!("singles{c}r{round}");
                 runs.push(("(b)", one_run(&settings, &args, &id, &label, load, raw.as_ref()).await?));
             }
         }
-        if !args.skip_batches {
+        if !args.skip_sluice && !args.skip_batches {
             let concurrency = if args.quiet_batches { 1 } else { args.batch_concurrency };
-            let batches = Load { per_request: args.batch, concurrency, quiet: args.quiet_batches, ..singles.clone() };
-            runs.push(("(c)", one_run(&settings, &args, &id, "batches", batches, raw.as_ref()).await?));
+            let load = Load::singles(&args, concurrency);
+            let batches = Load { per_request: args.batch, quiet: args.quiet_batches, ..load };
+            let label = format!("batches{round}");
+            runs.push(("(c)", one_run(&settings, &args, &id, &label, batches, raw.as_ref()).await?));
         }
-        let half = runs.iter().filter(|(tag, _)| *tag == "(b)").map(|(_, r)| r.ingest_rate / 2.0).reduce(f64::max);
+        rounds.push(summary::Round { raw, runs });
+    }
+    // (d) and (e) run once, rated against the median raw run.
+    let raw = summary::median_raw(&rounds);
+    let mut once: Vec<(&str, SluiceFigures)> = Vec::new();
+    if !args.skip_sluice {
+        let singles = Load::singles(&args, args.concurrency[0]);
+        let max_ingest = rounds.iter().flat_map(|r| &r.runs).filter(|(tag, _)| *tag == "(b)");
+        let half = max_ingest.map(|(_, r)| r.ingest_rate / 2.0).reduce(f64::max);
         if let (false, Some(rate)) = (args.skip_paced, args.paced_rate.or(half)) {
             let paced = Load { rate: Some(rate), ..singles.clone() };
-            runs.push(("(d)", one_run(&settings, &args, &id, "paced", paced, raw.as_ref()).await?));
+            once.push(("(d)", one_run(&settings, &args, &id, "paced", paced, raw.as_ref()).await?));
         }
         if args.prefill > 0 {
             let prefill = Load { prefill: args.prefill, ..singles };
-            runs.push(("(e)", one_run(&settings, &args, &id, "prefill", prefill, raw.as_ref()).await?));
+            once.push(("(e)", one_run(&settings, &args, &id, "prefill", prefill, raw.as_ref()).await?));
         }
     }
-    print_summary(raw.as_ref(), &runs);
+    summary::print(&rounds, raw.as_ref(), &once);
     Ok(())
 }
 
@@ -172,36 +183,6 @@ async fn one_run(
     let r = r?;
     r.print(raw);
     Ok(r)
-}
-
-/// The figures side by side, each as a ratio to the raw pipeline.
-fn print_summary(raw: Option<&raw::RawFigures>, runs: &[(&str, SluiceFigures)]) {
-    println!("\nsummary (end to end = 202 → committed):");
-    if let Some(raw) = raw {
-        println!(
-            "  (a) raw pipeline, both at once     {:>8.0} msg/s   100%   (median of {}; publish alone {:.0}/s)",
-            raw.pipeline_rate, raw.runs, raw.publish_rate
-        );
-    }
-    for (tag, r) in runs {
-        // Draining a backlog is compared with the raw consumer alone, not with both at once.
-        let limit = |raw: &raw::RawFigures| if r.load.prefill > 0 { raw.drain_rate } else { raw.pipeline_rate };
-        let ratio = raw.map_or(String::new(), |raw| format!("{:>4.0}%", 100.0 * r.e2e_rate / limit(raw)));
-        println!(
-            "  {tag} {:<30} {:>8.0} cmd/s  {ratio}   ingest p99 {:.1} ms, peak RSS {:.0} MiB",
-            r.load.describe(),
-            r.e2e_rate,
-            r.ingest.p99,
-            r.peak_rss_mib
-        );
-    }
-    let singles = runs.iter().filter(|(tag, _)| *tag == "(b)").map(|(_, r)| r);
-    if let Some(best) = singles.clone().max_by(|a, b| a.e2e_rate.total_cmp(&b.e2e_rate)).filter(|_| singles.count() > 1)
-    {
-        let ratio =
-            raw.map_or(String::new(), |raw| format!(" = {:.0}% of (a)", 100.0 * best.e2e_rate / raw.pipeline_rate));
-        println!("  (b) best: {:.0} cmd/s with {} clients{ratio}", best.e2e_rate, best.load.concurrency);
-    }
 }
 
 /// Deletes the queues and exchanges the sluice under test declared.

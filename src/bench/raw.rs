@@ -21,13 +21,12 @@ const BATCH: usize = 500;
 const WINDOW: usize = 1000;
 
 /// What the raw pipeline achieved.
+#[derive(Clone)]
 pub struct RawFigures {
     pub n: usize,
     pub publish_rate: f64,
     pub drain_rate: f64,
     pub pipeline_rate: f64,
-    /// How many runs these figures are the median of.
-    pub runs: usize,
 }
 
 impl RawFigures {
@@ -43,7 +42,6 @@ impl RawFigures {
             publish_rate: mid(|r| r.publish_rate),
             drain_rate: mid(|r| r.drain_rate),
             pipeline_rate: mid(|r| r.pipeline_rate),
-            runs: all.len(),
         }
     }
 
@@ -86,7 +84,7 @@ pub async fn run(amqp: &str, db_url: &str, prefix: &str, n: usize) -> anyhow::Re
         publish(&publisher, &queue, n).await?;
         consumer.await??;
         let pipeline_rate = rate(n, started.elapsed());
-        anyhow::Ok(RawFigures { n, publish_rate, drain_rate, pipeline_rate, runs: 1 })
+        anyhow::Ok(RawFigures { n, publish_rate, drain_rate, pipeline_rate })
     }
     .await;
     let _ = publisher.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
