@@ -2,7 +2,7 @@
 //! and `GET /v1/batches/{id}` (progress counted from the commands' rows).
 
 use super::auth::{Principal, Scope};
-use super::body::read_bytes;
+use super::batch_body::{read_batch, Options};
 use super::commands::{idempotency_key, traceparent_of, validate, MAX_IDEMPOTENCY_KEY};
 use super::error::ApiError;
 use super::ApiState;
@@ -17,32 +17,11 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use lapin::types::FieldTable;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 /// Namespace of batch item ids derived from the batch id and the item's position.
 const ITEM_NAMESPACE: Uuid = Uuid::from_u128(0x3f0c_2b8e_51d4_4a7f_8c19_d6e2_a047_b5c1);
-
-/// Options of a batch, from the JSON body or (for NDJSON) the query string.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Options {
-    #[serde(default)]
-    all_or_nothing: bool,
-    callback_url: Option<String>,
-    /// Standard Webhooks secret (`whsec_` + base64) the callback is signed with.
-    callback_secret: Option<String>,
-}
-
-/// A JSON batch body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonBatch {
-    commands: Vec<Value>,
-    #[serde(flatten)]
-    options: Options,
-}
 
 /// One item's refusal.
 fn item_error(index: usize, e: ApiError) -> Value {
@@ -75,10 +54,10 @@ pub async fn submit(
     let key = idempotency_key(&headers)?.map(str::to_owned);
     let (items, options) = read_batch(&state, req).await?;
     let max = state.batch_settings.max_commands;
-    if items.is_empty() || items.len() > max {
+    if items.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_batch_length",
-            format!("a batch holds 1 to {max} commands, not {}", items.len()),
+            format!("a batch holds 1 to {max} commands, not 0"),
             Some("body commands"),
         ));
     }
@@ -212,111 +191,6 @@ pub async fn submit(
         })),
     )
         .into_response())
-}
-
-/// The items and options of a JSON or NDJSON body.
-async fn read_batch(state: &ApiState, req: Request) -> Result<(Vec<Value>, Options), ApiError> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    let query = req.uri().query().unwrap_or("").to_owned();
-    let secret_header = req.headers().get("sluice-callback-secret").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let max = state.batch_settings.max_commands;
-    match content_type.as_str() {
-        "application/json" => {
-            let bytes = read_bytes(req, state).await?;
-            let batch: JsonBatch = serde_json::from_slice(&bytes).map_err(|e| {
-                ApiError::bad_request(
-                    "malformed_batch",
-                    format!("body is not a batch ({{\"commands\": [...]}}): {e}"),
-                    Some(&format!("body line {} column {}", e.line(), e.column())),
-                )
-            })?;
-            Ok((batch.commands, batch.options))
-        }
-        "application/x-ndjson" | "application/jsonl" => {
-            let mut options: Options = serde_urlencoded_options(&query)?;
-            if options.callback_secret.is_some() {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    "send callback_secret in the Sluice-Callback-Secret header, not the URL (URLs get logged)",
-                    Some("query callback_secret"),
-                ));
-            }
-            options.callback_secret = secret_header;
-            Ok((read_ndjson(req, max).await?, options))
-        }
-        other => Err(ApiError::UnsupportedMediaType(format!(
-            "a batch is application/json ({{\"commands\": [...]}}) or application/x-ndjson (one command per line), not {other:?}"
-        ))),
-    }
-}
-
-/// Parses NDJSON lines as the body arrives, so parsing overlaps the upload and the raw body is
-/// never held whole; stops reading one item past `max` (enough to refuse the batch) and at the
-/// route's body limit (413).
-async fn read_ndjson(req: Request, max: usize) -> Result<Vec<Value>, ApiError> {
-    use futures_util::StreamExt;
-    let limit = req.extensions().get::<super::body::BodyLimit>().map_or(usize::MAX, |l| l.0);
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::TooLarge { limit });
-    }
-    let mut body = req.into_body().into_data_stream();
-    let (mut items, mut pending, mut read, mut line) = (Vec::new(), Vec::<u8>::new(), 0usize, 0usize);
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request("unreadable_body", e.to_string(), Some("body")))?;
-        read += chunk.len();
-        if read > limit {
-            return Err(ApiError::TooLarge { limit });
-        }
-        // Only the new bytes are searched for line ends, so a long line arriving in many small
-        // chunks costs linear time.
-        let mut searched = pending.len();
-        pending.extend_from_slice(&chunk);
-        let mut start = 0;
-        while let Some(end) = pending[searched..].iter().position(|b| *b == b'\n').map(|i| searched + i) {
-            line += 1;
-            parse_line(&pending[start..end], line, &mut items)?;
-            start = end + 1;
-            searched = start;
-            if items.len() > max {
-                return Ok(items);
-            }
-        }
-        pending.drain(..start);
-    }
-    parse_line(&pending, line + 1, &mut items)?;
-    Ok(items)
-}
-
-/// One NDJSON line (1-based `line`); blank lines are skipped.
-fn parse_line(bytes: &[u8], line: usize, items: &mut Vec<Value>) -> Result<(), ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(());
-    }
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::bad_request(
-            "malformed_json",
-            format!("line {line} is not JSON: {e}"),
-            Some(&format!("body line {line} column {}", e.column())),
-        )
-    })?;
-    items.push(v);
-    Ok(())
-}
-
-fn serde_urlencoded_options(query: &str) -> Result<Options, ApiError> {
-    axum::extract::Query::<Options>::try_from_uri(
-        &format!("/?{query}")
-            .parse()
-            .map_err(|_| ApiError::bad_request("invalid_query", "the query string is not valid", Some("query")))?,
-    )
-    .map(|q| q.0)
-    .map_err(|e| ApiError::bad_request("invalid_query", e.body_text(), Some("query")))
 }
 
 /// The callback URL and secret, checked: both or neither, http(s), a Standard Webhooks secret.

@@ -1,0 +1,253 @@
+//! Reading a batch body: a JSON object whose command list is bounded while it is parsed, or
+//! NDJSON parsed line by line as it arrives. Either way a batch over the maximum is refused
+//! once the item past the maximum is read, not after the whole body became values (a 16 MiB
+//! body of tiny items would otherwise become hundreds of MiB of them).
+
+use super::body::read_bytes;
+use super::error::ApiError;
+use super::ApiState;
+use axum::extract::Request;
+use axum::http::header;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::cell::Cell;
+use std::fmt;
+
+/// Options of a batch, from the JSON body or (for NDJSON) the query string.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Options {
+    #[serde(default)]
+    pub all_or_nothing: bool,
+    pub callback_url: Option<String>,
+    /// Standard Webhooks secret (`whsec_` + base64) the callback is signed with.
+    pub callback_secret: Option<String>,
+}
+
+/// The refusal of a batch with more than `max` items.
+pub(super) fn too_many(max: usize) -> ApiError {
+    ApiError::bad_request(
+        "invalid_batch_length",
+        format!("a batch holds 1 to {max} commands; this one holds more"),
+        Some("body commands"),
+    )
+}
+
+/// The items and options of a JSON or NDJSON body; more than `batches.max_commands` items is
+/// refused as soon as the one past the maximum is read.
+pub(super) async fn read_batch(state: &ApiState, req: Request) -> Result<(Vec<Value>, Options), ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let secret_header = req.headers().get("sluice-callback-secret").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let max = state.batch_settings.max_commands;
+    match content_type.as_str() {
+        "application/json" => {
+            let bytes = read_bytes(req, state).await?;
+            parse_json(&bytes, max)
+        }
+        "application/x-ndjson" | "application/jsonl" => {
+            let mut options: Options = serde_urlencoded_options(&query)?;
+            if options.callback_secret.is_some() {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "send callback_secret in the Sluice-Callback-Secret header, not the URL (URLs get logged)",
+                    Some("query callback_secret"),
+                ));
+            }
+            options.callback_secret = secret_header;
+            let items = read_ndjson(req, max).await?;
+            if items.len() > max {
+                return Err(too_many(max));
+            }
+            Ok((items, options))
+        }
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "a batch is application/json ({{\"commands\": [...]}}) or application/x-ndjson (one command per line), not {other:?}"
+        ))),
+    }
+}
+
+/// Parses NDJSON lines as the body arrives, so parsing overlaps the upload and the raw body is
+/// never held whole; stops reading one item past `max` (enough to refuse the batch) and at the
+/// route's body limit (413).
+async fn read_ndjson(req: Request, max: usize) -> Result<Vec<Value>, ApiError> {
+    use futures_util::StreamExt;
+    let limit = req.extensions().get::<super::body::BodyLimit>().map_or(usize::MAX, |l| l.0);
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    let mut body = req.into_body().into_data_stream();
+    let (mut items, mut pending, mut read, mut line) = (Vec::new(), Vec::<u8>::new(), 0usize, 0usize);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request("unreadable_body", e.to_string(), Some("body")))?;
+        read += chunk.len();
+        if read > limit {
+            return Err(ApiError::TooLarge { limit });
+        }
+        // Only the new bytes are searched for line ends, so a long line arriving in many small
+        // chunks costs linear time.
+        let mut searched = pending.len();
+        pending.extend_from_slice(&chunk);
+        let mut start = 0;
+        while let Some(end) = pending[searched..].iter().position(|b| *b == b'\n').map(|i| searched + i) {
+            line += 1;
+            parse_line(&pending[start..end], line, &mut items)?;
+            start = end + 1;
+            searched = start;
+            if items.len() > max {
+                return Ok(items);
+            }
+        }
+        pending.drain(..start);
+    }
+    parse_line(&pending, line + 1, &mut items)?;
+    Ok(items)
+}
+
+/// One NDJSON line (1-based `line`); blank lines are skipped.
+fn parse_line(bytes: &[u8], line: usize, items: &mut Vec<Value>) -> Result<(), ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(
+            "malformed_json",
+            format!("line {line} is not JSON: {e}"),
+            Some(&format!("body line {line} column {}", e.column())),
+        )
+    })?;
+    items.push(v);
+    Ok(())
+}
+
+fn serde_urlencoded_options(query: &str) -> Result<Options, ApiError> {
+    axum::extract::Query::<Options>::try_from_uri(
+        &format!("/?{query}")
+            .parse()
+            .map_err(|_| ApiError::bad_request("invalid_query", "the query string is not valid", Some("query")))?,
+    )
+    .map(|q| q.0)
+    .map_err(|e| ApiError::bad_request("invalid_query", e.body_text(), Some("query")))
+}
+
+/// `{"commands": [...], options...}`, with at most `max` commands.
+fn parse_json(bytes: &[u8], max: usize) -> Result<(Vec<Value>, Options), ApiError> {
+    let exceeded = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = BatchSeed { max, exceeded: &exceeded }.deserialize(&mut de).and_then(|batch| {
+        de.end()?;
+        Ok(batch)
+    });
+    match parsed {
+        Ok(batch) => Ok(batch),
+        Err(_) if exceeded.get() => Err(too_many(max)),
+        Err(e) => Err(ApiError::bad_request(
+            "malformed_batch",
+            format!("body is not a batch ({{\"commands\": [...]}}): {e}"),
+            Some(&format!("body line {} column {}", e.line(), e.column())),
+        )),
+    }
+}
+
+/// Reads the batch object: `commands` through [`Bounded`], everything else as options.
+struct BatchSeed<'a> {
+    max: usize,
+    exceeded: &'a Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for BatchSeed<'_> {
+    type Value = (Vec<Value>, Options);
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BatchSeed<'_> {
+    type Value = (Vec<Value>, Options);
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object with a commands array")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut commands = None;
+        let mut rest = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "commands" {
+                if commands.is_some() {
+                    return Err(de::Error::duplicate_field("commands"));
+                }
+                commands = Some(map.next_value_seed(Bounded { max: self.max, exceeded: self.exceeded })?);
+            } else {
+                rest.insert(key, map.next_value()?);
+            }
+        }
+        let commands = commands.ok_or_else(|| de::Error::missing_field("commands"))?;
+        let options = Options::deserialize(Value::Object(rest)).map_err(de::Error::custom)?;
+        Ok((commands, options))
+    }
+}
+
+/// An array of at most `max` values; sets `exceeded` when it finds one more.
+struct Bounded<'a> {
+    max: usize,
+    exceeded: &'a Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for Bounded<'_> {
+    type Value = Vec<Value>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Bounded<'_> {
+    type Value = Vec<Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of commands")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Value>()? {
+            if items.len() == self.max {
+                self.exceeded.set(true);
+                return Err(de::Error::custom(format!("more than {} commands", self.max)));
+            }
+            items.push(item);
+        }
+        Ok(items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_batch_over_the_maximum_is_refused_at_the_item_past_it() {
+        // The item past the maximum is not even valid JSON: parsing stopped before it.
+        let err = parse_json(br#"{"commands": [1, 2, 3, {"#, 2).err().map(|e| e.to_string());
+        assert_eq!(err, Some(too_many(2).to_string()));
+    }
+
+    #[test]
+    fn a_json_batch_keeps_its_options_and_refuses_unknown_fields() {
+        let (items, options) = parse_json(br#"{"all_or_nothing": true, "commands": [1]}"#, 5).ok().unwrap();
+        assert_eq!((items.len(), options.all_or_nothing), (1, true));
+        assert!(parse_json(br#"{"commands": [1], "commandz": []}"#, 5).is_err());
+        assert!(parse_json(br#"{"commands": [1], "commands": [2]}"#, 5).is_err());
+        assert!(parse_json(br#"{"all_or_nothing": true}"#, 5).is_err());
+        assert!(parse_json(br#"{"commands": [1]} trailing"#, 5).is_err());
+    }
+}
