@@ -10,7 +10,7 @@ use axum::extract::Request;
 use axum::http::header;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::cell::Cell;
 use std::fmt;
 
@@ -156,11 +156,15 @@ fn parse_json(bytes: &[u8], max: usize) -> Result<(Vec<Value>, Options), ApiErro
     }
 }
 
-/// Reads the batch object: `commands` through [`Bounded`], everything else as options.
+/// Reads the batch object: `commands` through [`Bounded`], the options as their own types. An
+/// unknown or repeated field is refused before its value is read.
 struct BatchSeed<'a> {
     max: usize,
     exceeded: &'a Cell<bool>,
 }
+
+/// The fields a JSON batch may have.
+const FIELDS: &[&str] = &["commands", "all_or_nothing", "callback_url", "callback_secret"];
 
 impl<'de> DeserializeSeed<'de> for BatchSeed<'_> {
     type Value = (Vec<Value>, Options);
@@ -179,20 +183,43 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut commands = None;
-        let mut rest = Map::new();
+        let (mut all_or_nothing, mut callback_url, mut callback_secret) = (None, None, None);
         while let Some(key) = map.next_key::<String>()? {
-            if key == "commands" {
-                if commands.is_some() {
-                    return Err(de::Error::duplicate_field("commands"));
+            match key.as_str() {
+                "commands" => {
+                    unset(&commands, "commands")?;
+                    commands = Some(map.next_value_seed(Bounded { max: self.max, exceeded: self.exceeded })?);
                 }
-                commands = Some(map.next_value_seed(Bounded { max: self.max, exceeded: self.exceeded })?);
-            } else {
-                rest.insert(key, map.next_value()?);
+                "all_or_nothing" => {
+                    unset(&all_or_nothing, "all_or_nothing")?;
+                    all_or_nothing = Some(map.next_value::<bool>()?);
+                }
+                "callback_url" => {
+                    unset(&callback_url, "callback_url")?;
+                    callback_url = Some(map.next_value::<Option<String>>()?);
+                }
+                "callback_secret" => {
+                    unset(&callback_secret, "callback_secret")?;
+                    callback_secret = Some(map.next_value::<Option<String>>()?);
+                }
+                other => return Err(de::Error::unknown_field(other, FIELDS)),
             }
         }
         let commands = commands.ok_or_else(|| de::Error::missing_field("commands"))?;
-        let options = Options::deserialize(Value::Object(rest)).map_err(de::Error::custom)?;
+        let options = Options {
+            all_or_nothing: all_or_nothing.unwrap_or(false),
+            callback_url: callback_url.flatten(),
+            callback_secret: callback_secret.flatten(),
+        };
         Ok((commands, options))
+    }
+}
+
+/// A field seen twice is refused (as serde's derived code does).
+fn unset<T, E: de::Error>(slot: &Option<T>, field: &'static str) -> Result<(), E> {
+    match slot {
+        Some(_) => Err(E::duplicate_field(field)),
+        None => Ok(()),
     }
 }
 
@@ -234,20 +261,37 @@ impl<'de> Visitor<'de> for Bounded<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_json_batch_over_the_maximum_is_refused_at_the_item_past_it() {
-        // The item past the maximum is not even valid JSON: parsing stopped before it.
-        let err = parse_json(br#"{"commands": [1, 2, 3, {"#, 2).err().map(|e| e.to_string());
-        assert_eq!(err, Some(too_many(2).to_string()));
+    fn code(r: Result<(Vec<Value>, Options), ApiError>) -> Option<String> {
+        match r {
+            Err(ApiError::BadRequest { code, .. }) => Some(code.to_string()),
+            _ => None,
+        }
     }
 
     #[test]
-    fn a_json_batch_keeps_its_options_and_refuses_unknown_fields() {
+    fn a_json_batch_over_the_maximum_is_refused_at_the_item_past_it() {
+        // What follows the third item is not even JSON: parsing stopped at the third.
+        assert_eq!(code(parse_json(br#"{"commands": [1, 2, 3, {"#, 2)).as_deref(), Some("invalid_batch_length"));
+    }
+
+    #[test]
+    fn a_json_batch_keeps_its_options_and_refuses_unknown_repeated_or_missing_fields() {
         let (items, options) = parse_json(br#"{"all_or_nothing": true, "commands": [1]}"#, 5).ok().unwrap();
         assert_eq!((items.len(), options.all_or_nothing), (1, true));
-        assert!(parse_json(br#"{"commands": [1], "commandz": []}"#, 5).is_err());
-        assert!(parse_json(br#"{"commands": [1], "commands": [2]}"#, 5).is_err());
-        assert!(parse_json(br#"{"all_or_nothing": true}"#, 5).is_err());
-        assert!(parse_json(br#"{"commands": [1]} trailing"#, 5).is_err());
+        // An unknown field is refused before its value is read: this one is not even JSON.
+        assert_eq!(code(parse_json(br#"{"commandz": [1, 2"#, 5)).as_deref(), Some("malformed_batch"));
+        for body in [
+            &br#"{"commands": [1], "commands": [2]}"#[..],
+            br#"{"commands": [1], "callback_url": "a", "callback_url": "b"}"#,
+            br#"{"all_or_nothing": true}"#,
+            br#"{"commands": [1]} trailing"#,
+        ] {
+            assert_eq!(
+                code(parse_json(body, 5)).as_deref(),
+                Some("malformed_batch"),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 }

@@ -56,11 +56,17 @@ impl Poster {
     }
 
     async fn try_post(&mut self, body: Vec<u8>) -> anyhow::Result<StatusCode> {
-        let sender = match &mut self.sender {
+        let mut sender = match self.sender.take() {
             Some(s) => s,
-            None => self.sender.insert(connect(self.target.addr).await?),
+            None => connect(self.target.addr).await?,
         };
-        sender.ready().await?;
+        // A kept-alive connection the server has closed: nothing was sent on it, so open
+        // another rather than count a refusal.
+        if sender.ready().await.is_err() {
+            sender = connect(self.target.addr).await?;
+            sender.ready().await?;
+        }
+        let sender = self.sender.insert(sender);
         let t = &self.target;
         let req = Request::builder()
             .method(Method::POST)

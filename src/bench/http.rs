@@ -32,9 +32,9 @@ pub struct Load {
     pub rate: Option<f64>,
     /// Commands already in the work queue before sluice starts.
     pub prefill: usize,
-    /// Batch runs: each client waits until everything accepted so far is committed before
-    /// its next POST, so a batch is accepted on a quiet system, not while its predecessors
-    /// are being processed.
+    /// Batch runs with one client: it waits until everything it had accepted is committed
+    /// (succeeded or rejected) before its next POST, so a batch is accepted on a quiet system,
+    /// not while its predecessors are being processed.
     pub quiet: bool,
 }
 

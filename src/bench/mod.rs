@@ -41,9 +41,9 @@ pub struct BenchArgs {
     /// Concurrent HTTP clients of the batch run.
     #[arg(long, default_value_t = 8)]
     pub batch_concurrency: usize,
-    /// Batch run: one client, and each batch waits until the previous one is committed, so
-    /// a batch's acceptance is timed on a quiet system (its own commands still start being
-    /// processed while it is published).
+    /// Batch run: one client, and each batch waits (up to a minute) until the previous one is
+    /// committed, so a batch's acceptance is timed on a quiet system (its own commands still
+    /// start being processed while it is published). The ingest rate then includes the waits.
     #[arg(long)]
     pub quiet_batches: bool,
     /// Rate of the paced run (commands/s); default half of the single-command ingest rate.
@@ -149,10 +149,16 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
     let raw = summary::median_raw(&rounds);
     let mut once: Vec<(&str, SluiceFigures)> = Vec::new();
     if !args.skip_sluice {
-        let singles = Load::singles(&args, args.concurrency[0]);
-        let max_ingest = rounds.iter().flat_map(|r| &r.runs).filter(|(tag, _)| *tag == "(b)");
-        let half = max_ingest.map(|(_, r)| r.ingest_rate / 2.0).reduce(f64::max);
-        if let (false, Some(rate)) = (args.skip_paced, args.paced_rate.or(half)) {
+        // Paced at half the best single-command ingest rate, with that run's clients: fewer
+        // clients would be near their own limit at that rate, which is not a sustainable load.
+        let fastest = rounds
+            .iter()
+            .flat_map(|r| &r.runs)
+            .filter(|(tag, _)| *tag == "(b)")
+            .map(|(_, r)| r)
+            .max_by(|a, b| a.ingest_rate.total_cmp(&b.ingest_rate));
+        let singles = Load::singles(&args, fastest.map_or(args.concurrency[0], |r| r.load.concurrency));
+        if let (false, Some(rate)) = (args.skip_paced, args.paced_rate.or(fastest.map(|r| r.ingest_rate / 2.0))) {
             let paced = Load { rate: Some(rate), ..singles.clone() };
             once.push(("(d)", one_run(&settings, &args, &id, "paced", paced, raw.as_ref()).await?));
         }

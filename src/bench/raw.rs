@@ -32,11 +32,7 @@ pub struct RawFigures {
 impl RawFigures {
     /// The median of each figure over several runs.
     pub fn median(all: Vec<RawFigures>) -> RawFigures {
-        let mid = |f: fn(&RawFigures) -> f64| {
-            let mut v: Vec<f64> = all.iter().map(f).collect();
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().unwrap_or(0.0)
-        };
+        let mid = |f: fn(&RawFigures) -> f64| super::summary::median(all.iter().map(f).collect());
         RawFigures {
             n: all.first().map_or(0, |r| r.n),
             publish_rate: mid(|r| r.publish_rate),

@@ -17,9 +17,14 @@ pub fn median_raw(rounds: &[Round]) -> Option<RawFigures> {
     (!all.is_empty()).then(|| RawFigures::median(all))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median (the mean of the middle two for an even count); 0 for none.
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 fn range(v: &[f64]) -> (f64, f64) {

@@ -151,14 +151,24 @@ pub async fn finish_if_done(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, St
     }
     Ok(sqlx::query_scalar::<_, Uuid>(
         "WITH ended AS (
-            SELECT c.batch_id, count(*) AS n, max(coalesce(c.completed_at, c.updated_at)) AS last
+            SELECT c.batch_id, count(*) AS n
               FROM commands c
              WHERE c.batch_id = ANY($1) AND c.status IN ('succeeded', 'rejected', 'dead')
              GROUP BY c.batch_id
+         ), due AS (
+            -- Locked in id order, so settlers in two processes finishing overlapping sets of
+            -- batches cannot deadlock; one that waited finds finished_at set and skips the row.
+            SELECT b.id
+              FROM batches b JOIN ended ON ended.batch_id = b.id
+             WHERE b.finished_at IS NULL AND ended.n >= b.total
+             ORDER BY b.id
+               FOR UPDATE OF b
          ), finished AS (
-            UPDATE batches b SET finished_at = ended.last
-              FROM ended
-             WHERE b.id = ended.batch_id AND b.finished_at IS NULL AND ended.n >= b.total
+            UPDATE batches b
+               SET finished_at = (SELECT max(coalesce(c.completed_at, c.updated_at))
+                                    FROM commands c WHERE c.batch_id = b.id)
+              FROM due
+             WHERE b.id = due.id
             RETURNING b.id, b.callback_url
          ), queued AS (
             INSERT INTO batch_callbacks (batch_id, url)
@@ -175,12 +185,34 @@ pub async fn finish_if_done(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, St
     .await?)
 }
 
-/// The oldest unfinished batches, at most `limit` of them.
-pub async fn unfinished(pool: &PgPool, limit: i64) -> Result<Vec<Uuid>, StoreError> {
-    Ok(sqlx::query_scalar::<_, Uuid>("SELECT id FROM batches WHERE finished_at IS NULL ORDER BY created_at LIMIT $1")
-        .bind(limit)
-        .fetch_all(pool)
-        .await?)
+/// Where a sweep of unfinished batches is: the `(created_at, id)` of the last one it saw.
+pub type SweepCursor = Option<(DateTime<Utc>, Uuid)>;
+
+/// The next `limit` unfinished batches after `after`, oldest first, with the cursor past them
+/// (`None` once the end is reached, so the next sweep starts over).
+pub async fn unfinished_after(
+    pool: &PgPool,
+    after: SweepCursor,
+    limit: i64,
+) -> Result<(Vec<Uuid>, SweepCursor), StoreError> {
+    let (after_at, after_id) = after.unzip();
+    let rows: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT id, created_at FROM batches
+          WHERE finished_at IS NULL AND ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2))
+          ORDER BY created_at, id
+          LIMIT $3",
+    )
+    .bind(after_at)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let next = if i64::try_from(rows.len()).unwrap_or(i64::MAX) < limit {
+        None
+    } else {
+        rows.last().map(|(id, at)| (*at, *id))
+    };
+    Ok((rows.into_iter().map(|(id, _)| id).collect(), next))
 }
 
 /// A callback due for (another) delivery attempt.

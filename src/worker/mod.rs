@@ -92,9 +92,12 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
         let (ctx, cancel) = (ctx.clone(), cancel.clone());
         tokio::spawn(async move { callbacks::run(&ctx, cancel).await })
     };
+    // The settler outlives the consumers' drain, so batches finished by drained commands are
+    // settled as the drain goes, not only at the very end.
+    let settler_stop = CancellationToken::new();
     let settler = {
-        let (ctx, cancel) = (ctx.clone(), cancel.clone());
-        tokio::spawn(async move { settle::run(&ctx, cancel).await })
+        let (ctx, stop) = (ctx.clone(), settler_stop.clone());
+        tokio::spawn(async move { settle::run(&ctx, stop).await })
     };
     tokio::join!(
         consume::consume(&ctx.broker, work_queue, &cancel, ctx.reporter.pause_signal(&topology.work_queue()), work),
@@ -106,10 +109,9 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
             record
         ),
     );
-    let _ = callbacks.await;
+    settler_stop.cancel();
     let _ = settler.await;
-    // The drained commands' batches, which the settler, stopped first, has not seen.
-    settle::settle_now(&ctx).await;
+    let _ = callbacks.await;
 }
 
 /// Deliveries that arrived together: one transaction for all of them when nothing goes

@@ -315,6 +315,30 @@ async fn a_batch_whose_last_commit_was_never_settled_is_finished_by_the_sweep_at
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_pages_through_unfinished_batches_and_starts_over_at_the_end() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for minutes in [3, 2, 1] {
+        let id = uuid::Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO batches (id, tenant, total, created_at) VALUES ($1, 'acme', 5, now() - make_interval(mins => $2))",
+        )
+        .bind(id)
+        .bind(minutes)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    let (first, cursor) = sluice::store::batches::unfinished_after(&app.pool, None, 2).await.unwrap();
+    assert_eq!(first, ids[..2]);
+    assert!(cursor.is_some());
+    let (rest, cursor) = sluice::store::batches::unfinished_after(&app.pool, cursor, 2).await.unwrap();
+    assert_eq!(rest, ids[2..]);
+    assert_eq!(cursor, None, "a short page ends the sweep; the next starts from the oldest");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_larger_than_the_burst_passes_on_a_full_bucket_and_its_commands_are_charged() {
     let app = spawn_app_with(
         |s| {
