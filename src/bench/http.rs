@@ -212,11 +212,15 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
                     if i >= n {
                         break;
                     }
-                    if let Some(t) = &ticker {
-                        t.lock().await.tick().await;
-                    }
+                    // A paced request's latency counts from when it was due, not from when a
+                    // client got to send it: waiting for a free client is latency too (else a
+                    // stall would hide itself by delaying the requests that would measure it).
+                    let due = match &ticker {
+                        Some(t) => Some(t.lock().await.tick().await.into_std()),
+                        None => None,
+                    };
                     if batch == 0 {
-                        let t = Instant::now();
+                        let t = due.unwrap_or_else(Instant::now);
                         match post(&mut poster, &kind, payload(&kind, i)).await {
                             Ok(()) => accepted += 1,
                             Err(_) => refused += 1,
