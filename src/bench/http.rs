@@ -75,6 +75,9 @@ pub struct SluiceFigures {
     pub peak_rss_mib: f64,
     /// Worker transactions and the mean commands in each, from sluice's own metrics.
     batches: Option<(f64, f64)>,
+    /// The share of ingest requests that sluice itself timed over 10 ms (from accepting the
+    /// request to the confirm), to tell its own latency from the client's and the machine's.
+    server_over_10ms: Option<f64>,
 }
 
 impl SluiceFigures {
@@ -97,6 +100,9 @@ impl SluiceFigures {
         println!("  sluice process peak RSS      {:>9.1} MiB", self.peak_rss_mib);
         if let Some((count, mean)) = self.batches {
             println!("  worker transactions          {count:>9.0}       mean {mean:.1} commands each");
+        }
+        if let Some(share) = self.server_over_10ms {
+            println!("  over 10 ms in sluice itself  {:>9.2}%      of requests (sluice_ingest_seconds)", 100.0 * share);
         }
         if let Some(raw) = raw {
             if l.prefill > 0 {
@@ -292,7 +298,7 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
     .map(|s| Duration::from_secs_f64(s.max(0.0)))
     .collect();
     pool.close().await;
-    let batches = batch_figures(&http, &base).await;
+    let (batches, server_over_10ms) = server_figures(&http, &base).await;
     Ok(SluiceFigures {
         load: load.clone(),
         refused,
@@ -303,6 +309,7 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
         e2e: Percentiles::of(&mut e2e),
         peak_rss_mib: child.id().map_or(0.0, peak_rss_mib),
         batches,
+        server_over_10ms,
     })
 }
 
@@ -414,13 +421,23 @@ async fn committed_by_metrics(http: &reqwest::Client, base: &str, kind: &str) ->
     Some(total as usize)
 }
 
-/// `sluice_batch_size` count and mean, read from the child's `/metrics`.
-async fn batch_figures(http: &reqwest::Client, base: &str) -> Option<(f64, f64)> {
-    let text = http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
+/// From the child's `/metrics`: worker transactions with their mean size, and the share of
+/// ingest requests over 10 ms.
+async fn server_figures(http: &reqwest::Client, base: &str) -> (Option<(f64, f64)>, Option<f64>) {
+    let Some(text) = async { http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok() }.await else {
+        return (None, None);
+    };
     let value =
         |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
-    let (sum, count) = (value("sluice_batch_size_sum")?, value("sluice_batch_size_count")?);
-    (count > 0.0).then(|| (count, sum / count))
+    let batches = value("sluice_batch_size_sum")
+        .zip(value("sluice_batch_size_count"))
+        .filter(|(_, count)| *count > 0.0)
+        .map(|(sum, count)| (count, sum / count));
+    let slow = value("sluice_ingest_seconds_bucket{le=\"0.01\"}")
+        .zip(value("sluice_ingest_seconds_count"))
+        .filter(|(_, count)| *count > 0.0)
+        .map(|(fast, count)| 1.0 - fast / count);
+    (batches, slow)
 }
 
 /// Peak resident memory of a process (Linux), in MiB.
