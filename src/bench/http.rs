@@ -17,6 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
+/// How long a quiet batch run waits for the previous batch to be committed.
+const QUIET_WAIT: Duration = Duration::from_secs(60);
+
 /// Accounts the ledger.transfer load spreads over.
 const ACCOUNTS: usize = 100;
 
@@ -207,7 +210,7 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
     let clients: Vec<_> = (0..load.concurrency)
         .map(|_| {
             let (http, base, key, next, n) = (http.clone(), base.clone(), key.to_owned(), next.clone(), load.commands);
-            let mut poster = Poster::new(target.clone());
+            let (mut poster, pool) = (Poster::new(target.clone()), pool.clone());
             let (kind, batch, ticker, quiet) = (load.kind.clone(), load.per_request, ticker.clone(), load.quiet);
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
@@ -246,7 +249,8 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
                         }
                         latencies.push(t.elapsed());
                         if quiet {
-                            wait_counted(&http, &base, &kind, accepted).await;
+                            // A run that never settles fails at its final wait, with the count.
+                            let _ = wait_committed(&http, &base, &pool, &kind, accepted, QUIET_WAIT).await;
                         }
                     }
                 }
@@ -400,17 +404,14 @@ async fn wait_committed(
     }
 }
 
-/// Waits (up to a minute) until sluice reports `n` commands of `kind` committed.
-async fn wait_counted(http: &reqwest::Client, base: &str, kind: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline && committed_by_metrics(http, base, kind).await.is_some_and(|c| c < n) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// The child's `/metrics` text (None if it cannot be read).
+async fn metrics_text(http: &reqwest::Client, base: &str) -> Option<String> {
+    http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()
 }
 
 /// Commands of `kind` that sluice reports succeeded or rejected (None if it cannot be read).
 async fn committed_by_metrics(http: &reqwest::Client, base: &str, kind: &str) -> Option<usize> {
-    let text = http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
+    let text = metrics_text(http, base).await?;
     let of_kind = format!("type=\"{kind}\"");
     let total = text
         .lines()
@@ -424,7 +425,7 @@ async fn committed_by_metrics(http: &reqwest::Client, base: &str, kind: &str) ->
 /// From the child's `/metrics`: worker transactions with their mean size, and the share of
 /// ingest requests over 10 ms.
 async fn server_figures(http: &reqwest::Client, base: &str) -> (Option<(f64, f64)>, Option<f64>) {
-    let Some(text) = async { http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok() }.await else {
+    let Some(text) = metrics_text(http, base).await else {
         return (None, None);
     };
     let value =

@@ -45,16 +45,13 @@ pub fn print(rounds: &[Round], raw: Option<&RawFigures>, once: &[(&str, SluiceFi
             raw.pipeline_rate, raw.publish_rate
         );
     }
-    let configs: Vec<(&str, String)> =
-        rounds.first().map(|r| r.runs.iter().map(|(tag, f)| (*tag, f.load.describe())).collect()).unwrap_or_default();
-    let mut best: Option<(f64, &str)> = None;
-    for (tag, name) in &configs {
-        let runs: Vec<(&SluiceFigures, Option<&RawFigures>)> = rounds
-            .iter()
-            .flat_map(|r| {
-                r.runs.iter().filter(|(t, f)| t == tag && f.load.describe() == *name).map(|(_, f)| (f, r.raw.as_ref()))
-            })
-            .collect();
+    // Every round runs the same configurations in the same order.
+    let first = rounds.first().map_or(&[][..], |r| &r.runs[..]);
+    let mut best: Option<(f64, String)> = None;
+    for (i, (tag, sample)) in first.iter().enumerate() {
+        let name = sample.load.describe();
+        let runs: Vec<(&SluiceFigures, Option<&RawFigures>)> =
+            rounds.iter().filter_map(|r| r.runs.get(i).map(|(_, f)| (f, r.raw.as_ref()))).collect();
         let ratios: Vec<f64> =
             runs.iter().filter_map(|(f, raw)| raw.map(|raw| 100.0 * f.e2e_rate / raw.pipeline_rate)).collect();
         let rate = median(runs.iter().map(|(f, _)| f.e2e_rate).collect());
@@ -66,10 +63,10 @@ pub fn print(rounds: &[Round], raw: Option<&RawFigures>, once: &[(&str, SluiceFi
             let (lo, hi) = range(&ratios);
             format!("{:>4.0}% [{lo:.0}–{hi:.0}%]", median(ratios.clone()))
         };
-        println!("  {tag} {name:<32} {rate:>8.0} cmd/s  {ratio}   ingest p99 {p99:.1} ms, peak RSS {rss:.0} MiB");
+        line(tag, &name, rate, &ratio, p99, rss);
         if *tag == "(b)" {
             let score = if ratios.is_empty() { rate } else { median(ratios) };
-            if best.is_none_or(|(s, _)| score > s) {
+            if best.as_ref().is_none_or(|(s, _)| score > *s) {
                 best = Some((score, name));
             }
         }
@@ -78,16 +75,15 @@ pub fn print(rounds: &[Round], raw: Option<&RawFigures>, once: &[(&str, SluiceFi
         // Draining a backlog is compared with the raw consumer alone, not with both at once.
         let limit = |raw: &RawFigures| if r.load.prefill > 0 { raw.drain_rate } else { raw.pipeline_rate };
         let ratio = raw.map_or(String::new(), |raw| format!("{:>4.0}%", 100.0 * r.e2e_rate / limit(raw)));
-        println!(
-            "  {tag} {:<32} {:>8.0} cmd/s  {ratio}   ingest p99 {:.1} ms, peak RSS {:.0} MiB",
-            r.load.describe(),
-            r.e2e_rate,
-            r.ingest.p99,
-            r.peak_rss_mib
-        );
+        line(tag, &r.load.describe(), r.e2e_rate, &ratio, r.ingest.p99, r.peak_rss_mib);
     }
-    let singles = configs.iter().filter(|(tag, _)| *tag == "(b)").count();
+    let singles = first.iter().filter(|(tag, _)| *tag == "(b)").count();
     if let (Some((_, name)), true) = (best, singles > 1) {
         println!("  (b) at saturation: {name}");
     }
+}
+
+/// One configuration's line of the summary.
+fn line(tag: &str, name: &str, rate: f64, ratio: &str, p99: f64, rss: f64) {
+    println!("  {tag} {name:<32} {rate:>8.0} cmd/s  {ratio}   ingest p99 {p99:.1} ms, peak RSS {rss:.0} MiB");
 }

@@ -58,12 +58,12 @@ impl PublishChannel {
 
     /// Sends a persistent, mandatory message; the returned confirm resolves when RabbitMQ
     /// takes (or refuses) it.
-    async fn send(&self, msg: &Message<'_>) -> lapin::Result<PublisherConfirm> {
+    async fn send(&self, msg: &Message<'_>, headers: FieldTable) -> lapin::Result<PublisherConfirm> {
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(ShortString::from("application/json"))
             .with_message_id(ShortString::from(msg.message_id))
-            .with_headers(msg.headers.clone());
+            .with_headers(headers);
         let opts = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
         let mut publish =
             pin!(self.channel.basic_publish(msg.exchange.into(), msg.routing_key.into(), opts, msg.body, props));
@@ -83,14 +83,15 @@ impl PublishChannel {
 impl Broker {
     /// Publishes a persistent, mandatory message and waits for the broker's confirm.
     #[tracing::instrument(skip_all, fields(exchange = msg.exchange, routing_key = msg.routing_key, message_id = msg.message_id))]
-    pub async fn publish(&self, msg: Message<'_>) -> Result<(), PublishError> {
+    pub async fn publish(&self, mut msg: Message<'_>) -> Result<(), PublishError> {
         if self.inner.blocked.load(Ordering::Relaxed) {
             return self.failed(PublishError::Blocked);
         }
         let Ok(_permit) = self.inner.in_flight.try_acquire() else {
             return self.failed(PublishError::Overloaded);
         };
-        let result = self.confirmed(&msg).await;
+        let headers = std::mem::take(&mut msg.headers);
+        let result = self.confirmed(&msg, headers).await;
         if result.is_ok() {
             metrics::counter!("sluice_published_total").increment(1);
         }
@@ -130,16 +131,17 @@ impl Broker {
         let Ok(Ok(_permit)) = tokio::time::timeout(self.inner.settings.publish_timeout(), permit).await else {
             return self.failed(PublishError::Overloaded);
         };
-        self.confirmed(msg).await
+        self.confirmed(msg, msg.headers.clone()).await
     }
 
-    /// Sends `msg` on the current link and waits for its confirm, within the publish timeout.
-    async fn confirmed(&self, msg: &Message<'_>) -> Result<(), PublishError> {
+    /// Sends `msg` with `headers` (apart, so a single publish moves its table instead of copying
+    /// it) on the current link and waits for its confirm, within the publish timeout.
+    async fn confirmed(&self, msg: &Message<'_>, headers: FieldTable) -> Result<(), PublishError> {
         let Some(link) = self.link() else {
             return self.failed(PublishError::Unavailable);
         };
         let channel = link.channel();
-        let publish = async { channel.send(msg).await?.await };
+        let publish = async { channel.send(msg, headers).await?.await };
         let result = match tokio::time::timeout(self.inner.settings.publish_timeout(), publish).await {
             Err(_) => Err(PublishError::Timeout),
             Ok(Err(e)) => Err(PublishError::Channel(e)),
