@@ -6,12 +6,13 @@
 //! - `SLUICE_FAULT_COMMITS_LOG=path`: every commit appends the ids it applied to that file.
 //! - `fault.poison`: a command type whose handler always fails transiently, so it walks the
 //!   whole retry schedule into the dead letters. With `SLUICE_FAULT_CALLS_LOG=path`, each
-//!   call appends `<command id> <unix micros>` to that file, so a test can see the delays.
+//!   delivery's call appends `<command id> <unix micros>` to that file, so a test can see the
+//!   delays.
 //! - `fault.slow`: a command type that sleeps `payload.millis` inside its transaction.
 
 use crate::app::Catalog;
 use crate::command::Envelope;
-use crate::handlers::{Handler, HandlerError, HandlerFuture, Outcome};
+use crate::handlers::{Handler, HandlerError, HandlerFuture, HandlerManyFuture, Outcome};
 use crate::schemas::SchemaError;
 use sqlx::PgConnection;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +65,13 @@ impl Handler for Poison {
             }
             Err(HandlerError::Transient("fault.poison never succeeds".into()))
         })
+    }
+
+    // A worker batch holding a poison command fails as a whole and falls back to one
+    // transaction per command, where `handle` logs the call: one logged call per delivery,
+    // however long the commands before it in the batch take.
+    fn handle_many<'a>(&'a self, _tx: &'a mut PgConnection, _cmds: &'a [&'a Envelope]) -> HandlerManyFuture<'a> {
+        Box::pin(async { Err(HandlerError::Transient("fault.poison never succeeds".into())) })
     }
 }
 
