@@ -52,6 +52,7 @@ pub struct Application {
     router: axum::Router,
     worker: Option<Arc<WorkerCtx>>,
     broker: Broker,
+    worker_broker: Option<Broker>,
     pool: PgPool,
     reporter: Arc<Reporter>,
     cancel: CancellationToken,
@@ -65,8 +66,19 @@ impl Application {
         store::migrate(&pool, &cancel).await?;
         let b = &settings.broker;
         let topology = Topology::new(&b.prefix, &settings.worker.retry_tiers_ms, b.delivery_limit);
-        let name = format!("sluice {roles:?} pid {}", std::process::id());
-        let broker = Broker::start(settings.broker.clone(), topology, &name, cancel.clone());
+        // The API and the workers each get their own connection, as RabbitMQ advises: when the
+        // broker throttles (credit flow) or blocks (resource alarm) a publishing connection, it
+        // stops reading from it, which must not hold up the workers' acks, and the workers'
+        // stream of deliveries must not sit in front of the API's confirms on one socket.
+        let start = |role: &str| {
+            let name = format!("sluice {role} pid {}", std::process::id());
+            Broker::start(settings.broker.clone(), topology.clone(), &name, cancel.clone())
+        };
+        let (broker, worker_broker) = match roles {
+            Roles::All => (start("api"), Some(start("worker"))),
+            Roles::Api => (start("api"), None),
+            Roles::Worker => (start("worker"), None),
+        };
         let a = &settings.auth;
         let bootstrap = Some((a.bootstrap_key.expose(), a.bootstrap_tenant.as_str()));
         let auth = Authenticator::new(pool.clone(), bootstrap, Duration::from_secs(a.cache_ttl_secs));
@@ -80,6 +92,7 @@ impl Application {
         let state = ApiState {
             pool: pool.clone(),
             broker: broker.clone(),
+            worker_broker: worker_broker.clone(),
             schemas: Arc::new(schemas),
             auth: Arc::new(auth),
             dashboard: Arc::new(settings.dashboard.clone()),
@@ -100,7 +113,7 @@ impl Application {
         let worker = matches!(roles, Roles::All | Roles::Worker).then(|| {
             Arc::new(WorkerCtx {
                 pool: pool.clone(),
-                broker: broker.clone(),
+                broker: worker_broker.clone().unwrap_or_else(|| broker.clone()),
                 handlers,
                 policy: RetryPolicy::new(&settings.worker),
                 settings: settings.worker.clone(),
@@ -110,7 +123,7 @@ impl Application {
             })
         });
         let listener = TcpListener::bind(&settings.http.addr).await?;
-        Ok(Self { listener, router, worker, broker, pool, reporter, cancel })
+        Ok(Self { listener, router, worker, broker, worker_broker, pool, reporter, cancel })
     }
 
     /// The bound HTTP port (useful with port 0).
@@ -123,9 +136,14 @@ impl Application {
         self.cancel.clone()
     }
 
-    /// The broker handle (for readiness waits in tests and tools).
+    /// The broker handle the API publishes on (for readiness waits in tests and tools).
     pub fn broker(&self) -> &Broker {
         &self.broker
+    }
+
+    /// The workers' own broker handle, when this process runs both roles.
+    pub fn worker_broker(&self) -> Option<&Broker> {
+        self.worker_broker.as_ref()
     }
 
     /// The database pool.
@@ -136,7 +154,7 @@ impl Application {
     /// Serves HTTP and runs the workers until the shutdown token fires, then drains: stop
     /// accepting, stop consuming, finish and ack what is in flight, close connections.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self { listener, router, worker, broker, pool, reporter, cancel } = self;
+        let Self { listener, router, worker, broker, worker_broker, pool, reporter, cancel } = self;
         let beat = {
             let (pool, cancel) = (pool.clone(), cancel.clone());
             tokio::spawn(async move { reporter.run(pool, cancel).await })
@@ -156,6 +174,9 @@ impl Application {
         let served = server.await?;
         let _ = beat.await;
         broker.close().await;
+        if let Some(b) = worker_broker {
+            b.close().await;
+        }
         pool.close().await;
         served?;
         Ok(())

@@ -66,6 +66,7 @@ pub struct BrokerSettings {
     pub publish_timeout_ms: u64,
     pub max_in_flight_publishes: usize,
     pub publish_channels: usize,
+    pub frame_max: u32,
     pub delivery_limit: u32,
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
@@ -203,6 +204,12 @@ impl Settings {
         if self.broker.publish_channels == 0 || self.broker.max_in_flight_publishes == 0 {
             return Err(ConfigError::Invalid("broker.publish_channels and max_in_flight_publishes must be > 0".into()));
         }
+        if self.broker.frame_max < 4096 {
+            return Err(ConfigError::Invalid("broker.frame_max must be at least 4096 (AMQP's minimum)".into()));
+        }
+        if let Err(e) = self.broker.amqp_uri() {
+            return Err(ConfigError::Invalid(format!("broker.url is not an AMQP URI: {e}")));
+        }
         if self.dashboard.session_ttl_secs == 0 || self.dashboard.session_ttl_secs > 30 * 24 * 3600 {
             return Err(ConfigError::Invalid("dashboard.session_ttl_secs must be 1 s to 30 days".into()));
         }
@@ -233,5 +240,37 @@ impl BrokerSettings {
     /// Publish confirmation deadline.
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.publish_timeout_ms)
+    }
+
+    /// The broker URL, parsed, with `frame_max` proposed unless the URL sets one.
+    pub fn amqp_uri(&self) -> Result<lapin::uri::AMQPUri, String> {
+        let mut uri: lapin::uri::AMQPUri = self.url.expose().parse()?;
+        uri.query.frame_max = uri.query.frame_max.or(Some(self.frame_max));
+        Ok(uri)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(url: &str) -> BrokerSettings {
+        let defaults = Settings::load_from("none", std::path::Path::new("/nonexistent"), false);
+        let mut s = defaults.expect("the defaults load").broker;
+        s.url = Secret::new(url);
+        s
+    }
+
+    #[test]
+    fn the_broker_url_gets_the_configured_frame_max_unless_it_sets_one() {
+        let uri = broker("amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10").amqp_uri().expect("parses");
+        assert_eq!((uri.query.frame_max, uri.query.heartbeat), (Some(16384), Some(10)));
+        let uri = broker("amqp://127.0.0.1/%2f?frame_max=65536").amqp_uri().expect("parses");
+        assert_eq!(uri.query.frame_max, Some(65536));
+    }
+
+    #[test]
+    fn a_broker_url_that_is_not_amqp_is_refused() {
+        assert!(broker("http://127.0.0.1:5672").amqp_uri().is_err());
     }
 }

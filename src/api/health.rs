@@ -1,6 +1,7 @@
 //! Liveness, readiness and metrics.
 
 use super::ApiState;
+use crate::broker::Broker;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -15,7 +16,7 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// Ready only while RabbitMQ (connected, topology declared, not blocked) and Postgres answer.
 pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
-    let broker = state.broker.is_ready();
+    let broker = state.broker.is_ready() && state.worker_broker.as_ref().is_none_or(Broker::is_ready);
     let database = crate::store::ping(&state.pool, Duration::from_secs(1)).await;
     let status = if broker && database { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let word = |ok| if ok { "ok" } else { "unavailable" };

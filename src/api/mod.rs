@@ -30,7 +30,10 @@ use tower_http::trace::TraceLayer;
 #[derive(Clone)]
 pub struct ApiState {
     pub pool: PgPool,
+    /// The connection the API publishes on (the workers' own in a worker-only process).
     pub broker: Broker,
+    /// The workers' connection when they run in this process too: readiness covers it.
+    pub worker_broker: Option<Broker>,
     pub schemas: Arc<SchemaRegistry>,
     pub auth: Arc<Authenticator>,
     pub dashboard: Arc<crate::config::DashboardSettings>,

@@ -2,6 +2,7 @@
 //! a runtime), C clients posting N commands, then waiting until all are committed.
 
 use super::client::{Poster, Target};
+use super::machine::{CpuClock, MachineUsage};
 use super::rate;
 use super::raw::RawFigures;
 use super::stats::Percentiles;
@@ -81,6 +82,8 @@ pub struct SluiceFigures {
     /// The share of ingest requests that sluice itself timed over 10 ms (from accepting the
     /// request to the confirm), to tell its own latency from the client's and the machine's.
     server_over_10ms: Option<f64>,
+    /// The whole machine from the first request to the last commit.
+    pub machine: Option<MachineUsage>,
 }
 
 impl SluiceFigures {
@@ -106,6 +109,9 @@ impl SluiceFigures {
         }
         if let Some(share) = self.server_over_10ms {
             println!("  over 10 ms in sluice itself  {:>9.2}%      of requests (sluice_ingest_seconds)", 100.0 * share);
+        }
+        if let Some(m) = self.machine {
+            println!("{}", m.line());
         }
         if let Some(raw) = raw {
             if l.prefill > 0 {
@@ -200,18 +206,16 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
     }
 
     let next = Arc::new(AtomicUsize::new(0));
-    // Paced runs: every request waits for a tick of one shared clock.
-    let ticker = load.rate.map(|r| {
-        let mut t = tokio::time::interval(Duration::from_secs_f64(load.per_request.max(1) as f64 / r.max(1.0)));
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        Arc::new(tokio::sync::Mutex::new(t))
-    });
+    // Paced runs: request i is due at start + i × interval. Clients take the next index as
+    // they come free, so the schedule needs no lock or shared timer.
+    let interval = load.rate.map(|r| Duration::from_secs_f64(load.per_request.max(1) as f64 / r.max(1.0)));
+    let machine = CpuClock::now();
     let started = Instant::now();
     let clients: Vec<_> = (0..load.concurrency)
         .map(|_| {
             let (http, base, key, next, n) = (http.clone(), base.clone(), key.to_owned(), next.clone(), load.commands);
             let (mut poster, pool) = (Poster::new(target.clone()), pool.clone());
-            let (kind, batch, ticker, quiet) = (load.kind.clone(), load.per_request, ticker.clone(), load.quiet);
+            let (kind, batch, quiet) = (load.kind.clone(), load.per_request, load.quiet);
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let (mut accepted, mut refused) = (0usize, 0usize);
@@ -224,10 +228,10 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
                     // A paced request's latency counts from when it was due, not from when a
                     // client got to send it: waiting for a free client is latency too (else a
                     // stall would hide itself by delaying the requests that would measure it).
-                    let due = match &ticker {
-                        Some(t) => Some(t.lock().await.tick().await.into_std()),
-                        None => None,
-                    };
+                    let due = interval.map(|every| started + every.mul_f64((i / step) as f64));
+                    if let Some(due) = due {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
                     if batch == 0 {
                         let t = due.unwrap_or_else(Instant::now);
                         match post(&mut poster, &kind, payload(&kind, i)).await {
@@ -302,6 +306,7 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
     .map(|s| Duration::from_secs_f64(s.max(0.0)))
     .collect();
     pool.close().await;
+    let machine = machine.usage();
     let (batches, server_over_10ms) = server_figures(&http, &base).await;
     Ok(SluiceFigures {
         load: load.clone(),
@@ -314,6 +319,7 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
         peak_rss_mib: child.id().map_or(0.0, peak_rss_mib),
         batches,
         server_over_10ms,
+        machine,
     })
 }
 

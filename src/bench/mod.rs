@@ -3,6 +3,7 @@
 
 mod client;
 mod http;
+mod machine;
 mod prefill;
 mod raw;
 mod stats;

@@ -2,6 +2,7 @@
 //! publishing persistent messages with confirms to a quorum queue, and a consumer inserting
 //! them in batches (one transaction per batch, inbox-style `ON CONFLICT DO NOTHING`).
 
+use super::machine::{CpuClock, MachineUsage};
 use super::rate;
 use futures_util::StreamExt;
 use lapin::options::{
@@ -27,6 +28,8 @@ pub struct RawFigures {
     pub publish_rate: f64,
     pub drain_rate: f64,
     pub pipeline_rate: f64,
+    /// The whole machine during the three phases (None for a median over runs).
+    pub machine: Option<MachineUsage>,
 }
 
 impl RawFigures {
@@ -38,6 +41,7 @@ impl RawFigures {
             publish_rate: mid(|r| r.publish_rate),
             drain_rate: mid(|r| r.drain_rate),
             pipeline_rate: mid(|r| r.pipeline_rate),
+            machine: None,
         }
     }
 
@@ -46,6 +50,9 @@ impl RawFigures {
         println!("  publish with confirms        {:>9.0} msg/s", self.publish_rate);
         println!("  consume + batched insert     {:>9.0} msg/s", self.drain_rate);
         println!("  both at once (the limit)     {:>9.0} msg/s", self.pipeline_rate);
+        if let Some(m) = self.machine {
+            println!("{}", m.line());
+        }
     }
 }
 
@@ -65,6 +72,7 @@ pub async fn run(amqp: &str, db_url: &str, prefix: &str, n: usize) -> anyhow::Re
     args.insert(ShortString::from("x-queue-type"), AMQPValue::LongString(LongString::from("quorum")));
     publisher.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args).await?;
 
+    let machine = CpuClock::now();
     let result = async {
         let started = Instant::now();
         publish(&publisher, &queue, n).await?;
@@ -80,7 +88,7 @@ pub async fn run(amqp: &str, db_url: &str, prefix: &str, n: usize) -> anyhow::Re
         publish(&publisher, &queue, n).await?;
         consumer.await??;
         let pipeline_rate = rate(n, started.elapsed());
-        anyhow::Ok(RawFigures { n, publish_rate, drain_rate, pipeline_rate })
+        anyhow::Ok(RawFigures { n, publish_rate, drain_rate, pipeline_rate, machine: machine.usage() })
     }
     .await;
     let _ = publisher.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;

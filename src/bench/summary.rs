@@ -3,6 +3,7 @@
 //! run of its own round, and what is printed is the median ratio with its range.
 
 use super::http::SluiceFigures;
+use super::machine::MachineUsage;
 use super::raw::RawFigures;
 
 /// One round: the raw pipeline, then sluice's configurations, each run once.
@@ -44,6 +45,7 @@ pub fn print(rounds: &[Round], raw: Option<&RawFigures>, once: &[(&str, SluiceFi
             "  (a) raw pipeline, both at once        {:>8.0} msg/s  100%   (median; {lo:.0}–{hi:.0}; publish alone {:.0}/s)",
             raw.pipeline_rate, raw.publish_rate
         );
+        paused(&rounds.iter().map(|r| r.raw.as_ref().and_then(|r| r.machine)).collect::<Vec<_>>());
     }
     // Every round runs the same configurations in the same order.
     let first = rounds.first().map_or(&[][..], |r| &r.runs[..]);
@@ -64,6 +66,7 @@ pub fn print(rounds: &[Round], raw: Option<&RawFigures>, once: &[(&str, SluiceFi
             format!("{:>4.0}% [{lo:.0}–{hi:.0}%]", median(ratios.clone()))
         };
         line(tag, &name, rate, &ratio, p99, rss);
+        paused(&runs.iter().map(|(f, _)| f.machine).collect::<Vec<_>>());
         if *tag == "(b)" {
             let score = if ratios.is_empty() { rate } else { median(ratios) };
             if best.as_ref().is_none_or(|(s, _)| score > *s) {
@@ -76,10 +79,25 @@ pub fn print(rounds: &[Round], raw: Option<&RawFigures>, once: &[(&str, SluiceFi
         let limit = |raw: &RawFigures| if r.load.prefill > 0 { raw.drain_rate } else { raw.pipeline_rate };
         let ratio = raw.map_or(String::new(), |raw| format!("{:>4.0}%", 100.0 * r.e2e_rate / limit(raw)));
         line(tag, &r.load.describe(), r.e2e_rate, &ratio, r.ingest.p99, r.peak_rss_mib);
+        paused(&[r.machine]);
     }
     let singles = first.iter().filter(|(tag, _)| *tag == "(b)").count();
     if let (Some((_, name)), true) = (best, singles > 1) {
         println!("  (b) at saturation: {name}");
+    }
+}
+
+/// Names the runs of a configuration that the host paused (see `machine`).
+fn paused(usage: &[Option<MachineUsage>]) {
+    let hit: Vec<String> =
+        usage.iter().flatten().filter(|m| m.disturbed()).map(|m| format!("{:.0}%", 100.0 * m.lost)).collect();
+    if !hit.is_empty() {
+        println!(
+            "        {} of {} run(s) lost {} of their time to host pauses",
+            hit.len(),
+            usage.len(),
+            hit.join(", ")
+        );
     }
 }
 

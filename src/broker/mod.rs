@@ -1,4 +1,4 @@
-//! RabbitMQ: one supervised connection per process, reconnected with backoff, topology
+//! RabbitMQ: a supervised connection per role (API, workers), reconnected with backoff, topology
 //! re-declared on every connect, publishing with confirms.
 
 pub mod headers;
@@ -191,7 +191,11 @@ impl Broker {
     async fn connect(&self, name: &str) -> lapin::Result<(Arc<Link>, EventStream)> {
         let s = &self.inner.settings;
         let props = ConnectionProperties::default().with_connection_name(name.into());
-        let connection = Connection::connect(s.url.expose(), props).await?;
+        let connection = match s.amqp_uri() {
+            Ok(uri) => Connection::connect_uri(uri, props).await?,
+            // Settings validation parses the URL first; lapin then reports what is wrong.
+            Err(_) => Connection::connect(s.url.expose(), props).await?,
+        };
         let events: EventStream = Box::pin(connection.events_listener());
         let setup = connection.create_channel().await?;
         self.inner.topology.declare(&setup).await?;

@@ -44,9 +44,10 @@ pub enum PublishError {
 pub(super) struct PublishChannel {
     channel: Channel,
     // lapin numbers a publish (for its confirm) and queues its frames in two steps, each under
-    // its own lock (`before_basic_publish`, then `push_frames` in `send_method_frame_with_body`). Two tasks publishing on one channel at once can interleave them; RabbitMQ
-    // numbers messages in the order their frames arrive, so a confirm would then be matched to
-    // the other message, and a 202 could answer a command that RabbitMQ had not confirmed yet.
+    // its own lock (`before_basic_publish`, then `push_frames` in `send_method_frame_with_body`).
+    // Two tasks publishing on one channel at once can interleave them; RabbitMQ numbers
+    // messages in the order their frames arrive, so a confirm would then be matched to the
+    // other message, and a 202 could answer a command that RabbitMQ had not confirmed yet.
     // Both steps happen in the publish future's first poll, which runs under this lock.
     numbering: Mutex<()>,
 }

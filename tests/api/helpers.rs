@@ -83,10 +83,14 @@ pub async fn spawn_on(settings: Settings, db_name: String, roles: Roles, probe: 
     let pool = PgPool::connect(&format!("postgres://postgres@127.0.0.1:5432/{db_name}")).await.expect("test pool");
     let token = app.shutdown_token();
     let broker = app.broker().clone();
+    let worker_broker = app.worker_broker().cloned();
     let handle = tokio::spawn(app.run_until_stopped());
     // Wait for the first connection when the broker is reachable; tests of an unreachable
     // broker start with it cut and do not wait.
     let _ = tokio::time::timeout(Duration::from_secs(10), broker.wait_link(&token)).await;
+    if let Some(w) = &worker_broker {
+        let _ = tokio::time::timeout(Duration::from_secs(10), w.wait_link(&token)).await;
+    }
     let key = settings.auth.bootstrap_key.expose().to_owned();
     TestApp {
         base,
