@@ -70,10 +70,7 @@ impl Application {
         // broker throttles (credit flow) or blocks (resource alarm) a publishing connection, it
         // stops reading from it, which must not hold up the workers' acks, and the workers'
         // stream of deliveries must not sit in front of the API's confirms on one socket.
-        let start = |role: &str| {
-            let name = format!("sluice {role} pid {}", std::process::id());
-            Broker::start(settings.broker.clone(), topology.clone(), &name, cancel.clone())
-        };
+        let start = |role| Broker::start(settings.broker.clone(), topology.clone(), role, cancel.clone());
         let (broker, worker_broker) = match roles {
             Roles::All => (start("api"), Some(start("worker"))),
             Roles::Api => (start("api"), None),

@@ -49,7 +49,13 @@ async fn refresh_gauges(state: &ApiState) {
     if let Ok(Ok(n)) = tokio::time::timeout(bound, crate::store::dead_letters::open_count(&state.pool)).await {
         metrics::gauge!("sluice_dead_letters_parked").set(n as f64);
     }
-    let link_up = state.broker.link().is_some_and(|l| l.connection.status().connected());
-    metrics::gauge!("sluice_broker_connected").set(if link_up { 1.0 } else { 0.0 });
-    metrics::gauge!("sluice_broker_blocked").set(if link_up && !state.broker.is_ready() { 1.0 } else { 0.0 });
+    // One series per connection (`role` api or worker), so a worker connection that is down
+    // shows even while the API's is up.
+    for broker in std::iter::once(&state.broker).chain(&state.worker_broker) {
+        let link_up = broker.link().is_some_and(|l| l.connection.status().connected());
+        let role = broker.role();
+        metrics::gauge!("sluice_broker_connected", "role" => role).set(if link_up { 1.0 } else { 0.0 });
+        let blocked = link_up && !broker.is_ready();
+        metrics::gauge!("sluice_broker_blocked", "role" => role).set(if blocked { 1.0 } else { 0.0 });
+    }
 }

@@ -49,27 +49,40 @@ pub struct Broker {
 struct Inner {
     settings: BrokerSettings,
     topology: Topology,
+    role: &'static str,
     link: watch::Sender<Option<Arc<Link>>>,
     in_flight: Arc<Semaphore>,
     blocked: AtomicBool,
+    /// Wakes `wait_unblocked` callers when `blocked` clears.
+    unblocked: Notify,
     reconnect: Notify,
 }
 
 impl Broker {
-    /// Starts the supervisor; the returned handle is usable at once (publishes fail with
-    /// `Unavailable` until the first connection is up).
-    pub fn start(settings: BrokerSettings, topology: Topology, name: &str, cancel: CancellationToken) -> Self {
+    /// Starts the supervisor of a connection named for `role` (`api`, `worker`, `cli`); the
+    /// returned handle is usable at once (publishes fail with `Unavailable` until the first
+    /// connection is up).
+    pub fn start(settings: BrokerSettings, topology: Topology, role: &'static str, cancel: CancellationToken) -> Self {
         let inner = Arc::new(Inner {
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight_publishes)),
             settings,
             topology,
+            role,
             link: watch::channel(None).0,
             blocked: AtomicBool::new(false),
+            unblocked: Notify::new(),
             reconnect: Notify::new(),
         });
         let broker = Self { inner };
-        tokio::spawn(broker.clone().supervise(name.to_owned(), cancel));
+        // The name RabbitMQ's management UI and `rabbitmqctl list_connections` show.
+        let name = format!("sluice {role} pid {}", std::process::id());
+        tokio::spawn(broker.clone().supervise(name, cancel));
         broker
+    }
+
+    /// What this connection is for: `api`, `worker` or `cli`.
+    pub fn role(&self) -> &'static str {
+        self.inner.role
     }
 
     /// The deployment's exchange and queue names.
@@ -104,6 +117,30 @@ impl Broker {
     /// Connected, topology declared, and not blocked by a resource alarm.
     pub fn is_ready(&self) -> bool {
         self.link().is_some_and(|l| l.connection.status().connected()) && !self.inner.blocked.load(Ordering::Relaxed)
+    }
+
+    /// Waits until RabbitMQ no longer blocks this connection's publishers (a resource alarm
+    /// ended, or a new connection replaced the blocked one); false if `cancel` fired first.
+    async fn wait_unblocked(&self, cancel: &CancellationToken) -> bool {
+        loop {
+            // Registered before the check, so a clear between the two is not missed.
+            let mut cleared = std::pin::pin!(self.inner.unblocked.notified());
+            cleared.as_mut().enable();
+            if !self.inner.blocked.load(Ordering::Relaxed) {
+                return true;
+            }
+            tokio::select! {
+                () = cleared => {}
+                () = cancel.cancelled() => return false,
+            }
+        }
+    }
+
+    fn set_blocked(&self, blocked: bool) {
+        self.inner.blocked.store(blocked, Ordering::Relaxed);
+        if !blocked {
+            self.inner.unblocked.notify_waiters();
+        }
     }
 
     /// Asks the supervisor to replace `link`, one of whose channels died. A request about a
@@ -143,7 +180,7 @@ impl Broker {
             backoff = self.backoff();
             tracing::info!("connected to RabbitMQ, topology declared");
             metrics::counter!("sluice_broker_connects_total").increment(1);
-            self.inner.blocked.store(false, Ordering::Relaxed);
+            self.set_blocked(false);
             self.inner.link.send_replace(Some(link.clone()));
             let reason = loop {
                 tokio::select! {
@@ -151,11 +188,11 @@ impl Broker {
                         Some(Event::Error(e)) => break format!("connection error: {e}"),
                         Some(Event::ConnectionBlocked(why)) => {
                             tracing::warn!(reason = %why, "RabbitMQ blocked publishing (resource alarm)");
-                            self.inner.blocked.store(true, Ordering::Relaxed);
+                            self.set_blocked(true);
                         }
                         Some(Event::ConnectionUnblocked) => {
                             tracing::info!("RabbitMQ unblocked publishing");
-                            self.inner.blocked.store(false, Ordering::Relaxed);
+                            self.set_blocked(false);
                         }
                         Some(_) => {}
                         None => break "connection event stream ended".to_owned(),

@@ -10,6 +10,7 @@ use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, PoisonError};
 use std::task::Poll;
+use tokio_util::sync::CancellationToken;
 
 /// One message to publish.
 #[derive(Debug, Clone)]
@@ -92,7 +93,30 @@ impl Broker {
             return self.failed(PublishError::Overloaded);
         };
         let headers = std::mem::take(&mut msg.headers);
-        let result = self.confirmed(&msg, headers).await;
+        let result = self.confirmed(&msg, headers, None).await;
+        if result.is_ok() {
+            metrics::counter!("sluice_published_total").increment(1);
+        }
+        result
+    }
+
+    /// Like `publish`, for the workers' retries and dead letters: while RabbitMQ blocks this
+    /// connection (a resource alarm) it waits instead of failing, however long the alarm lasts.
+    /// A blocked publish is not lost but read once the alarm ends, and confirmed then; and the
+    /// worker's alternative, handing the message back, would run it again at once, with no
+    /// backoff, each round counting toward the queue's delivery limit (and, after a timed-out
+    /// publish that RabbitMQ later takes, running it twice). A shutdown (`cancel`) ends the
+    /// wait: `Blocked` if nothing was sent yet, else `Timeout`.
+    #[tracing::instrument(skip_all, fields(exchange = msg.exchange, routing_key = msg.routing_key, message_id = msg.message_id))]
+    pub async fn publish_held(&self, mut msg: Message<'_>, cancel: &CancellationToken) -> Result<(), PublishError> {
+        if !self.wait_unblocked(cancel).await {
+            return self.failed(PublishError::Blocked);
+        }
+        let Ok(_permit) = self.inner.in_flight.try_acquire() else {
+            return self.failed(PublishError::Overloaded);
+        };
+        let headers = std::mem::take(&mut msg.headers);
+        let result = self.confirmed(&msg, headers, Some(cancel)).await;
         if result.is_ok() {
             metrics::counter!("sluice_published_total").increment(1);
         }
@@ -132,23 +156,41 @@ impl Broker {
         let Ok(Ok(_permit)) = tokio::time::timeout(self.inner.settings.publish_timeout(), permit).await else {
             return self.failed(PublishError::Overloaded);
         };
-        self.confirmed(msg, msg.headers.clone()).await
+        self.confirmed(msg, msg.headers.clone(), None).await
     }
 
     /// Sends `msg` with `headers` (apart, so a single publish moves its table instead of copying
-    /// it) on the current link and waits for its confirm, within the publish timeout.
-    async fn confirmed(&self, msg: &Message<'_>, headers: FieldTable) -> Result<(), PublishError> {
+    /// it) on the current link and waits for its confirm, within the publish timeout; with
+    /// `held_until` also for as long as RabbitMQ blocks the connection, until that token fires.
+    async fn confirmed(
+        &self,
+        msg: &Message<'_>,
+        headers: FieldTable,
+        held_until: Option<&CancellationToken>,
+    ) -> Result<(), PublishError> {
         let Some(link) = self.link() else {
             return self.failed(PublishError::Unavailable);
         };
         let channel = link.channel();
-        let publish = async { channel.send(msg, headers).await?.await };
-        let result = match tokio::time::timeout(self.inner.settings.publish_timeout(), publish).await {
-            Err(_) => Err(PublishError::Timeout),
-            Ok(Err(e)) => Err(PublishError::Channel(e)),
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable(msg.exchange.to_owned())),
-            Ok(Ok(Confirmation::Nack(_) | Confirmation::NotRequested)) => Err(PublishError::Nacked),
+        let mut publish = pin!(async { channel.send(msg, headers).await?.await });
+        let confirmed = loop {
+            match tokio::time::timeout(self.inner.settings.publish_timeout(), publish.as_mut()).await {
+                Ok(done) => break Some(done),
+                Err(_) => match held_until {
+                    Some(cancel) if self.inner.blocked.load(Ordering::Relaxed) => tokio::select! {
+                        done = publish.as_mut() => break Some(done),
+                        unblocked = self.wait_unblocked(cancel) => if !unblocked { break None },
+                    },
+                    _ => break None,
+                },
+            }
+        };
+        let result = match confirmed {
+            None => Err(PublishError::Timeout),
+            Some(Err(e)) => Err(PublishError::Channel(e)),
+            Some(Ok(Confirmation::Ack(None))) => Ok(()),
+            Some(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable(msg.exchange.to_owned())),
+            Some(Ok(Confirmation::Nack(_) | Confirmation::NotRequested)) => Err(PublishError::Nacked),
         };
         if matches!(result, Err(PublishError::Channel(_))) && !channel.channel.status().connected() {
             self.request_reconnect(&link);

@@ -126,7 +126,7 @@ pub(super) fn operators(
     let cancel = CancellationToken::new();
     let topology =
         Topology::new(&settings.broker.prefix, &settings.worker.retry_tiers_ms, settings.broker.delivery_limit);
-    let broker = Broker::start(settings.broker.clone(), topology, "sluice-cli", cancel.clone());
+    let broker = Broker::start(settings.broker.clone(), topology, "cli", cancel.clone());
     let ops = Operators { pool, broker: broker.clone(), schemas: Arc::new(SchemaRegistry::builtin()?) };
     Ok((ops, broker, cancel))
 }

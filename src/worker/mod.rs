@@ -139,7 +139,7 @@ async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel
                 if let process::Verdict::Dead { cmd: Some(cmd), .. } = &verdict {
                     tally(ctx, &cmd.kind, timed_since(&delivery, cmd), "dead");
                 }
-                route::route(ctx, acks, &delivery, attempt, verdict).await
+                route::route(&route::Routing { ctx, acks, cancel }, &delivery, attempt, verdict).await
             }
         }
     }
@@ -230,7 +230,7 @@ async fn handle_one(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, job: proc
                 if let Some(outcome) = outcome {
                     tally(ctx, &kind, submitted_at, outcome);
                 }
-                route::route(ctx, acks, delivery, attempt, verdict).await;
+                route::route(&route::Routing { ctx, acks, cancel }, delivery, attempt, verdict).await;
                 ctx.touched.add(batch);
             }
             Err(_) => {

@@ -10,6 +10,7 @@ use crate::command::{Envelope, ATTEMPT_HEADER};
 use crate::store::commands;
 use lapin::message::Delivery;
 use lapin::types::FieldTable;
+use tokio_util::sync::CancellationToken;
 
 /// Header: why the message was dead-lettered.
 pub const ERROR_HEADER: &str = "x-sluice-error";
@@ -20,26 +21,34 @@ pub const DEAD_LETTER_ID_HEADER: &str = "x-sluice-dead-letter-id";
 /// Header: the last transient error, carried along the retries.
 pub const LAST_ERROR_HEADER: &str = "x-sluice-last-error";
 
+/// Where a routed delivery goes and what it may wait for.
+pub struct Routing<'a> {
+    pub ctx: &'a WorkerCtx,
+    pub acks: &'a Acks,
+    /// Shutdown: a message held for a blocked broker is handed back instead.
+    pub cancel: &'a CancellationToken,
+}
+
 /// Carries out `verdict` for `delivery`, which was the `attempt`-th.
-pub async fn route(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, attempt: u32, verdict: Verdict) {
+pub async fn route(r: &Routing<'_>, delivery: &Delivery, attempt: u32, verdict: Verdict) {
+    let (ctx, acks) = (r.ctx, r.acks);
     match verdict {
         // Counted by the caller, which knows the command.
         Verdict::Done { .. } => acks.ack(&[delivery]).await,
         Verdict::Retry { cmd, error } if ctx.policy.allows_another(attempt) => {
-            retry(ctx, acks, delivery, &cmd, attempt, &error).await
+            retry(r, delivery, &cmd, attempt, &error).await
         }
         Verdict::Retry { cmd, error } => {
             let error = format!("gave up after {attempt} attempts; last error: {error}");
-            dead_letter(ctx, acks, delivery, Some(&cmd), attempt, "retries_exhausted", &error).await;
+            dead_letter(r, delivery, Some(&cmd), attempt, "retries_exhausted", &error).await;
         }
-        Verdict::Dead { cmd, kind, error } => {
-            dead_letter(ctx, acks, delivery, cmd.as_deref(), attempt, kind, &error).await
-        }
+        Verdict::Dead { cmd, kind, error } => dead_letter(r, delivery, cmd.as_deref(), attempt, kind, &error).await,
         Verdict::GiveBack => acks.give_back(delivery).await,
     }
 }
 
-async fn retry(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, cmd: &Envelope, attempt: u32, error: &str) {
+async fn retry(r: &Routing<'_>, delivery: &Delivery, cmd: &Envelope, attempt: u32, error: &str) {
+    let (ctx, acks) = (r.ctx, r.acks);
     let delay = ctx.policy.delay_ms(attempt, rand::random::<f64>());
     tracing::info!(attempt, delay_ms = delay, %error, "transient failure; retrying later");
     if let Err(e) = commands::mark_retrying(&ctx.pool, cmd, attempt, error).await {
@@ -54,7 +63,7 @@ async fn retry(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, cmd: &Envelope
     let message_id = cmd.id.to_string();
     let msg =
         Message { exchange: &exchange, routing_key: &key, body: &delivery.data, message_id: &message_id, headers };
-    match ctx.broker.publish(msg).await {
+    match ctx.broker.publish_held(msg, r.cancel).await {
         Ok(()) => {
             metrics::counter!("sluice_retries_total").increment(1);
             acks.ack(&[delivery]).await;
@@ -67,14 +76,14 @@ async fn retry(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, cmd: &Envelope
 }
 
 async fn dead_letter(
-    ctx: &WorkerCtx,
-    acks: &Acks,
+    r: &Routing<'_>,
     delivery: &Delivery,
     cmd: Option<&Envelope>,
     attempt: u32,
     kind: &str,
     error: &str,
 ) {
+    let (ctx, acks) = (r.ctx, r.acks);
     tracing::warn!(attempt, kind, %error, "dead-lettering command");
     let mut headers = copy_headers(delivery);
     set_str(&mut headers, ERROR_HEADER, truncate(error));
@@ -85,7 +94,7 @@ async fn dead_letter(
     let message_id = cmd.map(|c| c.id.to_string()).unwrap_or_default();
     let msg =
         Message { exchange: &exchange, routing_key: DEAD_KEY, body: &delivery.data, message_id: &message_id, headers };
-    match ctx.broker.publish(msg).await {
+    match ctx.broker.publish_held(msg, r.cancel).await {
         Ok(()) => {
             metrics::counter!("sluice_dead_letters_total", "kind" => kind.to_owned()).increment(1);
             acks.ack(&[delivery]).await;

@@ -85,7 +85,8 @@ async fn metrics_cover_ingest_processing_latency_queues_and_dead_letters() {
         &format!("sluice_queue_depth{{queue=\"{prefix}.work\"}}"),
         &format!("sluice_queue_consumers{{queue=\"{prefix}.work\"}}"),
         "sluice_dead_letters_parked",
-        "sluice_broker_connected",
+        "sluice_broker_connected{role=\"api\"} 1",
+        "sluice_broker_connected{role=\"worker\"} 1",
         "sluice_worker_in_flight",
     ] {
         assert!(text.lines().any(|l| l.starts_with(series)), "{series} missing from /metrics");

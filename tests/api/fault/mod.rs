@@ -8,6 +8,7 @@
 //! need the binary's test-only hooks: `cargo nextest run --features fault-hooks`.
 //! `SLUICE_FAULT_SCALE=10` makes every load and fault count ten times larger.
 
+mod alarm_retry;
 mod check;
 mod cluster;
 mod load;
