@@ -85,19 +85,11 @@ impl PublishChannel {
 impl Broker {
     /// Publishes a persistent, mandatory message and waits for the broker's confirm.
     #[tracing::instrument(skip_all, fields(exchange = msg.exchange, routing_key = msg.routing_key, message_id = msg.message_id))]
-    pub async fn publish(&self, mut msg: Message<'_>) -> Result<(), PublishError> {
+    pub async fn publish(&self, msg: Message<'_>) -> Result<(), PublishError> {
         if self.inner.blocked.load(Ordering::Relaxed) {
             return self.failed(PublishError::Blocked);
         }
-        let Ok(_permit) = self.inner.in_flight.try_acquire() else {
-            return self.failed(PublishError::Overloaded);
-        };
-        let headers = std::mem::take(&mut msg.headers);
-        let result = self.confirmed(&msg, headers, None).await;
-        if result.is_ok() {
-            metrics::counter!("sluice_published_total").increment(1);
-        }
-        result
+        self.publish_single(msg, None).await
     }
 
     /// Like `publish`, for the workers' retries and dead letters: while RabbitMQ blocks this
@@ -108,15 +100,24 @@ impl Broker {
     /// publish that RabbitMQ later takes, running it twice). A shutdown (`cancel`) ends the
     /// wait: `Blocked` if nothing was sent yet, else `Timeout`.
     #[tracing::instrument(skip_all, fields(exchange = msg.exchange, routing_key = msg.routing_key, message_id = msg.message_id))]
-    pub async fn publish_held(&self, mut msg: Message<'_>, cancel: &CancellationToken) -> Result<(), PublishError> {
+    pub async fn publish_held(&self, msg: Message<'_>, cancel: &CancellationToken) -> Result<(), PublishError> {
         if !self.wait_unblocked(cancel).await {
             return self.failed(PublishError::Blocked);
         }
+        self.publish_single(msg, Some(cancel)).await
+    }
+
+    /// One publish of `publish` or `publish_held`, within the process's in-flight bound.
+    async fn publish_single(
+        &self,
+        mut msg: Message<'_>,
+        held_until: Option<&CancellationToken>,
+    ) -> Result<(), PublishError> {
         let Ok(_permit) = self.inner.in_flight.try_acquire() else {
             return self.failed(PublishError::Overloaded);
         };
         let headers = std::mem::take(&mut msg.headers);
-        let result = self.confirmed(&msg, headers, Some(cancel)).await;
+        let result = self.confirmed(&msg, headers, held_until).await;
         if result.is_ok() {
             metrics::counter!("sluice_published_total").increment(1);
         }
