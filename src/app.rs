@@ -8,8 +8,8 @@ use crate::heartbeat::Reporter;
 use crate::schemas::{SchemaError, SchemaRegistry};
 use crate::store;
 use crate::worker::{self, retry::RetryPolicy, WorkerCtx};
+use anyhow::Context;
 use sqlx::PgPool;
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -46,24 +46,28 @@ impl Catalog {
     }
 }
 
-/// A built, not yet running, sluice process.
+/// A built sluice process: its HTTP port already answers health checks; the workers start
+/// with [`Application::run_until_stopped`].
 pub struct Application {
-    listener: TcpListener,
-    router: axum::Router,
+    port: u16,
+    server: tokio::task::JoinHandle<()>,
     worker: Option<Arc<WorkerCtx>>,
     broker: Broker,
     worker_broker: Option<Broker>,
     pool: PgPool,
     reporter: Arc<Reporter>,
     cancel: CancellationToken,
+    http_cancel: CancellationToken,
 }
 
 impl Application {
-    /// Connects (lazily), migrates, starts the broker supervisor and binds the HTTP port.
+    /// Binds the HTTP port and serves `/healthz` and `/readyz` at once, starts the broker
+    /// supervisors, then waits for the database (creating it if missing) and migrates it; the
+    /// API proper answers 503 until that is done. Fails when the database cannot be made
+    /// ready: missing and not creatable, refused, or unreachable past its start-up timeout.
     pub async fn build(settings: Settings, roles: Roles, catalog: Catalog) -> anyhow::Result<Self> {
         let cancel = CancellationToken::new();
         let pool = store::pool(&settings.database)?;
-        store::migrate(&pool, &cancel).await?;
         let b = &settings.broker;
         let topology = Topology::new(&b.prefix, &settings.worker.retry_tiers_ms, b.delivery_limit);
         // The API and the workers each get their own connection, as RabbitMQ advises: when the
@@ -86,6 +90,7 @@ impl Application {
             Roles::Worker => "worker",
         };
         let reporter = Arc::new(Reporter::new(role_names, settings.worker.concurrency, settings.worker.prefetch));
+        let startup = Arc::new(api::Startup::new());
         let state = ApiState {
             pool: pool.clone(),
             broker: broker.clone(),
@@ -98,15 +103,35 @@ impl Application {
             limits: Arc::new(settings.limits.clone()),
             limiter: Arc::new(api::limits::RateLimiter::new(settings.limits.clone())),
             backpressure: Arc::new(api::limits::Backpressure::new(&settings.limits)),
+            startup: startup.clone(),
         };
-        if matches!(roles, Roles::All | Roles::Api) {
+        let serves_api = matches!(roles, Roles::All | Roles::Api);
+        let router = if serves_api {
+            api::router(state.clone(), &settings.http)
+        } else {
+            api::ops_only(state.clone(), &settings.http)
+        };
+        let listener = TcpListener::bind(&settings.http.addr)
+            .await
+            .with_context(|| format!("cannot listen on http.addr {}", settings.http.addr))?;
+        let port = listener.local_addr()?.port();
+        let http_cancel = CancellationToken::new();
+        let server = {
+            let (http, stop) = (settings.http.clone(), http_cancel.clone());
+            tokio::spawn(async move { api::server::serve(listener, router, &http, stop).await })
+        };
+        let progress = |what| startup.waiting_for(what);
+        if let Err(e) = store::bootstrap::prepare(&pool, &settings.database, &cancel, &progress).await {
+            http_cancel.cancel();
+            cancel.cancel();
+            let _ = server.await;
+            return Err(e.into());
+        }
+        startup.finished();
+        if serves_api {
             let (bp, broker, pool, cancel) = (state.backpressure.clone(), broker.clone(), pool.clone(), cancel.clone());
             tokio::spawn(async move { bp.run(broker, pool, cancel).await });
         }
-        let router = match roles {
-            Roles::All | Roles::Api => api::router(state, settings.http.body_limit_bytes),
-            Roles::Worker => api::ops_only(state),
-        };
         let worker = matches!(roles, Roles::All | Roles::Worker).then(|| {
             Arc::new(WorkerCtx {
                 pool: pool.clone(),
@@ -119,13 +144,12 @@ impl Application {
                 touched: Default::default(),
             })
         });
-        let listener = TcpListener::bind(&settings.http.addr).await?;
-        Ok(Self { listener, router, worker, broker, worker_broker, pool, reporter, cancel })
+        Ok(Self { port, server, worker, broker, worker_broker, pool, reporter, cancel, http_cancel })
     }
 
     /// The bound HTTP port (useful with port 0).
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+        self.port
     }
 
     /// Cancelling this token shuts the process down gracefully.
@@ -151,31 +175,31 @@ impl Application {
     /// Serves HTTP and runs the workers until the shutdown token fires, then drains: stop
     /// accepting, stop consuming, finish and ack what is in flight, close connections.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self { listener, router, worker, broker, worker_broker, pool, reporter, cancel } = self;
+        let Self { port: _, server, worker, broker, worker_broker, pool, reporter, cancel, http_cancel } = self;
         let beat = {
             let (pool, cancel) = (pool.clone(), cancel.clone());
             tokio::spawn(async move { reporter.run(pool, cancel).await })
         };
-        let http_cancel = cancel.clone();
+        {
+            let (cancel, http_cancel) = (cancel.clone(), http_cancel.clone());
+            tokio::spawn(async move {
+                cancel.cancelled().await;
+                http_cancel.cancel();
+            });
+        }
         // Spawned, not joined in place: the caller's task is often `main`'s block_on thread,
         // which is not one of the runtime's workers, and everything would funnel through it.
-        let server = tokio::spawn(
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { http_cancel.cancelled().await })
-                .into_future(),
-        );
         let workers = worker.map(|ctx| tokio::spawn(worker::run(ctx, cancel.clone())));
         if let Some(workers) = workers {
             workers.await?;
         }
-        let served = server.await?;
+        server.await?;
         let _ = beat.await;
         broker.close().await;
         if let Some(b) = worker_broker {
             b.close().await;
         }
         pool.close().await;
-        served?;
         Ok(())
     }
 }

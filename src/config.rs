@@ -5,6 +5,9 @@ use std::time::Duration;
 /// The defaults, compiled in so the binary runs from any directory.
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
+/// The shortest bootstrap key production accepts: an operator key guessed is every tenant's.
+pub const MIN_PRODUCTION_KEY_CHARS: usize = 32;
+
 /// A value that must not appear in logs or `Debug` output.
 #[derive(Clone, Deserialize, Default)]
 #[serde(transparent)]
@@ -47,6 +50,10 @@ pub struct HttpSettings {
     pub addr: String,
     pub body_limit_bytes: usize,
     pub request_timeout_ms: u64,
+    pub header_read_timeout_ms: u64,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub hsts: bool,
 }
 
 /// `[database]`
@@ -56,6 +63,7 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
     pub statement_timeout_ms: u64,
+    pub startup_timeout_secs: u64,
 }
 
 /// `[broker]`
@@ -185,7 +193,22 @@ impl Settings {
         }
         let settings: Settings = builder.build()?.try_deserialize()?;
         settings.validate()?;
+        if env == "production" {
+            settings.validate_for_production()?;
+        }
         Ok(settings)
+    }
+
+    /// What production refuses to start with although development allows it.
+    fn validate_for_production(&self) -> Result<(), ConfigError> {
+        let key = self.auth.bootstrap_key.expose();
+        if !key.is_empty() && key.chars().count() < MIN_PRODUCTION_KEY_CHARS {
+            return Err(ConfigError::Invalid(format!(
+                "SLUICE_BOOTSTRAP_KEY (auth.bootstrap_key) must be at least {MIN_PRODUCTION_KEY_CHARS} characters in \
+                 production; generate one with: openssl rand -hex 32"
+            )));
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -220,6 +243,12 @@ impl Settings {
                 .any(|t| !(t.rate_per_second.is_finite() && t.rate_per_second >= 0.0 && t.burst.is_finite()))
         {
             return Err(ConfigError::Invalid("limits: rates and bursts must be finite numbers >= 0".into()));
+        }
+        let h = &self.http;
+        if h.request_timeout_ms == 0 || h.header_read_timeout_ms == 0 || h.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "http.request_timeout_ms, header_read_timeout_ms and max_connections must be > 0".into(),
+            ));
         }
         if self.broker.max_in_flight_publishes < 4 {
             return Err(ConfigError::Invalid("broker.max_in_flight_publishes must be at least 4".into()));
@@ -267,6 +296,19 @@ mod tests {
         assert_eq!((uri.query.frame_max, uri.query.heartbeat), (Some(16384), Some(10)));
         let uri = broker("amqp://127.0.0.1/%2f?frame_max=65536").amqp_uri().expect("parses");
         assert_eq!(uri.query.frame_max, Some(65536));
+    }
+
+    #[test]
+    fn production_refuses_a_bootstrap_key_under_32_characters_and_development_allows_it() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut s = Settings::load_from("production", &dir, false).expect("production settings load");
+        s.auth.bootstrap_key = Secret::new("dev-admin-key");
+        let err = s.validate_for_production().expect_err("a short key is refused");
+        assert!(err.to_string().contains("at least 32 characters"), "{err}");
+        s.auth.bootstrap_key = Secret::new("x".repeat(32));
+        assert!(s.validate_for_production().is_ok());
+        s.auth.bootstrap_key = Secret::new("");
+        assert!(s.validate_for_production().is_ok(), "no bootstrap key at all is allowed");
     }
 
     #[test]

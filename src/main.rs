@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sluice::app::{Application, Catalog, Roles};
 use sluice::config::Settings;
-use tokio_util::sync::CancellationToken;
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "HTTP ingest → RabbitMQ → pooled workers → Postgres")]
@@ -64,8 +64,19 @@ enum KeysCommand {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line that says what is wrong; the causes follow on it, not as a backtrace.
+            eprintln!("sluice: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load().context("loading configuration")?;
     sluice::telemetry::init_tracing(&settings.log);
     match cli.command {
@@ -73,8 +84,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Api => serve(settings, Roles::Api).await,
         Command::Worker => serve(settings, Roles::Worker).await,
         Command::Migrate => {
-            let pool = sluice::store::pool(&settings.database)?;
-            sluice::store::migrate(&pool, &CancellationToken::new()).await?;
+            sluice::store::ready_pool(&settings.database).await?;
             println!("migrations applied");
             Ok(())
         }
@@ -131,8 +141,7 @@ async fn shutdown_signal() {
 }
 
 async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
-    let pool = sluice::store::pool(&settings.database)?;
-    sluice::store::migrate(&pool, &CancellationToken::new()).await?;
+    let pool = sluice::store::ready_pool(&settings.database).await?;
     match command {
         KeysCommand::Create { tenant, scopes } => {
             let created = sluice::api::auth::create_key(&pool, &tenant, &scopes).await?;

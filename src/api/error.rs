@@ -36,6 +36,12 @@ pub enum ApiError {
     OutcomeUnknown { message: String, retry_after_secs: u32 },
     #[error("{message}")]
     TooManyRequests { message: String, retry_after_secs: u32 },
+    /// The request ran past `http.request_timeout_ms`.
+    #[error(
+        "the request was not answered within {limit_ms} ms; a command it carried may still be applied: retry \
+         with the same Idempotency-Key"
+    )]
+    Timeout { limit_ms: u64 },
     /// Our fault; logged with its cause, answered with a generic body.
     #[error("internal error: {0}")]
     Internal(String),
@@ -123,6 +129,7 @@ impl IntoResponse for ApiError {
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", json!({})),
             Self::OutcomeUnknown { .. } => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown", json!({})),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", json!({})),
+            Self::Timeout { limit_ms } => (StatusCode::SERVICE_UNAVAILABLE, "timeout", json!({ "limit_ms": limit_ms })),
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", json!({}))
@@ -143,6 +150,9 @@ impl IntoResponse for ApiError {
             | Self::OutcomeUnknown { retry_after_secs, .. }
             | Self::TooManyRequests { retry_after_secs, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Self::Timeout { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
             }
             Self::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -1,7 +1,6 @@
 //! Liveness, readiness and metrics.
 
 use super::ApiState;
-use crate::broker::Broker;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -14,13 +13,81 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready only while RabbitMQ (connected, topology declared, not blocked) and Postgres answer.
+/// What a starting process still waits for; the API proper answers 503 until it is done.
+#[derive(Debug)]
+pub struct Startup {
+    waiting: std::sync::Mutex<Option<&'static str>>,
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl Startup {
+    /// A process that has not started yet.
+    pub fn new() -> Self {
+        Self { waiting: std::sync::Mutex::new(Some("starting")), started: Default::default() }
+    }
+
+    /// Says what start-up waits for now (a fixed phrase: `/readyz` shows it to anyone).
+    pub fn waiting_for(&self, what: &'static str) {
+        *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) = Some(what);
+    }
+
+    /// Start-up is over: the database is migrated and the API may serve.
+    pub fn finished(&self) {
+        *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.started.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether start-up is over.
+    pub fn is_finished(&self) -> bool {
+        self.started.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn waiting(&self) -> Option<&'static str> {
+        *self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Default for Startup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Ready only while start-up is over and RabbitMQ (connected, topology declared, not blocked)
+/// and Postgres answer; otherwise 503 with the reasons, in fixed words (no error text: this
+/// route needs no key).
 pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
-    let broker = state.broker.is_ready() && state.worker_broker.as_ref().is_none_or(Broker::is_ready);
+    let mut reasons: Vec<&'static str> = Vec::new();
+    if let Some(what) = state.startup.waiting() {
+        reasons.push(what);
+    }
+    let mut broker = true;
+    for b in std::iter::once(&state.broker).chain(&state.worker_broker) {
+        if !b.is_ready() {
+            broker = false;
+            let connected = b.link().is_some_and(|l| l.connection.status().connected());
+            reasons.push(if connected {
+                "RabbitMQ blocks publishing (a resource alarm)"
+            } else {
+                "RabbitMQ is not connected"
+            });
+        }
+    }
     let database = crate::store::ping(&state.pool, Duration::from_secs(1)).await;
-    let status = if broker && database { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    if !database {
+        reasons.push("the database does not answer");
+    }
+    let ready = reasons.is_empty();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let word = |ok| if ok { "ok" } else { "unavailable" };
-    (status, Json(json!({"status": word(broker && database), "broker": word(broker), "database": word(database)})))
+    reasons.dedup();
+    let body = json!({
+        "status": word(ready),
+        "broker": word(broker),
+        "database": word(database),
+        "reasons": reasons,
+    });
+    (status, Json(body))
 }
 
 /// Prometheus text format. Gauges read from elsewhere (queue depths from RabbitMQ, parked

@@ -7,12 +7,16 @@ mod body;
 mod commands;
 mod dead_letters;
 pub mod error;
+mod guard;
 mod health;
 pub mod limits;
 pub mod openapi;
 mod operators;
 mod reads;
+pub mod server;
 mod webhooks;
+
+pub use health::Startup;
 
 use crate::broker::Broker;
 use crate::schemas::SchemaRegistry;
@@ -42,6 +46,8 @@ pub struct ApiState {
     pub limits: Arc<crate::config::LimitSettings>,
     pub limiter: Arc<limits::RateLimiter>,
     pub backpressure: Arc<limits::Backpressure>,
+    /// Until it is finished, only health, metrics and the API document are served.
+    pub startup: Arc<Startup>,
 }
 
 impl ApiState {
@@ -64,7 +70,8 @@ pub fn check_command_body(
 }
 
 /// The full API (`/v1`, health, metrics).
-pub fn router(state: ApiState, body_limit: usize) -> Router {
+pub fn router(state: ApiState, http: &crate::config::HttpSettings) -> Router {
+    let body_limit = http.body_limit_bytes;
     let v1 = Router::new()
         .route("/v1/commands", post(commands::submit))
         .route("/v1/commands/{id}", get(commands::status))
@@ -96,8 +103,10 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
         .route("/v1/batches/{id}", get(batches::status))
         .layer(DefaultBodyLimit::max(batch_limit))
         .layer(axum::Extension(BodyLimit(batch_limit)));
-    let v1 = v1.merge(batches);
-    finish(v1.merge(ops_router()).merge(crate::dashboard::router()).with_state(state))
+    let v1 = v1.merge(batches).merge(crate::dashboard::router());
+    let startup = state.startup.clone();
+    let v1 = v1.layer(axum::middleware::from_fn_with_state(startup, guard::until_started));
+    finish(v1.merge(ops_router()).with_state(state), http)
 }
 
 /// Health and metrics only: what a worker-only process serves.
@@ -110,12 +119,16 @@ pub fn ops_router() -> Router<ApiState> {
 }
 
 /// The ops routes with their state, for processes without the API role.
-pub fn ops_only(state: ApiState) -> Router {
-    finish(ops_router().with_state(state))
+pub fn ops_only(state: ApiState, http: &crate::config::HttpSettings) -> Router {
+    finish(ops_router().with_state(state), http)
 }
 
-fn finish(router: Router) -> Router {
-    router.layer(CatchPanicLayer::custom(panic_response)).layer(TraceLayer::new_for_http())
+fn finish(router: Router, http: &crate::config::HttpSettings) -> Router {
+    let limit = std::time::Duration::from_millis(http.request_timeout_ms);
+    let router = router
+        .layer(axum::middleware::from_fn_with_state(limit, guard::time_limit))
+        .layer(CatchPanicLayer::custom(panic_response));
+    guard::security_headers(router, http.hsts).layer(TraceLayer::new_for_http())
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send>) -> axum::response::Response {

@@ -108,8 +108,7 @@ impl From<FilterArgs> for Filter {
 
 /// Runs one `sluice dlq` subcommand.
 pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> {
-    let pool = crate::store::pool(&settings.database)?;
-    crate::store::migrate(&pool, &CancellationToken::new()).await?;
+    let pool = crate::store::ready_pool(&settings.database).await?;
     let (ops, broker, cancel) = operators(&settings, pool)?;
     let actor = actor();
     let result = execute(&ops, &broker, &cancel, command, &actor).await;

@@ -3,7 +3,6 @@
 use crate::config::Settings;
 use crate::store::webhooks::{self, Source};
 use clap::Subcommand;
-use tokio_util::sync::CancellationToken;
 
 /// `sluice webhooks ...`
 #[derive(Subcommand)]
@@ -38,8 +37,7 @@ pub enum WebhooksCommand {
 
 /// Runs one `sluice webhooks` subcommand.
 pub async fn run(settings: Settings, command: WebhooksCommand) -> anyhow::Result<()> {
-    let pool = crate::store::pool(&settings.database)?;
-    crate::store::migrate(&pool, &CancellationToken::new()).await?;
+    let pool = crate::store::ready_pool(&settings.database).await?;
     let (ops, broker, cancel) = super::dlq::operators(&settings, pool.clone())?;
     let actor = super::dlq::actor();
     let result = async {

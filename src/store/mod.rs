@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod api_keys;
 pub mod audit;
 pub mod batches;
+pub mod bootstrap;
 pub mod commands;
 pub mod dead_letters;
 pub mod events;
@@ -14,7 +15,6 @@ pub mod sessions;
 pub mod webhooks;
 
 use crate::config::DatabaseSettings;
-use backon::{ExponentialBuilder, Retryable};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use std::str::FromStr;
@@ -69,13 +69,22 @@ impl StoreError {
     }
 }
 
-/// Migration failures at start-up.
+/// Why the database could not be made ready at start-up; each says what to do in one line.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    #[error("cannot run migrations: {0}")]
+    #[error("cannot apply migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("database url is invalid: {0}")]
+    #[error("database.url is invalid: {0}")]
     Url(#[source] sqlx::Error),
+    #[error("the database refused sluice: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error(
+        "database {database:?} does not exist and could not be created ({source}); create it, or give \
+         sluice's role the CREATEDB privilege"
+    )]
+    Create { database: String, source: sqlx::Error },
+    #[error("the database server did not answer within {secs} s (database.startup_timeout_secs): {source}")]
+    Unreachable { secs: u64, source: sqlx::Error },
     #[error("shut down while waiting for the database")]
     Cancelled,
 }
@@ -92,20 +101,11 @@ pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, MigrateError> {
         .connect_lazy_with(options))
 }
 
-/// Waits (with backoff) until the database answers, then applies pending migrations.
-/// Concurrent callers are safe: sqlx serializes migrations with an advisory lock.
-#[tracing::instrument(skip_all)]
-pub async fn migrate(pool: &PgPool, cancel: &CancellationToken) -> Result<(), MigrateError> {
-    let ping = || async { sqlx::query("SELECT 1").execute(pool).await.map(|_| ()) };
-    let wait = ping
-        .retry(ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).without_max_times())
-        .notify(|e, d| tracing::warn!(error = %e, retry_in = ?d, "database not reachable yet"));
-    tokio::select! {
-        r = wait => r.map_err(|e| MigrateError::Migrate(sqlx::migrate::MigrateError::Execute(e)))?,
-        () = cancel.cancelled() => return Err(MigrateError::Cancelled),
-    }
-    sqlx::migrate!("./migrations").run(pool).await?;
-    Ok(())
+/// A pool for a command-line tool, with the database created and migrated.
+pub async fn ready_pool(settings: &DatabaseSettings) -> Result<PgPool, MigrateError> {
+    let pool = pool(settings)?;
+    bootstrap::prepare(&pool, settings, &CancellationToken::new(), &|_| {}).await?;
+    Ok(pool)
 }
 
 /// Whether the database answers within `within`.

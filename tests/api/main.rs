@@ -11,9 +11,11 @@ mod dead_letters;
 // The fault-injection suite needs the binary's test-only hooks (`--features fault-hooks`).
 #[cfg(feature = "fault-hooks")]
 mod fault;
+mod first_run;
 #[cfg(feature = "fuzzing")]
 mod fuzz_regressions;
 mod helpers;
+mod http_server;
 mod ledger;
 mod openapi;
 mod operators;
