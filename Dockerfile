@@ -56,7 +56,9 @@ RUN apt-get update \
 COPY --from=builder /usr/local/bin/sluice /usr/local/bin/sluice
 
 WORKDIR /app
-COPY config/ /app/config/
+# Only the production layer: config/test.toml turns the callback SSRF guard off, and
+# development.toml is for a checkout. The defaults are compiled into the binary.
+COPY config/production.toml /app/config/production.toml
 
 ENV SLUICE_ENV=production
 EXPOSE 8080

@@ -100,6 +100,25 @@ fi
 # --- validate ----------------------------------------------------------------
 
 normalized="$work/compose.json"
+# The file requires these secrets (`${VAR:?message}`); the checks below set stand-ins, and
+# first make sure that without them Compose refuses to start and says what to set.
+required_secrets=(SLUICE_BOOTSTRAP_KEY POSTGRES_PASSWORD RABBITMQ_PASSWORD GRAFANA_ADMIN_PASSWORD)
+for var in "${required_secrets[@]}"; do unset "$var"; done
+if ((${#compose[@]})); then
+  # Each secret alone left out: Compose must refuse and name it.
+  for missing in "${required_secrets[@]}"; do
+    partial="$work/partial.env"; : >"$partial"
+    for var in "${required_secrets[@]}"; do
+      [[ "$var" == "$missing" ]] || echo "$var=stand-in" >>"$partial"
+    done
+    if "${compose[@]}" --file "$file" --env-file "$partial" --profile '*' config >/dev/null 2>"$work/err"; then
+      die "$file has a usable default for $missing: 'config' succeeded without it"
+    fi
+    grep -q "set $missing" "$work/err" \
+      || { cat "$work/err" >&2; die "without $missing, Compose does not say to set it"; }
+  done
+fi
+for var in "${required_secrets[@]}"; do export "$var=stand-in-${var,,}-0123456789abcdef0123456789"; done
 if ((${#compose[@]})); then
   version="$("${compose[@]}" version --short 2>/dev/null)" \
     || die "'${compose[*]} version' failed; is it Docker Compose v2?"
@@ -151,6 +170,22 @@ for name, svc in services.items():  # also covered by compose itself, not by the
     for dep in (deps if isinstance(deps, list) else deps.keys()):
         if dep not in services:
             errors.append(f"service '{name}' depends on undefined service '{dep}'")
+# Published ports: only the API may listen beyond the host's loopback.
+for name, svc in services.items():
+    for port in (svc or {}).get("ports") or []:
+        host_ip = port.get("host_ip", "") if isinstance(port, dict) else ""
+        if name != "api" and host_ip not in ("127.0.0.1", "::1"):
+            errors.append(f"service '{name}' publishes {port} beyond 127.0.0.1")
+grafana_env = (services.get("grafana") or {}).get("environment") or {}
+if str(grafana_env.get("GF_AUTH_ANONYMOUS_ENABLED", "false")).lower() == "true" \
+        and grafana_env.get("GF_AUTH_ANONYMOUS_ORG_ROLE") in ("Editor", "Admin"):
+    errors.append("grafana gives anonymous users an editor role")
+dockerfile = open(__import__("os").path.join(__import__("os").path.dirname(sys.argv[2]), "Dockerfile")).read()
+runtime_stage = dockerfile[dockerfile.rindex("\nFROM "):]  # what the image ships
+for line in runtime_stage.splitlines():
+    words = line.split()
+    if words[:1] == ["COPY"] and "--from=builder" not in words and any(w.rstrip("/") in ("config", "config/test.toml") for w in words[1:-1]):
+        errors.append(f"the runtime image copies {line.strip()!r}: it must not ship config/test.toml")
 if errors:
     for e in errors:
         print(f"validate-compose: ERROR: {sys.argv[2]}: {e}", file=sys.stderr)
