@@ -113,6 +113,9 @@ pub struct LimitSettings {
     pub max_queue_wait_ms: i64,
     pub max_json_depth: usize,
     pub max_string_bytes: usize,
+    pub max_json_values: usize,
+    pub max_json_bytes: usize,
+    pub max_page_bytes: usize,
 }
 
 /// `[limits.tenants.<tenant>]`
@@ -127,6 +130,8 @@ pub struct TenantLimit {
 pub struct BatchSettings {
     pub max_commands: usize,
     pub body_limit_bytes: usize,
+    pub max_json_values: usize,
+    pub max_json_bytes: usize,
     pub callback_max_attempts: i32,
     pub callback_timeout_ms: u64,
     pub allow_private_callbacks: bool,

@@ -26,6 +26,8 @@ pub mod fuzz;
 pub mod handlers;
 /// This process's heartbeat, outcome counts for the dashboard, and queue pauses read back.
 pub mod heartbeat;
+/// JSON parsed within a budget of values and memory.
+pub mod json;
 /// Operator actions: dead-letter replay and discard, queue pause, all audited.
 pub mod ops;
 /// JSON Schema registry for command payloads.

@@ -3,9 +3,10 @@
 //! once the item past the maximum is read, not after the whole body became values (a 16 MiB
 //! body of tiny items would otherwise become hundreds of MiB of them).
 
-use super::body::read_bytes;
+use super::body::{read_bytes, ShapeLimit};
 use super::error::ApiError;
 use super::ApiState;
+use crate::json::Budget;
 use axum::extract::Request;
 use axum::http::header;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -46,10 +47,15 @@ pub(super) async fn read_batch(state: &ApiState, req: Request) -> Result<(Vec<Va
     let query = req.uri().query().unwrap_or("").to_owned();
     let secret_header = req.headers().get("sluice-callback-secret").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let max = state.batch_settings.max_commands;
+    let b = &state.batch_settings;
+    let budgets = Budgets {
+        item: ShapeLimit::from(state.limits.as_ref()),
+        total: Budget::new(b.max_json_values, b.max_json_bytes),
+    };
     match content_type.as_str() {
         "application/json" => {
             let bytes = read_bytes(req, state).await?;
-            parse_json(&bytes, max)
+            parse_json(&bytes, max, &budgets)
         }
         "application/x-ndjson" | "application/jsonl" => {
             let mut options: Options = serde_urlencoded_options(&query)?;
@@ -61,7 +67,7 @@ pub(super) async fn read_batch(state: &ApiState, req: Request) -> Result<(Vec<Va
                 ));
             }
             options.callback_secret = secret_header;
-            let items = read_ndjson(req, max).await?;
+            let items = read_ndjson(req, max, &budgets).await?;
             if items.len() > max {
                 return Err(too_many(max));
             }
@@ -76,7 +82,7 @@ pub(super) async fn read_batch(state: &ApiState, req: Request) -> Result<(Vec<Va
 /// Parses NDJSON lines as the body arrives, so parsing overlaps the upload and the raw body is
 /// never held whole; stops reading one item past `max` (enough to refuse the batch) and at the
 /// route's body limit (413).
-async fn read_ndjson(req: Request, max: usize) -> Result<Vec<Value>, ApiError> {
+async fn read_ndjson(req: Request, max: usize, budgets: &Budgets) -> Result<Vec<Value>, ApiError> {
     use futures_util::StreamExt;
     let limit = req.extensions().get::<super::body::BodyLimit>().map_or(usize::MAX, |l| l.0);
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
@@ -98,7 +104,7 @@ async fn read_ndjson(req: Request, max: usize) -> Result<Vec<Value>, ApiError> {
         let mut start = 0;
         while let Some(end) = pending[searched..].iter().position(|b| *b == b'\n').map(|i| searched + i) {
             line += 1;
-            parse_line(&pending[start..end], line, &mut items)?;
+            parse_line(&pending[start..end], line, &mut items, budgets)?;
             start = end + 1;
             searched = start;
             if items.len() > max {
@@ -107,21 +113,33 @@ async fn read_ndjson(req: Request, max: usize) -> Result<Vec<Value>, ApiError> {
         }
         pending.drain(..start);
     }
-    parse_line(&pending, line + 1, &mut items)?;
+    parse_line(&pending, line + 1, &mut items, budgets)?;
     Ok(items)
 }
 
+/// Each item's own budget (`limits.*`) and the whole batch's (`batches.max_json_*`).
+pub(super) struct Budgets {
+    item: ShapeLimit,
+    total: Budget,
+}
+
 /// One NDJSON line (1-based `line`); blank lines are skipped.
-fn parse_line(bytes: &[u8], line: usize, items: &mut Vec<Value>) -> Result<(), ApiError> {
+fn parse_line(bytes: &[u8], line: usize, items: &mut Vec<Value>, budgets: &Budgets) -> Result<(), ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::bad_request(
+    let item = budgets.item.budget();
+    let charged = [&item, &budgets.total];
+    let v = crate::json::parse(bytes, &charged).map_err(|e| match crate::json::exceeded(&charged) {
+        Some(exceeded) => ApiError::JsonTooLarge {
+            message: format!("the batch holds {exceeded} (at item {})", items.len()),
+            location: format!("body line {line} column {}", e.column()),
+        },
+        None => ApiError::bad_request(
             "malformed_json",
             format!("line {line} is not JSON: {e}"),
             Some(&format!("body line {line} column {}", e.column())),
-        )
+        ),
     })?;
     items.push(v);
     Ok(())
@@ -138,16 +156,25 @@ fn serde_urlencoded_options(query: &str) -> Result<Options, ApiError> {
 }
 
 /// `{"commands": [...], options...}`, with at most `max` commands.
-fn parse_json(bytes: &[u8], max: usize) -> Result<(Vec<Value>, Options), ApiError> {
+fn parse_json(bytes: &[u8], max: usize, budgets: &Budgets) -> Result<(Vec<Value>, Options), ApiError> {
     let exceeded = Cell::new(false);
+    let over_budget = Cell::new(None);
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let parsed = BatchSeed { max, exceeded: &exceeded }.deserialize(&mut de).and_then(|batch| {
+    let seed = BatchSeed { max, exceeded: &exceeded, budgets, over_budget: &over_budget };
+    let parsed = seed.deserialize(&mut de).and_then(|batch| {
         de.end()?;
         Ok(batch)
     });
     match parsed {
         Ok(batch) => Ok(batch),
         Err(_) if exceeded.get() => Err(too_many(max)),
+        Err(e) if over_budget.get().is_some() => {
+            let (index, exceeded) = over_budget.get().unwrap_or((0, crate::json::Exceeded::Values { limit: 0 }));
+            Err(ApiError::JsonTooLarge {
+                message: format!("the batch holds {exceeded} (at /commands/{index})"),
+                location: format!("body line {} column {}", e.line(), e.column()),
+            })
+        }
         Err(e) => Err(ApiError::bad_request(
             "malformed_batch",
             format!("body is not a batch ({{\"commands\": [...]}}): {e}"),
@@ -161,6 +188,9 @@ fn parse_json(bytes: &[u8], max: usize) -> Result<(Vec<Value>, Options), ApiErro
 struct BatchSeed<'a> {
     max: usize,
     exceeded: &'a Cell<bool>,
+    budgets: &'a Budgets,
+    /// The item at which a budget ran out, and which.
+    over_budget: &'a Cell<Option<(usize, crate::json::Exceeded)>>,
 }
 
 /// The fields a JSON batch may have.
@@ -188,7 +218,13 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
             match key.as_str() {
                 "commands" => {
                     unset(&commands, "commands")?;
-                    commands = Some(map.next_value_seed(Bounded { max: self.max, exceeded: self.exceeded })?);
+                    let bounded = Bounded {
+                        max: self.max,
+                        exceeded: self.exceeded,
+                        budgets: self.budgets,
+                        over_budget: self.over_budget,
+                    };
+                    commands = Some(map.next_value_seed(bounded)?);
                 }
                 "all_or_nothing" => {
                     unset(&all_or_nothing, "all_or_nothing")?;
@@ -223,10 +259,13 @@ fn unset<T, E: de::Error>(slot: &Option<T>, field: &'static str) -> Result<(), E
     }
 }
 
-/// An array of at most `max` values; sets `exceeded` when it finds one more.
+/// An array of at most `max` values, each within its own and the batch's budget; sets
+/// `exceeded` when it finds one more, `over_budget` when a budget runs out.
 struct Bounded<'a> {
     max: usize,
     exceeded: &'a Cell<bool>,
+    budgets: &'a Budgets,
+    over_budget: &'a Cell<Option<(usize, crate::json::Exceeded)>>,
 }
 
 impl<'de> DeserializeSeed<'de> for Bounded<'_> {
@@ -246,7 +285,19 @@ impl<'de> Visitor<'de> for Bounded<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Value>()? {
+        loop {
+            let own = self.budgets.item.budget();
+            let charged = [&own, &self.budgets.total];
+            let item = match seq.next_element_seed(crate::json::Within(&charged)) {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(e) => {
+                    if let Some(exceeded) = crate::json::exceeded(&charged) {
+                        self.over_budget.set(Some((items.len(), exceeded)));
+                    }
+                    return Err(e);
+                }
+            };
             if items.len() == self.max {
                 self.exceeded.set(true);
                 return Err(de::Error::custom(format!("more than {} commands", self.max)));
@@ -260,6 +311,27 @@ impl<'de> Visitor<'de> for Bounded<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn budgets() -> Budgets {
+        Budgets { item: ShapeLimit::default(), total: Budget::new(1000, 1 << 20) }
+    }
+
+    fn parse_json(bytes: &[u8], max: usize) -> Result<(Vec<Value>, Options), ApiError> {
+        super::parse_json(bytes, max, &budgets())
+    }
+
+    #[test]
+    fn a_json_batch_over_the_batch_budget_is_refused_at_the_item_where_it_ran_out() {
+        let item = format!("[{}]", vec!["1"; 400].join(","));
+        let body = format!(r#"{{"commands": [{item}, {item}, {item}, !!!"#);
+        match super::parse_json(body.as_bytes(), 10, &budgets()) {
+            Err(ApiError::JsonTooLarge { message, location }) => {
+                assert!(message.contains("more than 1000 JSON values (at /commands/2)"), "{message}");
+                assert!(location.starts_with("body line 1 column"), "{location}");
+            }
+            other => panic!("refused for its budget, not {:?}", other.err()),
+        }
+    }
 
     fn code(r: Result<(Vec<Value>, Options), ApiError>) -> Option<String> {
         match r {

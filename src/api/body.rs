@@ -39,29 +39,32 @@ async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Option<Value>, 
             return Err(ApiError::UnsupportedMediaType(format!("Content-Type must be application/json, not {ct:?}")));
         }
     }
-    let shape = req.extensions().get::<ShapeLimit>().copied();
+    // Routes without limits of their own still get a budget: no body is parsed unbounded.
+    let shape = req.extensions().get::<ShapeLimit>().copied().unwrap_or_default();
     let bytes = read_bytes(req, state).await?;
     if bytes.is_empty() {
         return Ok(None);
     }
-    let limits = shape.map(|ShapeLimit(depth, string)| (depth, string));
-    let value = parse_json(&bytes, limits)?;
+    let value = parse_json(&bytes, shape)?;
     Ok(Some(value))
 }
 
-/// Parses a JSON body; with `limits` (depth, string bytes), also checks its shape.
-pub fn parse_json(bytes: &[u8], limits: Option<(usize, usize)>) -> Result<Value, ApiError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::bad_request(
-            "malformed_json",
-            format!("body is not valid JSON: {e}"),
-            Some(&format!("body line {} column {}", e.line(), e.column())),
-        )
-    })?;
-    if let Some((depth, string)) = limits {
-        super::limits::check_shape(&value, depth, string, "")?;
-    }
+/// Parses a JSON body within `limits`' value and memory budget, then checks its shape.
+pub fn parse_json(bytes: &[u8], limits: ShapeLimit) -> Result<Value, ApiError> {
+    let budget = limits.budget();
+    let value = crate::json::parse(bytes, &[&budget]).map_err(|e| json_error(&e, &[&budget], "body"))?;
+    super::limits::check_shape(&value, limits.depth, limits.string_bytes, "")?;
     Ok(value)
+}
+
+/// What a failed bounded parse becomes: 413 naming the bound and where it ran out, or 400
+/// for JSON that is not JSON. `at` names the document (`body`, `body line 3`).
+pub fn json_error(e: &serde_json::Error, budgets: &[&crate::json::Budget], at: &str) -> ApiError {
+    let location = format!("{at} line {} column {}", e.line(), e.column());
+    match crate::json::exceeded(budgets) {
+        Some(exceeded) => ApiError::JsonTooLarge { message: format!("the body holds {exceeded}"), location },
+        None => ApiError::bad_request("malformed_json", format!("{at} is not valid JSON: {e}"), Some(&location)),
+    }
 }
 
 /// The raw body within the route's limit: 413 naming the limit beyond it.
@@ -76,9 +79,43 @@ pub async fn read_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes
     })
 }
 
-/// Deepest JSON nesting and longest string (bytes) accepted, in request extensions.
-#[derive(Clone, Copy)]
-pub struct ShapeLimit(pub usize, pub usize);
+/// What one JSON document may hold (`limits.*`), in request extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct ShapeLimit {
+    /// Deepest nesting.
+    pub depth: usize,
+    /// Longest string or key, in bytes.
+    pub string_bytes: usize,
+    /// Most values.
+    pub values: usize,
+    /// Most memory the parsed values may take, in bytes (estimated while parsing).
+    pub bytes: usize,
+}
+
+impl ShapeLimit {
+    /// A fresh budget of this document's values and bytes.
+    pub fn budget(&self) -> crate::json::Budget {
+        crate::json::Budget::new(self.values, self.bytes)
+    }
+}
+
+impl From<&crate::config::LimitSettings> for ShapeLimit {
+    fn from(l: &crate::config::LimitSettings) -> Self {
+        Self {
+            depth: l.max_json_depth,
+            string_bytes: l.max_string_bytes,
+            values: l.max_json_values,
+            bytes: l.max_json_bytes,
+        }
+    }
+}
+
+impl Default for ShapeLimit {
+    /// The shipped `limits.*` defaults.
+    fn default() -> Self {
+        Self { depth: 32, string_bytes: 65536, values: 20_000, bytes: 4 << 20 }
+    }
+}
 
 /// The configured body limit, put in request extensions so errors can quote it.
 #[derive(Clone, Copy)]

@@ -18,6 +18,9 @@ pub enum ApiError {
     Unprocessable { code: &'static str, message: String, violations: Vec<Violation> },
     #[error("request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    /// JSON that would take more values or memory than its budget allows.
+    #[error("{message}")]
+    JsonTooLarge { message: String, location: String },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
@@ -120,6 +123,9 @@ impl IntoResponse for ApiError {
             }
             Self::TooLarge { limit } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", json!({ "limit_bytes": limit }))
+            }
+            Self::JsonTooLarge { location, .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "json_too_large", json!({ "location": location }))
             }
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", json!({})),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", json!({})),

@@ -218,6 +218,9 @@ mod tests {
             max_queue_wait_ms: 0,
             max_json_depth: 4,
             max_string_bytes: 8,
+            max_json_values: 1000,
+            max_json_bytes: 1 << 20,
+            max_page_bytes: 1 << 20,
         }
     }
 

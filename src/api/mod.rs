@@ -65,7 +65,7 @@ pub fn check_command_body(
     limits: &crate::config::LimitSettings,
     bytes: &[u8],
 ) -> Result<(String, serde_json::Value), error::ApiError> {
-    let value = body::parse_json(bytes, Some((limits.max_json_depth, limits.max_string_bytes)))?;
+    let value = body::parse_json(bytes, ShapeLimit::from(limits))?;
     commands::validate(schemas, value)
 }
 
@@ -94,7 +94,7 @@ pub fn router(state: ApiState, http: &crate::config::HttpSettings) -> Router {
         .route("/v1/webhooks/{source}", post(webhooks::receive))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::Extension(BodyLimit(body_limit)))
-        .layer(axum::Extension(ShapeLimit(state.limits.max_json_depth, state.limits.max_string_bytes)));
+        .layer(axum::Extension(ShapeLimit::from(state.limits.as_ref())));
     // Batches get a limit of their own, so a 10,000-command batch fits and a single command
     // keeps the small one.
     let batch_limit = state.batch_settings.body_limit_bytes;

@@ -58,10 +58,11 @@ pub async fn events(
         to: p.to.as_deref().map(|s| time_param(s, "to")).transpose()?,
         after: p.cursor.as_deref().map(decode_cursor).transpose()?,
         limit,
+        max_bytes: i64::try_from(state.limits.max_page_bytes).unwrap_or(i64::MAX),
     };
     let page = events::list(&state.pool, &principal.tenant, &q).await?;
-    let next = (page.len() as i64 == limit).then(|| page.last().map(|e| encode_cursor(e.occurred_at, e.id))).flatten();
-    Ok(Json(json!({"events": page, "next_cursor": next})))
+    let next = page.more.then(|| page.events.last().map(|e| encode_cursor(e.occurred_at, e.id))).flatten();
+    Ok(Json(json!({"events": page.events, "next_cursor": next})))
 }
 
 /// A UUID path parameter, or a 400 naming it.

@@ -116,7 +116,10 @@ pub async fn receive(
         }
     };
     let command_id = Uuid::new_v5(&DELIVERY_NAMESPACE, format!("{name}\u{0}{}", verified.dedupe_key).as_bytes());
-    let parsed = serde_json::from_slice::<Value>(&body)
+    // A body that is not JSON, or more JSON than a command may hold, travels as text; the
+    // shape check below then refuses what is too long.
+    let budget = super::body::ShapeLimit::from(state.limits.as_ref()).budget();
+    let parsed = crate::json::parse(&body, &[&budget])
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     let payload = json!({
         "source": name,

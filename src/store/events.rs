@@ -26,6 +26,8 @@ pub struct EventQuery {
     /// Keyset cursor: list only events after this (occurred_at, id).
     pub after: Option<(DateTime<Utc>, Uuid)>,
     pub limit: i64,
+    /// Most bytes of event data (as JSON text) in one page.
+    pub max_bytes: i64,
 }
 
 /// Appends an event; its id is the command's, so it cannot be appended twice.
@@ -100,18 +102,42 @@ pub async fn append_many(tx: &mut PgConnection, e: &NewEvents) -> Result<(), Sto
     Ok(())
 }
 
+/// A page of events and whether more follow it.
+#[derive(Debug)]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    /// The page stopped at its row limit or its byte budget, not at the end.
+    pub more: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct PageRow {
+    #[sqlx(flatten)]
+    event: Event,
+    fetched: i64,
+}
+
 /// A page of a tenant's events in time order; index-backed (tenant, [name,] occurred_at, id).
-pub async fn list(pool: &PgPool, tenant: &str, q: &EventQuery) -> Result<Vec<Event>, StoreError> {
+/// Besides `limit` rows it stops at `max_bytes` of event data (as JSON text), counted by the
+/// database so rows past the budget are never sent or decoded; the row that crosses it is kept,
+/// so a page always holds at least one event.
+pub async fn list(pool: &PgPool, tenant: &str, q: &EventQuery) -> Result<EventPage, StoreError> {
     let (after_at, after_id) = q.after.map_or((None, None), |(t, id)| (Some(t), Some(id)));
-    Ok(sqlx::query_as::<_, Event>(
-        "SELECT id, name, data, occurred_at, recorded_at FROM events
-          WHERE tenant = $1
-            AND ($2::text IS NULL OR name = $2)
-            AND ($3::timestamptz IS NULL OR occurred_at >= $3)
-            AND ($4::timestamptz IS NULL OR occurred_at < $4)
-            AND ($5::timestamptz IS NULL OR (occurred_at, id) > ($5, $6))
-          ORDER BY occurred_at, id
-          LIMIT $7",
+    let rows = sqlx::query_as::<_, PageRow>(
+        "SELECT id, name, data, occurred_at, recorded_at, fetched FROM (
+           SELECT p.*, count(*) OVER () AS fetched,
+                  sum(octet_length(data::text)) OVER (ORDER BY occurred_at, id) - octet_length(data::text) AS before
+             FROM (SELECT id, name, data, occurred_at, recorded_at FROM events
+                    WHERE tenant = $1
+                      AND ($2::text IS NULL OR name = $2)
+                      AND ($3::timestamptz IS NULL OR occurred_at >= $3)
+                      AND ($4::timestamptz IS NULL OR occurred_at < $4)
+                      AND ($5::timestamptz IS NULL OR (occurred_at, id) > ($5, $6))
+                    ORDER BY occurred_at, id
+                    LIMIT $7) p
+         ) s
+         WHERE before < $8
+         ORDER BY occurred_at, id",
     )
     .bind(tenant)
     .bind(q.name.as_deref())
@@ -120,6 +146,11 @@ pub async fn list(pool: &PgPool, tenant: &str, q: &EventQuery) -> Result<Vec<Eve
     .bind(after_at)
     .bind(after_id)
     .bind(q.limit)
+    .bind(q.max_bytes)
     .fetch_all(pool)
-    .await?)
+    .await?;
+    let fetched = rows.first().map_or(0, |r| r.fetched);
+    let events: Vec<Event> = rows.into_iter().map(|r| r.event).collect();
+    let more = (events.len() as i64) < fetched || fetched == q.limit;
+    Ok(EventPage { events, more })
 }

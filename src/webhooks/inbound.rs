@@ -31,13 +31,26 @@ pub fn keys(source: &Source) -> Option<Vec<Vec<u8>>> {
         .collect()
 }
 
+/// What reading a verified delivery's event type or id may build (the API's own bound on the
+/// body it then turns into a command is `limits.*`).
+const DELIVERY_JSON_VALUES: usize = 100_000;
+const DELIVERY_JSON_BYTES: usize = 16 << 20;
+
 /// Verifies `body` (the exact bytes received) and its headers against `source`.
 pub fn verify(source: &Source, headers: &HeaderMap, body: &[u8], now: i64) -> Result<Verified, VerifyError> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let keys = keys(source).ok_or(VerifyError::Malformed("source secret"))?;
     let tolerance = i64::from(source.tolerance_secs);
-    let json: Option<Value> = serde_json::from_slice(body).ok();
-    let body_field = |k: &str| json.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str).map(str::to_owned);
+    // Parsed only when a verified scheme asks for a field, and within the default budget:
+    // nothing an unsigned sender sends is parsed.
+    let json: std::cell::OnceCell<Option<Value>> = std::cell::OnceCell::new();
+    let body_field = |k: &str| {
+        let parsed = json.get_or_init(|| {
+            let budget = crate::json::Budget::new(DELIVERY_JSON_VALUES, DELIVERY_JSON_BYTES);
+            crate::json::parse(body, &[&budget]).ok()
+        });
+        parsed.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str).map(str::to_owned)
+    };
     match source.scheme.as_str() {
         "standard" => {
             standard::verify(

@@ -115,6 +115,24 @@ async fn recorded_events_are_listed_by_name_and_time_range_in_pages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_events_stops_at_its_byte_budget_and_the_cursor_goes_on_from_there() {
+    let app = crate::helpers::spawn_app_with(|s| s.limits.max_page_bytes = 25_000, &Default::default()).await;
+    let big = "x".repeat(10_000);
+    for i in 0..5 {
+        let time = format!("2026-01-01T00:00:0{i}Z");
+        let id = app.accept("event.record", json!({"name": "big", "data": big, "time": time})).await;
+        assert_eq!(app.settled(id).await["status"], "succeeded");
+    }
+    // Each event's data is 10,002 bytes of JSON text: the third crosses 25,000 and ends the page.
+    let page1 = app.get_json("/v1/events?name=big&limit=100").await;
+    assert_eq!(page1["events"].as_array().unwrap().len(), 3, "stopped at the budget, not the limit");
+    let cursor = page1["next_cursor"].as_str().expect("a page cut by its budget has a cursor");
+    let page2 = app.get_json(&format!("/v1/events?name=big&limit=100&cursor={cursor}")).await;
+    assert_eq!(page2["events"].as_array().unwrap().len(), 2);
+    assert!(page2["next_cursor"].is_null(), "the end of the log has no cursor");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_no_worker_has_taken_reads_as_pending() {
     let app = spawn_app().await;
     let v = app.get_json(&format!("/v1/commands/{}", uuid::Uuid::now_v7())).await;

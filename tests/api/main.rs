@@ -16,6 +16,7 @@ mod first_run;
 mod fuzz_regressions;
 mod helpers;
 mod http_server;
+mod json_budget;
 mod ledger;
 mod openapi;
 mod operators;
