@@ -11,7 +11,6 @@ use crate::worker::{self, retry::RetryPolicy, WorkerCtx};
 use anyhow::Context;
 use sqlx::PgPool;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -82,7 +81,7 @@ impl Application {
         };
         let a = &settings.auth;
         let bootstrap = Some((a.bootstrap_key.expose(), a.bootstrap_tenant.as_str()));
-        let auth = Authenticator::new(pool.clone(), bootstrap, Duration::from_secs(a.cache_ttl_secs));
+        let auth = Authenticator::new(pool.clone(), bootstrap, a);
         let Catalog { schemas, handlers } = catalog;
         let role_names = match roles {
             Roles::All => "api+worker",

@@ -101,6 +101,8 @@ pub struct AuthSettings {
     pub bootstrap_key: Secret,
     pub bootstrap_tenant: String,
     pub cache_ttl_secs: u64,
+    pub max_failures: u32,
+    pub failure_window_secs: u64,
 }
 
 /// `[limits]`

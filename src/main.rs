@@ -144,7 +144,7 @@ async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
     let pool = sluice::store::ready_pool(&settings.database).await?;
     match command {
         KeysCommand::Create { tenant, scopes } => {
-            let created = sluice::api::auth::create_key(&pool, &tenant, &scopes).await?;
+            let created = sluice::api::auth::create_key(&pool, &sluice::cli::actor(), &tenant, &scopes).await?;
             eprintln!("key {} created for tenant {tenant}; it is shown only now:", created.key_id);
             println!("{}", created.key);
         }
@@ -162,7 +162,8 @@ async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Revoke { key_id } => {
-            anyhow::ensure!(sluice::store::api_keys::revoke(&pool, &key_id).await?, "no active key {key_id}");
+            let revoked = sluice::api::auth::revoke_key(&pool, &sluice::cli::actor(), &key_id).await?;
+            anyhow::ensure!(revoked, "no active key {key_id}");
             println!("revoked {key_id}");
         }
     }

@@ -1,6 +1,7 @@
 //! API keys: `Authorization: Bearer sk_<key_id>_<secret>`. Only a SHA-256 of each key is stored
 //! (keys are 190 random bits, so a slow hash buys nothing); comparison is constant-time.
 
+use super::auth_throttle::FailureThrottle;
 use super::error::ApiError;
 use super::ApiState;
 use crate::store::{api_keys, StoreError};
@@ -11,6 +12,7 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
@@ -66,21 +68,36 @@ pub struct Authenticator {
     bootstrap: Option<([u8; 32], String)>,
     ttl: Duration,
     cache: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
+    throttle: FailureThrottle,
 }
 
 /// Cached keys at most; the cache is cleared when full (it refills from Postgres).
 const CACHE_CAPACITY: usize = 10_000;
 
 impl Authenticator {
-    /// `bootstrap` is an optional (key, tenant) accepted with every scope.
-    pub fn new(pool: PgPool, bootstrap: Option<(&str, &str)>, ttl: Duration) -> Self {
+    /// `bootstrap` is an optional (key, tenant) accepted with every scope; `settings` bound
+    /// the cache and the throttle of failed keys.
+    pub fn new(pool: PgPool, bootstrap: Option<(&str, &str)>, settings: &crate::config::AuthSettings) -> Self {
         let bootstrap = bootstrap.filter(|(k, _)| !k.is_empty()).map(|(k, t)| (digest(k), t.to_owned()));
-        Self { pool, bootstrap, ttl, cache: Mutex::new(HashMap::new()) }
+        let ttl = Duration::from_secs(settings.cache_ttl_secs);
+        Self { pool, bootstrap, ttl, cache: Mutex::new(HashMap::new()), throttle: FailureThrottle::new(settings) }
     }
 
-    /// The principal a presented key stands for.
-    pub async fn verify(&self, key: &str) -> Result<Principal, ApiError> {
+    /// The principal a presented key stands for. A `client` address with too many failed
+    /// keys gets 429 before any lookup, unless this key verified recently.
+    pub async fn verify(&self, key: &str, client: Option<IpAddr>) -> Result<Principal, ApiError> {
         let hash = digest(key);
+        let result = self.verify_hashed(key, &hash, client).await;
+        match &result {
+            Ok(_) => self.throttle.succeeded(&hash),
+            Err(ApiError::Unauthorized(_)) => self.throttle.failed(client),
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn verify_hashed(&self, key: &str, hash: &[u8; 32], client: Option<IpAddr>) -> Result<Principal, ApiError> {
+        let hash = *hash;
         if let Some((boot, tenant)) = &self.bootstrap {
             if bool::from(hash.ct_eq(boot)) {
                 let scopes = vec![Scope::Admin, Scope::Submit, Scope::Read];
@@ -90,6 +107,14 @@ impl Authenticator {
         if let Some(p) = self.cached(&hash) {
             return Ok(p);
         }
+        if let Some(retry_after_secs) = self.throttle.blocked(client, &hash) {
+            metrics::counter!("sluice_auth_throttled_total").increment(1);
+            return Err(ApiError::TooManyRequests {
+                message: "too many failed API keys from this address; try again later".into(),
+                retry_after_secs: u32::try_from(retry_after_secs).unwrap_or(u32::MAX),
+            });
+        }
+        metrics::counter!("sluice_auth_lookups_total").increment(1);
         let invalid = ApiError::Unauthorized("invalid or revoked API key");
         let key_id = parse_key_id(key).ok_or(ApiError::Unauthorized("malformed API key"))?;
         let stored = api_keys::find(&self.pool, key_id).await?.ok_or(invalid)?;
@@ -134,7 +159,7 @@ impl FromRequestParts<ApiState> for Principal {
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or(ApiError::Unauthorized("Authorization header must be: Bearer <key>"))?;
-        let principal = state.auth.verify(key).await?;
+        let principal = state.auth.verify(key, super::server::peer_of(parts).map(|a| a.ip())).await?;
         tracing::Span::current().record("tenant", principal.tenant.as_str());
         state.limiter.check(&principal.tenant, &principal.key_id)?;
         Ok(principal)
@@ -158,8 +183,8 @@ pub enum KeyError {
     Store(#[from] StoreError),
 }
 
-/// Creates and stores a key for `tenant` with `scopes`.
-pub async fn create_key(pool: &PgPool, tenant: &str, scopes: &[String]) -> Result<CreatedKey, KeyError> {
+/// Creates and stores a key for `tenant` with `scopes`, audited as `actor`.
+pub async fn create_key(pool: &PgPool, actor: &str, tenant: &str, scopes: &[String]) -> Result<CreatedKey, KeyError> {
     if tenant.is_empty() || tenant.len() > 64 || !tenant.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
     {
         return Err(KeyError::BadTenant);
@@ -177,7 +202,18 @@ pub async fn create_key(pool: &PgPool, tenant: &str, scopes: &[String]) -> Resul
     let secret: String = (0..32).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect();
     let key = format!("sk_{key_id}_{secret}");
     api_keys::insert(pool, &key_id, tenant, &digest(&key), &names).await?;
+    let details = serde_json::json!({"tenant": tenant, "scopes": names});
+    crate::store::audit::record_one(pool, actor, "key.create", &key_id, &details).await?;
     Ok(CreatedKey { key_id, key })
+}
+
+/// Revokes a key, audited as `actor`; false if there is no such active key.
+pub async fn revoke_key(pool: &PgPool, actor: &str, key_id: &str) -> Result<bool, StoreError> {
+    let revoked = api_keys::revoke(pool, key_id).await?;
+    if revoked {
+        crate::store::audit::record_one(pool, actor, "key.revoke", key_id, &serde_json::json!({})).await?;
+    }
+    Ok(revoked)
 }
 
 fn parse_key_id(key: &str) -> Option<&str> {

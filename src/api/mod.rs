@@ -1,6 +1,7 @@
 //! The HTTP API: routes, state, middleware.
 
 pub mod auth;
+mod auth_throttle;
 mod batch_body;
 mod batches;
 mod body;

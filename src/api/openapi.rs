@@ -60,7 +60,7 @@ fn errors(extra: &[(&str, &str)]) -> Map<String, Value> {
         ("400", "Malformed request: the body says what is wrong and where"),
         ("401", "Missing, malformed or revoked API key"),
         ("403", "The key lacks the needed scope"),
-        ("429", "Rate limit of the key exceeded; see Retry-After"),
+        ("429", "Rate limit of the key exceeded, or too many failed keys from this address; see Retry-After"),
         (
             "503",
             "A dependency is unavailable or sluice is behind; see Retry-After. Code `unavailable`: nothing was \

@@ -93,3 +93,14 @@ fn refuse(stream: &TcpStream) {
 pub fn peer_of(parts: &axum::http::request::Parts) -> Option<SocketAddr> {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
 }
+
+/// The client's IP address, when the request came through [`serve`] (not in a `oneshot` test).
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(peer_of(parts).map(|a| a.ip())))
+    }
+}

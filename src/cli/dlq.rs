@@ -110,7 +110,7 @@ impl From<FilterArgs> for Filter {
 pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> {
     let pool = crate::store::ready_pool(&settings.database).await?;
     let (ops, broker, cancel) = operators(&settings, pool)?;
-    let actor = actor();
+    let actor = super::actor();
     let result = execute(&ops, &broker, &cancel, command, &actor).await;
     broker.close().await;
     cancel.cancel();
@@ -128,15 +128,6 @@ pub(super) fn operators(
     let broker = Broker::start(settings.broker.clone(), topology, "cli", cancel.clone());
     let ops = Operators { pool, broker: broker.clone(), schemas: Arc::new(SchemaRegistry::builtin()?) };
     Ok((ops, broker, cancel))
-}
-
-/// How a CLI user appears in the audit log.
-pub(super) fn actor() -> String {
-    format!(
-        "cli:{}@{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
-        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "localhost".into())
-    )
 }
 
 async fn execute(

@@ -39,7 +39,7 @@ pub enum WebhooksCommand {
 pub async fn run(settings: Settings, command: WebhooksCommand) -> anyhow::Result<()> {
     let pool = crate::store::ready_pool(&settings.database).await?;
     let (ops, broker, cancel) = super::dlq::operators(&settings, pool.clone())?;
-    let actor = super::dlq::actor();
+    let actor = super::actor();
     let result = async {
         match command {
             WebhooksCommand::Set {

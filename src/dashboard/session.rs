@@ -5,7 +5,7 @@
 use super::layout::{page_without_nav, PageError};
 use crate::api::auth::Scope;
 use crate::api::ApiState;
-use crate::store::{api_keys, sessions};
+use crate::store::{api_keys, audit, sessions};
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::{COOKIE, SET_COOKIE};
 use axum::http::request::Parts;
@@ -114,7 +114,12 @@ pub struct LoginForm {
 
 /// `POST /dashboard/login`: an admin key opens a session.
 #[tracing::instrument(skip_all)]
-pub async fn login(State(state): State<ApiState>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+pub async fn login(
+    State(state): State<ApiState>,
+    crate::api::server::ClientIp(ip): crate::api::server::ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
     // Browsers say where a form came from; a login posted from another site is refused
     // (it could sign a victim into the attacker's key).
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
@@ -123,9 +128,23 @@ pub async fn login(State(state): State<ApiState>, headers: HeaderMap, Form(form)
                 .into_response();
         }
     }
-    let principal = match state.auth.verify(form.key.trim()).await {
+    let client = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    let principal = match state.auth.verify(form.key.trim(), ip).await {
         Ok(p) => p,
-        Err(_) => return (StatusCode::UNAUTHORIZED, login_page(Some("That key is not valid."))).into_response(),
+        Err(crate::api::error::ApiError::TooManyRequests { .. }) => {
+            let page = login_page(Some("Too many failed sign-ins from this address; try again later."));
+            return (StatusCode::TOO_MANY_REQUESTS, page).into_response();
+        }
+        Err(_) => {
+            // Bounded by the throttle: past auth.max_failures an address's attempts are 429s.
+            let details = serde_json::json!({"client": client});
+            if let Err(e) =
+                audit::record_one(&state.pool, "dashboard", "dashboard.login_failed", &client, &details).await
+            {
+                tracing::warn!(error = %e, "audit of a failed login not recorded");
+            }
+            return (StatusCode::UNAUTHORIZED, login_page(Some("That key is not valid."))).into_response();
+        }
     };
     if principal.require(Scope::Admin).is_err() {
         return (StatusCode::FORBIDDEN, login_page(Some("That key lacks the admin scope."))).into_response();
@@ -138,6 +157,10 @@ pub async fn login(State(state): State<ApiState>, headers: HeaderMap, Form(form)
     let expires = chrono::Utc::now() + chrono::Duration::seconds(i64::try_from(ttl).unwrap_or(0));
     let actor = format!("dashboard:key:{}", principal.key_id);
     if let Err(e) = sessions::create(&state.pool, &hash, &principal.key_id, &actor, &csrf, expires).await {
+        return PageError::from(e).into_response();
+    }
+    let details = serde_json::json!({"client": client});
+    if let Err(e) = audit::record_one(&state.pool, &actor, "dashboard.login", &principal.key_id, &details).await {
         return PageError::from(e).into_response();
     }
     tracing::info!(%actor, "dashboard login");

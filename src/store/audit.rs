@@ -35,6 +35,18 @@ pub async fn record(
     Ok(())
 }
 
+/// Records one entry outside a transaction of the caller's.
+pub async fn record_one(
+    pool: &PgPool,
+    actor: &str,
+    action: &str,
+    target: &str,
+    details: &Value,
+) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    record(&mut conn, actor, action, target, details).await
+}
+
 /// The latest entries, newest first, before entry id `before`.
 pub async fn list(pool: &PgPool, before: Option<i64>, limit: i64) -> Result<Vec<Entry>, StoreError> {
     Ok(sqlx::query_as::<_, Entry>(

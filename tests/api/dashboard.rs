@@ -32,7 +32,7 @@ async fn the_dashboard_needs_an_admin_login_and_sets_a_strict_http_only_session_
     assert_eq!(r.headers()["location"], "/dashboard/login");
 
     assert_eq!(login(&app, &http, "not-a-key").await.status(), 401);
-    let reader = create_key(&app.pool, "acme", &["read".into()]).await.unwrap();
+    let reader = create_key(&app.pool, "test", "acme", &["read".into()]).await.unwrap();
     assert_eq!(login(&app, &http, &reader.key).await.status(), 403, "read keys do not open the dashboard");
 
     let r = login(&app, &http, &app.key).await;
@@ -125,7 +125,7 @@ async fn in_a_browser_an_operator_sees_a_dead_letter_fixes_and_replays_it_and_se
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_the_key_ends_its_dashboard_sessions() {
     let app = spawn_app().await;
-    let admin = create_key(&app.pool, "acme", &["admin".into()]).await.unwrap();
+    let admin = create_key(&app.pool, "test", "acme", &["admin".into()]).await.unwrap();
     let http = browser_like();
     assert_eq!(login(&app, &http, &admin.key).await.status(), 303);
     assert_eq!(http.get(format!("{}/dashboard", app.base)).send().await.unwrap().status(), 200);

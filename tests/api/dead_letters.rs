@@ -178,7 +178,7 @@ async fn a_discarded_dead_letter_leaves_the_open_list_cannot_be_replayed_and_is_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_routes_need_the_admin_scope_and_reject_bad_input_with_a_4xx() {
     let app = spawn_app().await;
-    let submitter = create_key(&app.pool, "acme", &["submit".into(), "read".into()]).await.unwrap();
+    let submitter = create_key(&app.pool, "test", "acme", &["submit".into(), "read".into()]).await.unwrap();
     for path in ["/v1/dead-letters", "/v1/dead-letters/groups", "/v1/audit", "/v1/queues"] {
         let r = app.http.get(format!("{}{path}", app.base)).bearer_auth(&submitter.key).send().await.unwrap();
         assert_eq!(r.status(), 403, "{path}");
