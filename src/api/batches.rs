@@ -151,7 +151,7 @@ pub async fn submit(
     for (cmd, r) in cmds.iter().zip(&results) {
         if let Err(e) = r {
             let index = cmd.batch.map_or(0, |b| b.index);
-            failed.push(json!({"index": index, "id": cmd.id, "error": e.to_string()}));
+            failed.push(json!({"index": index, "id": cmd.id, "error": e.public()}));
         }
     }
     let published = cmds.len() - failed.len();

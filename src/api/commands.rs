@@ -161,7 +161,20 @@ pub async fn status(
     principal.require(Scope::Read)?;
     let id = super::reads::path_id(id)?;
     match commands::find(&state.pool, &principal.tenant, id).await? {
-        Some(row) => Ok(Json(serde_json::to_value(row).map_err(|e| ApiError::Internal(e.to_string()))?)),
+        Some(row) => {
+            let mut row = serde_json::to_value(row).map_err(|e| ApiError::Internal(e.to_string()))?;
+            // The tenant's view: each attempt's error without the database's own words, which
+            // the operators' dead-letter view keeps.
+            if let Some(errors) = row.get_mut("errors").and_then(Value::as_array_mut) {
+                for entry in errors {
+                    if let Some(text) = entry.get("error").and_then(Value::as_str) {
+                        let shown = crate::store::public_error(text).into_owned();
+                        entry["error"] = Value::String(shown);
+                    }
+                }
+            }
+            Ok(Json(row))
+        }
         None => Ok(Json(json!({
             "id": id,
             "status": "pending",

@@ -63,11 +63,13 @@ impl From<StoreError> for ApiError {
             tracing::warn!(error = %e, "database unavailable");
             Self::Unavailable { message: "the database is unavailable; try again shortly".into(), retry_after_secs: 2 }
         } else if let StoreError::Invalid(inner) = &e {
-            let detail = match inner {
-                sqlx::Error::Database(db) => db.message().to_owned(),
-                other => other.to_string(),
+            // The database's own words stay in the log; the client learns the SQLSTATE.
+            tracing::info!(error = %e, "a value in the request cannot be stored");
+            let code = match inner {
+                sqlx::Error::Database(db) => db.code().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default(),
+                _ => String::new(),
             };
-            Self::bad_request("invalid_value", format!("a value in the request cannot be stored: {detail}"), None)
+            Self::bad_request("invalid_value", format!("a value in the request cannot be stored{code}"), None)
         } else {
             Self::Internal(e.to_string())
         }
@@ -81,12 +83,16 @@ impl From<PublishError> for ApiError {
             PublishError::Overloaded => 1,
             _ => 2,
         };
+        let why = e.public();
         if e.definitely_not_published() {
-            Self::Unavailable { message: format!("the command was not published: {e}; retry later"), retry_after_secs }
+            Self::Unavailable {
+                message: format!("the command was not published: {why}; retry later"),
+                retry_after_secs,
+            }
         } else {
             Self::OutcomeUnknown {
                 message: format!(
-                    "the command was sent but not confirmed ({e}), so it may still be applied; retry with the \
+                    "the command was sent but not confirmed ({why}), so it may still be applied; retry with the \
                      same Idempotency-Key and it is applied once"
                 ),
                 retry_after_secs,

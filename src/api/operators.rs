@@ -45,9 +45,12 @@ pub async fn audit_log(
 #[tracing::instrument(skip_all)]
 pub async fn queues(State(state): State<ApiState>, principal: Principal) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Admin)?;
-    let stats = state.broker.queue_stats().await.map_err(|e| ApiError::Unavailable {
-        message: format!("cannot read queues from RabbitMQ: {e}"),
-        retry_after_secs: 2,
+    let stats = state.broker.queue_stats().await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot read queues from RabbitMQ");
+        ApiError::Unavailable {
+            message: "cannot read queues from RabbitMQ; try again shortly".into(),
+            retry_after_secs: 2,
+        }
     })?;
     let paused_names = crate::store::processes::paused_queues(&state.pool).await?;
     let mut out = Vec::with_capacity(stats.len());

@@ -41,6 +41,17 @@ pub enum PublishError {
     Channel(#[from] lapin::Error),
 }
 
+impl PublishError {
+    /// What a client may be told: the kind of failure, without the AMQP library's or the
+    /// broker's own text (that goes to the log).
+    pub fn public(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Self::Channel(_) => "the RabbitMQ channel failed".into(),
+            other => other.to_string().into(),
+        }
+    }
+}
+
 /// A confirm-mode channel that messages are published on.
 pub(super) struct PublishChannel {
     channel: Channel,

@@ -167,6 +167,8 @@ pub async fn mark_dead(tx: &mut PgConnection, cmd: &Envelope, attempt: u32, erro
     upsert_unfinished(&mut *tx, cmd, "dead", attempt, error).await
 }
 
+/// `last_error` (which the tenant reads) gets the public form of `error`; the attempt's entry in
+/// `errors` (the operators' dead-letter view) keeps it whole.
 async fn upsert_unfinished<'e>(
     db: impl sqlx::PgExecutor<'e>,
     cmd: &Envelope,
@@ -176,8 +178,8 @@ async fn upsert_unfinished<'e>(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO commands (id, tenant, type, status, attempts, last_error, submitted_at, errors, batch_id, batch_index)
-         VALUES ($1, $2, $3, $4, $5, $6, $7,
-                 jsonb_build_array(jsonb_build_object('attempt', $5, 'error', $6, 'at', now())), $8, $9)
+         VALUES ($1, $2, $3, $4, $5, $7, $8,
+                 jsonb_build_array(jsonb_build_object('attempt', $5, 'error', $6, 'at', now())), $9, $10)
          ON CONFLICT (id) DO UPDATE
             SET status = EXCLUDED.status, attempts = EXCLUDED.attempts,
                 last_error = EXCLUDED.last_error, updated_at = now(),
@@ -190,6 +192,7 @@ async fn upsert_unfinished<'e>(
     .bind(status)
     .bind(attempt_i32(attempt))
     .bind(error)
+    .bind(super::public_error(error).as_ref())
     .bind(cmd.submitted_at)
     .bind(cmd.batch.map(|b| b.id))
     .bind(cmd.batch.map(|b| batch_index(b.index)))

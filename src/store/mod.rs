@@ -62,10 +62,55 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// How each [`StoreError`] begins when shown: the part a tenant may see. What follows it is the
+/// database's own text, which goes to logs and the operators' views only.
+/// sqlx's own word for a database's error closes the list, for messages that quote it bare.
+const PUBLIC_PREFIXES: [&str; 6] = [
+    "database unavailable",
+    "transaction conflict",
+    "database timeout",
+    "value not storable",
+    "database error",
+    "error returned from database",
+];
+
+/// `error` as a tenant may see it: a database error's own text is cut, leaving what kind of
+/// failure it was (`database error`), wherever in the message it stands.
+pub fn public_error(error: &str) -> std::borrow::Cow<'_, str> {
+    for prefix in PUBLIC_PREFIXES {
+        if let Some(at) = error.find(&format!("{prefix}: ")) {
+            return format!("{}{prefix} (details are in the operators' view)", &error[..at]).into();
+        }
+    }
+    error.into()
+}
+
 impl StoreError {
     /// Whether the database itself is away (as opposed to this statement failing).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_error_shown_to_a_tenant_keeps_its_kind_and_loses_the_database_text() {
+        let raw = StoreError::Other(sqlx::Error::Protocol("relation \"secret_table\" does not exist".into()));
+        let shown = public_error(&format!("transient: {raw}")).into_owned();
+        assert_eq!(shown, "transient: database error (details are in the operators' view)");
+        for e in [
+            StoreError::Unavailable(sqlx::Error::PoolTimedOut),
+            StoreError::Conflict(sqlx::Error::PoolTimedOut),
+            StoreError::Timeout(sqlx::Error::PoolTimedOut),
+            StoreError::Invalid(sqlx::Error::PoolTimedOut),
+            StoreError::Other(sqlx::Error::PoolTimedOut),
+        ] {
+            assert!(!public_error(&e.to_string()).contains("pool"), "{e} is cut");
+        }
+        assert_eq!(public_error("insufficient funds"), "insufficient funds", "other text is kept");
     }
 }
 

@@ -48,8 +48,10 @@ async fn send_due(ctx: &WorkerCtx, http: &reqwest::Client) -> Result<(), StoreEr
         if let Err(e) = &outcome {
             tracing::warn!(batch_id = %cb.batch_id, attempt = cb.attempts + 1, error = %e, "batch callback failed");
         }
+        // The submitter reads this error: a database error's own text stays in the log.
+        let shown = outcome.as_ref().err().map(|e| crate::store::public_error(e).into_owned());
         if let Err(e) =
-            batches::callback_attempted(&ctx.pool, cb.batch_id, cb.attempts, outcome.err().as_deref(), retry_in).await
+            batches::callback_attempted(&ctx.pool, cb.batch_id, cb.attempts, shown.as_deref(), retry_in).await
         {
             tracing::warn!(batch_id = %cb.batch_id, error = %e, "could not record the callback attempt");
         }

@@ -156,7 +156,7 @@ pub async fn decide(ctx: &WorkerCtx, job: Job, cancel: &CancellationToken) -> Ve
             Err(HandlerError::Store(StoreError::Timeout(e))) => {
                 return Verdict::Retry { cmd: Box::new(cmd), error: format!("statement timed out: {e}") };
             }
-            Err(HandlerError::Store(StoreError::Other(e) | StoreError::Invalid(e))) => {
+            Err(HandlerError::Store(e @ (StoreError::Other(_) | StoreError::Invalid(_)))) => {
                 return Verdict::Dead { cmd: Some(Box::new(cmd)), kind: "database_error", error: e.to_string() };
             }
         };

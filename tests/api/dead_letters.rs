@@ -47,6 +47,19 @@ async fn events_named(app: &TestApp, name: &str) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_error_reaches_the_operator_whole_and_the_tenant_only_as_its_kind() {
+    let app = spawn_app().await;
+    let id = app.accept("test.bad_sql", json!({})).await;
+    let status = app.status_becomes(id, "dead").await;
+    let shown = status["last_error"].as_str().unwrap_or_default();
+    assert!(shown.contains("database error"), "the tenant learns what kind of failure: {status}");
+    assert!(!status.to_string().contains("no_such_table"), "but not the database's words: {status}");
+    let dl = app.dead_letter_of(id).await;
+    let detail = app.get_json(&format!("/v1/dead-letters/{}", dl["id"].as_str().unwrap())).await;
+    assert!(detail["error"].as_str().unwrap_or_default().contains("no_such_table"), "the operator sees it: {detail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_is_listed_shown_with_its_error_and_replayed_with_an_edited_payload_once() {
     let app = spawn_app().await;
     let id = app.dead_event(1).await;

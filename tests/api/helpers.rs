@@ -58,6 +58,7 @@ pub fn test_catalog(probe: &Probe) -> Catalog {
     c.register("test.poison", any, Poison).expect("poison");
     c.register("test.panic", any, Panic(probe.clone())).expect("panic");
     c.register("test.slow", any, Slow(probe.clone())).expect("slow");
+    c.register("test.bad_sql", any, BadSql).expect("bad sql");
     c
 }
 
@@ -298,6 +299,21 @@ pub struct Poison;
 impl Handler for Poison {
     fn handle<'a>(&'a self, _tx: &'a mut PgConnection, _cmd: &'a sluice::command::Envelope) -> HandlerFuture<'a> {
         Box::pin(async { Err(HandlerError::Permanent("this payload can never be handled".into())) })
+    }
+}
+
+/// Runs SQL the database refuses, so the command fails with the database's own error text.
+pub struct BadSql;
+
+impl Handler for BadSql {
+    fn handle<'a>(&'a self, tx: &'a mut PgConnection, _cmd: &'a sluice::command::Envelope) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            sqlx::query("SELECT * FROM no_such_table_for_sluice")
+                .execute(tx)
+                .await
+                .map_err(|e| HandlerError::Store(sluice::store::StoreError::from(e)))?;
+            Ok(Outcome::Succeeded(json!({})))
+        })
     }
 }
 
