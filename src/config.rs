@@ -137,6 +137,7 @@ pub struct BatchSettings {
     pub callback_max_attempts: i32,
     pub callback_timeout_ms: u64,
     pub allow_private_callbacks: bool,
+    pub callback_ports: Vec<u16>,
     pub settle_interval_ms: u64,
     pub sweep_interval_secs: u64,
 }
@@ -192,6 +193,7 @@ impl Settings {
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("worker.retry_tiers_ms")
+                    .with_list_parse_key("batches.callback_ports")
                     .try_parsing(true),
             );
             if let Ok(key) = std::env::var("SLUICE_BOOTSTRAP_KEY") {

@@ -63,12 +63,8 @@ pub async fn submit(
     }
     let callback = check_callback(&options)?;
     if let Some((url, _)) = callback {
-        if !state.batch_settings.allow_private_callbacks && !crate::webhooks::is_public_url(url).await {
-            return Err(ApiError::bad_request(
-                "invalid_callback",
-                "callback_url must resolve to public addresses only (see batches.allow_private_callbacks)",
-                Some("body callback_url"),
-            ));
+        if let Err(refusal) = crate::webhooks::outbound::check(url, &state.batch_settings).await {
+            return Err(ApiError::bad_request("invalid_callback", refusal.to_string(), Some("body callback_url")));
         }
     }
     // The request already took one token; a batch pays for every command it carries.

@@ -4,6 +4,7 @@
 pub mod github;
 pub mod hmac_sha256;
 pub mod inbound;
+pub mod outbound;
 pub mod standard;
 pub mod stripe;
 
@@ -22,57 +23,6 @@ pub enum VerifyError {
     OutsideTolerance(i64),
     #[error("no signature matches")]
     Mismatch,
-}
-
-/// Whether `url`'s host resolves only to public addresses (not loopback, private, link-local,
-/// unspecified or multicast), for callbacks a submitter chose.
-pub async fn is_public_url(url: &str) -> bool {
-    public_addrs(url).await.is_some()
-}
-
-/// The host of `url` and the addresses it resolves to, if they are all public; a caller that
-/// then connects to exactly these addresses cannot be turned to another by DNS rebinding.
-pub async fn public_addrs(url: &str) -> Option<(String, Vec<std::net::SocketAddr>)> {
-    let parsed = reqwest::Url::parse(url).ok()?;
-    let host = parsed.host_str()?.to_owned();
-    let port = parsed.port_or_known_default().unwrap_or(443);
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let lookup = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::lookup_host((bare, port)));
-    let addrs: Vec<_> = lookup.await.ok()?.ok()?.collect();
-    (!addrs.is_empty() && addrs.iter().all(|a| is_public(a.ip()))).then_some((host, addrs))
-}
-
-fn is_public(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || a == 0 // 0.0.0.0/8
-                || (a == 100 && (64..128).contains(&b)) // shared address space
-                || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
-                || (a == 198 && (b == 18 || b == 19)) // benchmarking
-                || a >= 240)
-        }
-        std::net::IpAddr::V6(v6) => {
-            let s = v6.segments();
-            // IPv4-mapped, IPv4-compatible (::/96) and NAT64 (64:ff9b::/96) addresses reach
-            // IPv4 hosts: judge the IPv4 address.
-            let embedded = v6
-                .to_ipv4_mapped()
-                .or_else(|| (s[..6] == [0; 6] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]).then(|| v6.to_ipv4()).flatten());
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
-                || s[0] == 0x2002 // 6to4
-                || embedded.is_some_and(|v4| !is_public(std::net::IpAddr::V4(v4))))
-        }
-    }
 }
 
 /// HMAC-SHA256 of `parts` concatenated, under `key` (HMAC takes keys of any length, so this

@@ -5,7 +5,7 @@
 
 use super::WorkerCtx;
 use crate::store::{batches, StoreError};
-use crate::webhooks::standard;
+use crate::webhooks::{outbound, standard};
 use serde_json::json;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -15,35 +15,24 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// Sends due callbacks until `cancel`.
 pub async fn run(ctx: &WorkerCtx, cancel: CancellationToken) {
-    let http = match reqwest::Client::builder()
-        .timeout(Duration::from_millis(ctx.batch_settings.callback_timeout_ms))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the callback HTTP client; batch callbacks are off");
-            return;
-        }
-    };
     loop {
         tokio::select! {
             () = tokio::time::sleep(POLL) => {}
             () = cancel.cancelled() => return,
         }
-        if let Err(e) = send_due(ctx, &http).await {
+        if let Err(e) = send_due(ctx).await {
             tracing::debug!(error = %e, "batch callbacks not sent this round");
         }
     }
 }
 
-async fn send_due(ctx: &WorkerCtx, http: &reqwest::Client) -> Result<(), StoreError> {
+async fn send_due(ctx: &WorkerCtx) -> Result<(), StoreError> {
     // A short transaction leases the due callbacks (pushing their next attempt past the POST's
     // timeout), so no connection or row lock is held while receivers answer.
     let lease_secs = i64::try_from(ctx.batch_settings.callback_timeout_ms / 1000).unwrap_or(60) * 2 + 5;
     let due = batches::lease_callbacks(&ctx.pool, 10, ctx.batch_settings.callback_max_attempts, lease_secs).await?;
     let sends = due.iter().map(|cb| async move {
-        let outcome = send(ctx, http, cb).await;
+        let outcome = send(ctx, cb).await;
         let retry_in = 2_i64.saturating_pow(u32::try_from(cb.attempts + 1).unwrap_or(31)).min(600);
         if let Err(e) = &outcome {
             tracing::warn!(batch_id = %cb.batch_id, attempt = cb.attempts + 1, error = %e, "batch callback failed");
@@ -60,25 +49,13 @@ async fn send_due(ctx: &WorkerCtx, http: &reqwest::Client) -> Result<(), StoreEr
     Ok(())
 }
 
-async fn send(ctx: &WorkerCtx, http: &reqwest::Client, cb: &batches::DueCallback) -> Result<(), String> {
+async fn send(ctx: &WorkerCtx, cb: &batches::DueCallback) -> Result<(), String> {
     let key = cb.secret.as_deref().and_then(standard::decode_secret).ok_or("the callback secret is unusable")?;
     // Checked again at send time, and the POST goes to exactly the addresses checked: the name
     // may resolve elsewhere now than at submission, or between the check and the connection.
-    let pinned;
-    let http = if ctx.batch_settings.allow_private_callbacks {
-        http
-    } else {
-        let (host, addrs) = crate::webhooks::public_addrs(&cb.url)
-            .await
-            .ok_or("the callback URL does not resolve to public addresses only")?;
-        pinned = reqwest::Client::builder()
-            .timeout(Duration::from_millis(ctx.batch_settings.callback_timeout_ms))
-            .redirect(reqwest::redirect::Policy::none())
-            .resolve_to_addrs(&host, &addrs)
-            .build()
-            .map_err(|_| "cannot build the HTTP client")?;
-        &pinned
-    };
+    let target = outbound::check(&cb.url, &ctx.batch_settings).await.map_err(|e| e.to_string())?;
+    let timeout = Duration::from_millis(ctx.batch_settings.callback_timeout_ms);
+    let http = outbound::client(&target, timeout).map_err(|_| "cannot build the HTTP client")?;
     let batch =
         batches::get(&ctx.pool, &cb.tenant, cb.batch_id).await.map_err(|e| e.to_string())?.ok_or("batch gone")?;
     let (counts, _) = batches::progress(&ctx.pool, cb.batch_id).await.map_err(|e| e.to_string())?;

@@ -271,6 +271,34 @@ async fn callbacks_to_private_addresses_and_secrets_in_urls_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_ignore_proxy_variables_and_refuse_ports_not_allowed() {
+    // A proxy from the environment would connect to whatever the name resolves to then, past
+    // the address check: callbacks never use one. Set before sluice starts.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"] {
+        // SAFETY: nextest runs each test in its own process, and no other thread runs yet
+        // that reads the environment.
+        unsafe { std::env::set_var(var, &proxy_url) };
+    }
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let (url, got) = receiver(0).await;
+    let app = spawn_app().await;
+    let body = json!({"commands": [event(0)], "callback_url": url, "callback_secret": secret});
+    assert_eq!(app.post_batch(body, None).await.status(), 202);
+    eventually(DEADLINE, || async { (!got.lock().unwrap().is_empty()).then_some(()) }).await;
+    let proxied = tokio::time::timeout(std::time::Duration::from_millis(200), proxy.accept()).await;
+    assert!(proxied.is_err(), "the callback went straight to its receiver, not through the proxy");
+
+    let strict = spawn_app_with(|s| s.batches.callback_ports = vec![80, 443], &Probe::default()).await;
+    let body = json!({"commands": [event(0)], "callback_url": url, "callback_secret": secret});
+    let r = strict.post_batch(body, None).await;
+    assert_eq!(r.status(), 400);
+    let err: Value = r.json().await.unwrap();
+    assert!(err["error"]["message"].as_str().unwrap().contains("batches.callback_ports"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_idempotency_keys_name_items_within_their_batch_and_must_be_unique_in_it() {
     let app = spawn_app().await;
     let keyed =

@@ -95,7 +95,8 @@ pub async fn spawn_on(settings: Settings, db_name: String, roles: Roles, probe: 
     let key = settings.auth.bootstrap_key.expose().to_owned();
     TestApp {
         base,
-        http: reqwest::Client::new(),
+        // Tests talk to their own app directly, whatever proxy the environment names.
+        http: reqwest::Client::builder().no_proxy().build().expect("client"),
         pool,
         key,
         settings,
