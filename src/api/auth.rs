@@ -24,8 +24,11 @@ pub enum Scope {
     Submit,
     /// Read commands, accounts and events.
     Read,
-    /// Everything, including operator actions.
+    /// Manage its own tenant: its dead letters, webhook sources and batches.
     Admin,
+    /// See and act across tenants: queues, pauses, every tenant's dead letters and webhook
+    /// sources, the audit log, the dashboard. The bootstrap key is one.
+    Operator,
 }
 
 impl Scope {
@@ -35,11 +38,12 @@ impl Scope {
             Self::Submit => "submit",
             Self::Read => "read",
             Self::Admin => "admin",
+            Self::Operator => "operator",
         }
     }
     /// Parses a scope name.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Submit, Self::Read, Self::Admin].into_iter().find(|x| x.as_str() == s)
+        [Self::Submit, Self::Read, Self::Admin, Self::Operator].into_iter().find(|x| x.as_str() == s)
     }
 }
 
@@ -52,12 +56,23 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// Fails with 403 unless the key has `scope` (admin has every scope).
+    /// Fails with 403 unless the key has `scope`: operator implies every scope, admin every
+    /// scope but operator.
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
-        if self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin) {
+        let has = |s| self.scopes.contains(&s);
+        if has(scope) || has(Scope::Operator) || (scope != Scope::Operator && has(Scope::Admin)) {
             Ok(())
         } else {
             Err(ApiError::Forbidden(scope.as_str()))
+        }
+    }
+
+    /// Whose things this key may reach: every tenant's for an operator, else its own.
+    pub fn reach(&self) -> crate::ops::Reach {
+        if self.scopes.contains(&Scope::Operator) {
+            crate::ops::Reach::Every
+        } else {
+            crate::ops::Reach::Tenant(self.tenant.clone())
         }
     }
 }
@@ -100,7 +115,7 @@ impl Authenticator {
         let hash = *hash;
         if let Some((boot, tenant)) = &self.bootstrap {
             if bool::from(hash.ct_eq(boot)) {
-                let scopes = vec![Scope::Admin, Scope::Submit, Scope::Read];
+                let scopes = vec![Scope::Operator, Scope::Admin, Scope::Submit, Scope::Read];
                 return Ok(Principal { tenant: tenant.clone(), key_id: "bootstrap".into(), scopes });
             }
         }
@@ -175,7 +190,7 @@ pub struct CreatedKey {
 /// Why a key could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("unknown scope {0:?} (expected submit, read or admin)")]
+    #[error("unknown scope {0:?} (expected submit, read, admin or operator)")]
     UnknownScope(String),
     #[error("tenant must be 1-64 characters of [A-Za-z0-9_.-]")]
     BadTenant,
@@ -239,9 +254,14 @@ mod tests {
     }
 
     #[test]
-    fn admin_implies_every_scope_but_read_does_not_imply_submit() {
+    fn admin_implies_every_scope_but_operator_and_read_does_not_imply_submit() {
         let admin = Principal { tenant: "t".into(), key_id: "k".into(), scopes: vec![Scope::Admin] };
         assert!(admin.require(Scope::Submit).is_ok());
+        assert!(matches!(admin.require(Scope::Operator), Err(ApiError::Forbidden("operator"))));
+        assert_eq!(admin.reach(), crate::ops::Reach::Tenant("t".into()));
+        let operator = Principal { tenant: "t".into(), key_id: "k".into(), scopes: vec![Scope::Operator] };
+        assert!(operator.require(Scope::Admin).is_ok());
+        assert_eq!(operator.reach(), crate::ops::Reach::Every);
         let reader = Principal { tenant: "t".into(), key_id: "k".into(), scopes: vec![Scope::Read] };
         assert!(reader.require(Scope::Read).is_ok());
         assert!(matches!(reader.require(Scope::Submit), Err(ApiError::Forbidden("submit"))));

@@ -1,5 +1,5 @@
 //! `/v1/dead-letters` (admin scope): list, groups, show, replay, discard, one or by filter.
-//! Admin keys are operators' keys and see every tenant's dead letters.
+//! An admin key reaches its own tenant's dead letters; an operator key every tenant's.
 
 use super::auth::{Principal, Scope};
 use super::body::{JsonBody, MaybeJsonBody};
@@ -52,6 +52,7 @@ pub async fn list(
         since: p.since.as_deref().map(|s| time_param(s, "since")).transpose()?,
         until: p.until.as_deref().map(|s| time_param(s, "until")).transpose()?,
     };
+    let filter = state.ops_within(principal.reach()).within_reach(&filter);
     let before = p.cursor.as_deref().map(decode_cursor).transpose()?;
     let page = dead_letters::list(&state.pool, &filter, before, limit).await?;
     let next = (page.len() as i64 == limit).then(|| page.last().map(|d| encode_cursor(d.dead_at, d.id))).flatten();
@@ -82,7 +83,11 @@ pub async fn groups(
     principal.require(Scope::Admin)?;
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text(), Some("query")))?;
     let limit = limit_param(p.limit.as_deref(), 50, 500)?;
-    Ok(Json(json!({"groups": dead_letters::groups(&state.pool, limit).await?})))
+    let groups = match principal.reach().tenant() {
+        None => dead_letters::groups(&state.pool, limit).await?,
+        Some(tenant) => dead_letters::groups_of(&state.pool, tenant, limit).await?,
+    };
+    Ok(Json(json!({"groups": groups})))
 }
 
 /// One dead letter with its payload, headers and every attempt's error.
@@ -94,7 +99,7 @@ pub async fn show(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Admin)?;
     let id = path_id(id)?;
-    Ok(Json(state.ops().detail(id).await?))
+    Ok(Json(state.ops_within(principal.reach()).detail(id).await?))
 }
 
 /// Body of a single replay: an optional edited payload.
@@ -120,7 +125,7 @@ pub async fn replay(
         }
         None => ReplayBody::default(),
     };
-    let r = state.ops().replay(id, body.payload, &actor(&principal)).await?;
+    let r = state.ops_within(principal.reach()).replay(id, body.payload, &actor(&principal)).await?;
     let url = format!("/v1/commands/{}", r.command_id);
     Ok((StatusCode::ACCEPTED, Json(json!({"replayed": r, "status_url": url}))))
 }
@@ -134,7 +139,7 @@ pub async fn discard(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Admin)?;
     let id = path_id(id)?;
-    state.ops().discard(id, &actor(&principal)).await?;
+    state.ops_within(principal.reach()).discard(id, &actor(&principal)).await?;
     Ok(Json(json!({"discarded": id})))
 }
 
@@ -163,8 +168,10 @@ pub async fn replay_many(
     principal.require(Scope::Admin)?;
     let b = bulk_body(body)?;
     let limit = b.limit.unwrap_or(1000).min(MAX_BULK);
-    let bulk =
-        state.ops().replay_many(&b.filter, limit, b.rate_per_second.unwrap_or(100.0), &actor(&principal)).await?;
+    let bulk = state
+        .ops_within(principal.reach())
+        .replay_many(&b.filter, limit, b.rate_per_second.unwrap_or(100.0), &actor(&principal))
+        .await?;
     Ok(Json(
         json!({"replayed": bulk.done, "failed": bulk.failed, "failures": bulk.failures, "remaining": bulk.remaining}),
     ))
@@ -180,7 +187,7 @@ pub async fn discard_many(
     principal.require(Scope::Admin)?;
     let b = bulk_body(body)?;
     let limit = b.limit.unwrap_or(1000).min(MAX_BULK);
-    let bulk = state.ops().discard_many(&b.filter, limit, &actor(&principal)).await?;
+    let bulk = state.ops_within(principal.reach()).discard_many(&b.filter, limit, &actor(&principal)).await?;
     Ok(Json(json!({"discarded": bulk.done, "remaining": bulk.remaining})))
 }
 

@@ -52,9 +52,20 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// Operator actions over this state's pool, broker and schemas.
+    /// Operator actions over this state's pool, broker and schemas, across every tenant (the
+    /// dashboard's operators).
     pub fn ops(&self) -> crate::ops::Operators {
-        crate::ops::Operators { pool: self.pool.clone(), broker: self.broker.clone(), schemas: self.schemas.clone() }
+        self.ops_within(crate::ops::Reach::Every)
+    }
+
+    /// Operator actions limited to `reach` (an API key's: [`auth::Principal::reach`]).
+    pub fn ops_within(&self, reach: crate::ops::Reach) -> crate::ops::Operators {
+        crate::ops::Operators {
+            pool: self.pool.clone(),
+            broker: self.broker.clone(),
+            schemas: self.schemas.clone(),
+            reach,
+        }
     }
 }
 

@@ -94,7 +94,14 @@ fn op(
     match scope {
         Some(s) => {
             o["security"] = json!([{"bearer": []}]);
-            o["description"] = json!(format!("Needs an API key with the `{s}` scope (or `admin`)."));
+            let description = match s {
+                "operator" => "Needs an API key with the `operator` scope; it acts across tenants.".to_owned(),
+                "admin" => "Needs an API key with the `admin` scope (or `operator`); an admin key reaches its own \
+                            tenant's dead letters and webhook sources only, an operator key every tenant's."
+                    .to_owned(),
+                s => format!("Needs an API key with the `{s}` scope (or `admin` or `operator`)."),
+            };
+            o["description"] = json!(description);
         }
         None => o["security"] = json!([]),
     }
@@ -420,7 +427,7 @@ pub fn document(registry: &SchemaRegistry) -> Value {
         "/v1/audit",
         op(
             "The audit log, newest first",
-            Some("admin"),
+            Some("operator"),
             json!([query("before", json!({"type": "integer"})), limit(1000)]),
             None,
             (
@@ -438,7 +445,7 @@ pub fn document(registry: &SchemaRegistry) -> Value {
         "/v1/queues",
         op(
             "Queues with depth, consumers and pause state",
-            Some("admin"),
+            Some("operator"),
             none.clone(),
             None,
             (
@@ -457,7 +464,7 @@ pub fn document(registry: &SchemaRegistry) -> Value {
             &format!("/v1/queues/{{name}}/{verb}"),
             op(
                 &format!("{what} consumption of a queue"),
-                Some("admin"),
+                Some("operator"),
                 json!([name("name")]),
                 None,
                 ("200", ok("Done", any_object())),

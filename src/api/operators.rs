@@ -27,7 +27,7 @@ pub async fn audit_log(
     principal: Principal,
     params: Result<Query<AuditParams>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    principal.require(Scope::Admin)?;
+    principal.require(Scope::Operator)?;
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text(), Some("query")))?;
     let limit = limit_param(p.limit.as_deref(), 100, 1000)?;
     let before = p
@@ -44,7 +44,7 @@ pub async fn audit_log(
 /// Every sluice queue with its depth and consumers, and which are paused.
 #[tracing::instrument(skip_all)]
 pub async fn queues(State(state): State<ApiState>, principal: Principal) -> Result<impl IntoResponse, ApiError> {
-    principal.require(Scope::Admin)?;
+    principal.require(Scope::Operator)?;
     let stats = state.broker.queue_stats().await.map_err(|e| {
         tracing::warn!(error = %e, "cannot read queues from RabbitMQ");
         ApiError::Unavailable {
@@ -89,7 +89,7 @@ async fn set_paused(
     name: Result<Path<String>, PathRejection>,
     paused: bool,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    principal.require(Scope::Admin)?;
+    principal.require(Scope::Operator)?;
     let Path(name) = name.map_err(|e| ApiError::bad_request("invalid_queue", e.body_text(), Some("path name")))?;
     state.ops().set_paused(&name, paused, &actor(&principal)).await?;
     Ok(Json(json!({"queue": name, "paused": paused})))

@@ -224,14 +224,14 @@ pub async fn put_source(
         signature_header: b.signature_header.map(|h| h.to_ascii_lowercase()),
         id_header: b.id_header.map(|h| h.to_ascii_lowercase()),
     };
-    state.ops().set_source(&source, &actor(&principal)).await?;
+    state.ops_within(principal.reach()).set_source(&source, &actor(&principal)).await?;
     Ok(Json(json!({"source": source, "url": format!("/v1/webhooks/{}", source.name)})))
 }
 
 /// Every source, without secrets (admin).
 pub async fn list_sources(State(state): State<ApiState>, principal: Principal) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Admin)?;
-    Ok(Json(json!({"sources": webhooks::list(&state.pool).await?})))
+    Ok(Json(json!({"sources": state.ops_within(principal.reach()).sources().await?})))
 }
 
 /// Removes a source (admin).
@@ -242,7 +242,7 @@ pub async fn delete_source(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Admin)?;
     let Path(name) = name.map_err(|e| ApiError::bad_request("invalid_name", e.body_text(), Some("path name")))?;
-    state.ops().remove_source(&name, &actor(&principal)).await?;
+    state.ops_within(principal.reach()).remove_source(&name, &actor(&principal)).await?;
     Ok(Json(json!({"removed": name})))
 }
 
@@ -265,6 +265,10 @@ pub async fn deliveries(
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text(), Some("query")))?;
     let limit = limit_param(p.limit.as_deref(), 50, 500)?;
     let before = p.cursor.as_deref().map(decode_cursor).transpose()?;
+    // Deliveries of a source are its tenant's; an operator also sees those of removed sources.
+    if principal.reach() != crate::ops::Reach::Every {
+        state.ops_within(principal.reach()).source(&name).await?;
+    }
     let page = webhooks::deliveries(&state.pool, &name, before, limit).await?;
     let next = (page.len() as i64 == limit).then(|| page.last().map(|d| encode_cursor(d.received_at, d.id))).flatten();
     Ok(Json(json!({"deliveries": page, "next_cursor": next})))

@@ -126,7 +126,12 @@ pub(super) fn operators(
     let topology =
         Topology::new(&settings.broker.prefix, &settings.worker.retry_tiers_ms, settings.broker.delivery_limit);
     let broker = Broker::start(settings.broker.clone(), topology, "cli", cancel.clone());
-    let ops = Operators { pool, broker: broker.clone(), schemas: Arc::new(SchemaRegistry::builtin()?) };
+    let ops = Operators {
+        pool,
+        broker: broker.clone(),
+        schemas: Arc::new(SchemaRegistry::builtin()?),
+        reach: crate::ops::Reach::Every,
+    };
     Ok((ops, broker, cancel))
 }
 

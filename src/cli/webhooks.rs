@@ -66,7 +66,7 @@ pub async fn run(settings: Settings, command: WebhooksCommand) -> anyhow::Result
                 println!("source {} set: deliveries go to POST /v1/webhooks/{}", source.name, source.name);
             }
             WebhooksCommand::List => {
-                for s in webhooks::list(&pool).await? {
+                for s in webhooks::list(&pool, None).await? {
                     println!(
                         "{}\t{}\t{}\t{} secret(s)\t{}\t{} s",
                         s.name,

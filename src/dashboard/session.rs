@@ -1,4 +1,4 @@
-//! Dashboard logins: an admin API key is exchanged for a session cookie (HttpOnly,
+//! Dashboard logins: an operator API key is exchanged for a session cookie (HttpOnly,
 //! SameSite=Strict, Path=/dashboard; only its SHA-256 is stored) carrying a CSRF token that
 //! every form posts back.
 
@@ -62,10 +62,10 @@ impl FromRequestParts<ApiState> for Operator {
             Ok(None) => return Err(to_login()),
             Err(e) => return Err(PageError::from(e).into_response()),
         };
-        // A session lasts only as long as its key is valid and still has the admin scope.
+        // A session lasts only as long as its key is valid and still has the operator scope.
         if session.key_id != "bootstrap" {
             match api_keys::find(&state.pool, &session.key_id).await {
-                Ok(Some(k)) if k.revoked_at.is_none() && k.scopes.iter().any(|s| s == Scope::Admin.as_str()) => {}
+                Ok(Some(k)) if k.revoked_at.is_none() && k.scopes.iter().any(|s| s == Scope::Operator.as_str()) => {}
                 Ok(_) => return Err(to_login()),
                 Err(e) => return Err(PageError::from(e).into_response()),
             }
@@ -97,7 +97,7 @@ fn login_page(error: Option<&str>) -> Markup {
         html! {
             h1 { "sluice" }
             form.login method="post" action="/dashboard/login" {
-                label for="key" { "Admin API key" }
+                label for="key" { "Operator API key" }
                 input #key name="key" type="password" autocomplete="current-password" required autofocus;
                 @if let Some(e) = error { p.error role="alert" { (e) } }
                 button type="submit" { "Sign in" }
@@ -112,7 +112,7 @@ pub struct LoginForm {
     key: String,
 }
 
-/// `POST /dashboard/login`: an admin key opens a session.
+/// `POST /dashboard/login`: an operator key opens a session.
 #[tracing::instrument(skip_all)]
 pub async fn login(
     State(state): State<ApiState>,
@@ -146,8 +146,8 @@ pub async fn login(
             return (StatusCode::UNAUTHORIZED, login_page(Some("That key is not valid."))).into_response();
         }
     };
-    if principal.require(Scope::Admin).is_err() {
-        return (StatusCode::FORBIDDEN, login_page(Some("That key lacks the admin scope."))).into_response();
+    if principal.require(Scope::Operator).is_err() {
+        return (StatusCode::FORBIDDEN, login_page(Some("That key lacks the operator scope."))).into_response();
     }
     let token = random_hex();
     let csrf = random_hex();

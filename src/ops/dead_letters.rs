@@ -44,11 +44,21 @@ pub struct Bulk {
 }
 
 impl Operators {
+    /// `filter` narrowed to the tenant in reach, whatever tenant it named.
+    pub fn within_reach(&self, filter: &Filter) -> Filter {
+        let mut f = filter.clone();
+        if let Some(t) = self.reach.tenant() {
+            f.tenant = Some(t.to_owned());
+        }
+        f
+    }
+
     /// One dead letter in full: its summary, headers, decoded payload (or the raw body as text
     /// when it is not a command) and every failed attempt of its command.
     pub async fn detail(&self, id: Uuid) -> Result<Value, OpsError> {
         let dl = dead_letters::get(&self.pool, id)
             .await?
+            .filter(|dl| self.reach.covers(dl.summary.tenant.as_deref()))
             .ok_or_else(|| OpsError::NotFound(format!("no dead letter {id}")))?;
         let payload = match Envelope::decode(&dl.body) {
             Ok(cmd) => cmd.payload,
@@ -85,6 +95,7 @@ impl Operators {
         let mut tx = self.pool.begin().await.map_err(crate::store::StoreError::from)?;
         let dl = dead_letters::get_for_update(&mut tx, id)
             .await?
+            .filter(|dl| self.reach.covers(dl.summary.tenant.as_deref()))
             .ok_or_else(|| OpsError::NotFound(format!("no dead letter {id}")))?;
         if dl.summary.state == "discarded" {
             return Err(OpsError::Conflict(format!("dead letter {id} was discarded")));
@@ -149,7 +160,7 @@ impl Operators {
     ) -> Result<Bulk, OpsError> {
         // Detached: a caller that goes away (a proxy timeout, Ctrl-C) does not cut the job
         // short between a replay and the audit record.
-        let (ops, filter, actor) = (self.clone(), filter.clone(), actor.to_owned());
+        let (ops, filter, actor) = (self.clone(), self.within_reach(filter), actor.to_owned());
         tokio::spawn(async move { ops.replay_many_now(&filter, limit, per_second, &actor).await })
             .await
             .map_err(|e| OpsError::Conflict(format!("the bulk replay stopped: {e}")))?
@@ -194,6 +205,7 @@ impl Operators {
     pub async fn discard(&self, id: Uuid, actor: &str) -> Result<(), OpsError> {
         let dl = dead_letters::get(&self.pool, id)
             .await?
+            .filter(|dl| self.reach.covers(dl.summary.tenant.as_deref()))
             .ok_or_else(|| OpsError::NotFound(format!("no dead letter {id}")))?;
         let mut tx = self.pool.begin().await.map_err(crate::store::StoreError::from)?;
         if !dead_letters::mark_discarded(&mut tx, id).await? {
@@ -206,7 +218,7 @@ impl Operators {
 
     /// Discards up to `limit` open dead letters matching `filter`.
     pub async fn discard_many(&self, filter: &Filter, limit: usize, actor: &str) -> Result<Bulk, OpsError> {
-        let (ops, filter, actor) = (self.clone(), filter.clone(), actor.to_owned());
+        let (ops, filter, actor) = (self.clone(), self.within_reach(filter), actor.to_owned());
         tokio::spawn(async move { ops.discard_many_now(&filter, limit, &actor).await })
             .await
             .map_err(|e| OpsError::Conflict(format!("the bulk discard stopped: {e}")))?

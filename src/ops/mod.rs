@@ -17,6 +17,34 @@ pub struct Operators {
     pub pool: PgPool,
     pub broker: Broker,
     pub schemas: Arc<SchemaRegistry>,
+    /// Whose dead letters and webhook sources these actions may touch.
+    pub reach: Reach,
+}
+
+/// Whose things an action may see and change: every tenant's (operators: the dashboard, the
+/// CLI, `operator` keys) or one tenant's (its `admin` keys).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reach {
+    Every,
+    Tenant(String),
+}
+
+impl Reach {
+    /// Whether something of `tenant` (none for a message that never named one) is within reach.
+    pub fn covers(&self, tenant: Option<&str>) -> bool {
+        match self {
+            Self::Every => true,
+            Self::Tenant(t) => tenant == Some(t.as_str()),
+        }
+    }
+
+    /// The one tenant in reach, or `None` for every tenant.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Self::Every => None,
+            Self::Tenant(t) => Some(t),
+        }
+    }
 }
 
 /// Why an operator action did not happen.

@@ -35,7 +35,20 @@ impl Operators {
         if source.scheme == "hmac" && source.signature_header.as_deref().is_none_or(str::is_empty) {
             return bad("the hmac scheme needs signature_header".into());
         }
+        if !self.reach.covers(Some(&source.tenant)) {
+            return bad("tenant: a tenant's admin key configures sources of its own tenant only".into());
+        }
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        // Names are global (the receive URL is /v1/webhooks/{name}); a name another tenant
+        // holds is not this one's to replace, and reads as absent.
+        if let Some(owner) = webhooks::owner_for_update(&mut tx, &source.name).await? {
+            if !self.reach.covers(Some(&owner)) {
+                return Err(OpsError::NotFound(format!(
+                    "no webhook source {:?} of this tenant, and the name is taken: choose another",
+                    source.name
+                )));
+            }
+        }
         webhooks::upsert(&mut tx, source).await?;
         let details = json!({"scheme": source.scheme, "tenant": source.tenant, "secrets": source.secrets.len(),
                              "command_type": source.command_type, "tolerance_secs": source.tolerance_secs});
@@ -45,10 +58,23 @@ impl Operators {
         Ok(())
     }
 
+    /// A source within reach, by name.
+    pub async fn source(&self, name: &str) -> Result<Source, OpsError> {
+        webhooks::get(&self.pool, name)
+            .await?
+            .filter(|s| self.reach.covers(Some(&s.tenant)))
+            .ok_or_else(|| OpsError::NotFound(format!("no webhook source {name:?}")))
+    }
+
+    /// The sources within reach, by name.
+    pub async fn sources(&self) -> Result<Vec<Source>, OpsError> {
+        Ok(webhooks::list(&self.pool, self.reach.tenant()).await?)
+    }
+
     /// Removes a source (its recorded deliveries stay).
     pub async fn remove_source(&self, name: &str, actor: &str) -> Result<(), OpsError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-        if !webhooks::delete(&mut tx, name).await? {
+        if !webhooks::delete(&mut tx, name, self.reach.tenant()).await? {
             return Err(OpsError::NotFound(format!("no webhook source {name:?}")));
         }
         audit::record(&mut tx, actor, "webhook_source.remove", &format!("webhook_source/{name}"), &json!({})).await?;

@@ -267,6 +267,25 @@ pub async fn groups(pool: &PgPool, limit: i64) -> Result<Vec<Group>, StoreError>
     .await?)
 }
 
+/// [`groups`] of one tenant's open dead letters, counted from the dead letters themselves (the
+/// groups table spans tenants); `message` is the group's latest error.
+pub async fn groups_of(pool: &PgPool, tenant: &str, limit: i64) -> Result<Vec<Group>, StoreError> {
+    Ok(sqlx::query_as::<_, Group>(
+        "SELECT fingerprint, (array_agg(command_type ORDER BY dead_at DESC))[1] AS command_type,
+                (array_agg(error_kind ORDER BY dead_at DESC))[1] AS error_kind,
+                (array_agg(error ORDER BY dead_at DESC))[1] AS message,
+                count(*) FILTER (WHERE state = 'open') AS open_count, count(*) AS total_count,
+                min(dead_at) AS first_seen, max(dead_at) AS last_seen
+           FROM dead_letters WHERE tenant = $1
+          GROUP BY fingerprint HAVING count(*) FILTER (WHERE state = 'open') > 0
+          ORDER BY last_seen DESC LIMIT $2",
+    )
+    .bind(tenant)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// Open dead letters in all (from the groups table: no scan of dead letters).
 pub async fn open_count(pool: &PgPool) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar::<_, i64>("SELECT coalesce(sum(open_count), 0)::bigint FROM dead_letter_groups")

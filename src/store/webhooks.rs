@@ -57,19 +57,32 @@ pub async fn get(pool: &PgPool, name: &str) -> Result<Option<Source>, StoreError
     .await?)
 }
 
-/// Every source, by name.
-pub async fn list(pool: &PgPool) -> Result<Vec<Source>, StoreError> {
+/// Every source (of `tenant`, when given), by name.
+pub async fn list(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<Source>, StoreError> {
     Ok(sqlx::query_as::<_, Source>(
         "SELECT name, tenant, scheme, secrets, tolerance_secs, command_type, signature_header, id_header
-           FROM webhook_sources ORDER BY name",
+           FROM webhook_sources WHERE ($1::text IS NULL OR tenant = $1) ORDER BY name",
     )
+    .bind(tenant)
     .fetch_all(pool)
     .await?)
 }
 
-/// Removes a source; false if there was none.
-pub async fn delete(tx: &mut sqlx::PgConnection, name: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query("DELETE FROM webhook_sources WHERE name = $1").bind(name).execute(tx).await?;
+/// The tenant a source belongs to, locked for the rest of the transaction.
+pub async fn owner_for_update(tx: &mut sqlx::PgConnection, name: &str) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT tenant FROM webhook_sources WHERE name = $1 FOR UPDATE")
+        .bind(name)
+        .fetch_optional(tx)
+        .await?)
+}
+
+/// Removes a source (of `tenant`, when given); false if there was none.
+pub async fn delete(tx: &mut sqlx::PgConnection, name: &str, tenant: Option<&str>) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM webhook_sources WHERE name = $1 AND ($2::text IS NULL OR tenant = $2)")
+        .bind(name)
+        .bind(tenant)
+        .execute(tx)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -24,7 +24,7 @@ async fn csrf_of(app: &TestApp, http: &reqwest::Client, path: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_needs_an_admin_login_and_sets_a_strict_http_only_session_cookie() {
+async fn the_dashboard_needs_an_operator_login_and_sets_a_strict_http_only_session_cookie() {
     let app = spawn_app().await;
     let http = browser_like();
     let r = http.get(format!("{}/dashboard", app.base)).send().await.unwrap();
@@ -125,11 +125,11 @@ async fn in_a_browser_an_operator_sees_a_dead_letter_fixes_and_replays_it_and_se
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_the_key_ends_its_dashboard_sessions() {
     let app = spawn_app().await;
-    let admin = create_key(&app.pool, "test", "acme", &["admin".into()]).await.unwrap();
+    let operator = create_key(&app.pool, "test", "acme", &["operator".into()]).await.unwrap();
     let http = browser_like();
-    assert_eq!(login(&app, &http, &admin.key).await.status(), 303);
+    assert_eq!(login(&app, &http, &operator.key).await.status(), 303);
     assert_eq!(http.get(format!("{}/dashboard", app.base)).send().await.unwrap().status(), 200);
-    assert!(sluice::store::api_keys::revoke(&app.pool, &admin.key_id).await.unwrap());
+    assert!(sluice::store::api_keys::revoke(&app.pool, &operator.key_id).await.unwrap());
     let r = http.get(format!("{}/dashboard", app.base)).send().await.unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/dashboard/login");

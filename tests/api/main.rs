@@ -23,5 +23,6 @@ mod operators;
 mod outages;
 mod proxy;
 mod retries;
+mod tenants;
 mod validation;
 mod webhooks;
