@@ -103,6 +103,7 @@ impl Application {
             limiter: Arc::new(api::limits::RateLimiter::new(settings.limits.clone())),
             backpressure: Arc::new(api::limits::Backpressure::new(&settings.limits)),
             startup: startup.clone(),
+            webhook_gate: Arc::new(api::WebhookGate::new(&settings.webhooks)),
         };
         let serves_api = matches!(roles, Roles::All | Roles::Api);
         let router = if serves_api {

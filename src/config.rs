@@ -41,6 +41,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub batches: BatchSettings,
     pub dashboard: DashboardSettings,
+    pub webhooks: WebhookSettings,
     pub log: LogSettings,
 }
 
@@ -140,6 +141,17 @@ pub struct BatchSettings {
     pub callback_ports: Vec<u16>,
     pub settle_interval_ms: u64,
     pub sweep_interval_secs: u64,
+}
+
+/// `[webhooks]`
+#[derive(Clone, Debug, Deserialize)]
+pub struct WebhookSettings {
+    pub rate_per_second: f64,
+    pub burst: f64,
+    pub client_rate_per_second: f64,
+    pub client_burst: f64,
+    pub source_cache_ms: u64,
+    pub max_refused_kept: u64,
 }
 
 /// `[dashboard]`

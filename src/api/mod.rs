@@ -15,9 +15,11 @@ pub mod openapi;
 mod operators;
 mod reads;
 pub mod server;
+mod webhook_gate;
 mod webhooks;
 
 pub use health::Startup;
+pub use webhook_gate::WebhookGate;
 
 use crate::broker::Broker;
 use crate::schemas::SchemaRegistry;
@@ -49,6 +51,8 @@ pub struct ApiState {
     pub backpressure: Arc<limits::Backpressure>,
     /// Until it is finished, only health, metrics and the API document are served.
     pub startup: Arc<Startup>,
+    /// The sources directory and rate limits of unauthenticated webhook deliveries.
+    pub webhook_gate: Arc<webhook_gate::WebhookGate>,
 }
 
 impl ApiState {

@@ -83,13 +83,16 @@ fn op(
     success: (&str, Value),
     extra: &[(&str, &str)],
 ) -> Value {
-    let mut responses = errors(extra);
-    responses.insert(success.0.to_owned(), success.1);
+    let mut responses = errors(&[]);
     if scope.is_none() {
         responses.remove("401");
         responses.remove("403");
         responses.remove("429");
     }
+    for (code, why) in extra {
+        responses.insert((*code).to_owned(), error_response(why));
+    }
+    responses.insert(success.0.to_owned(), success.1);
     let mut o = json!({"summary": summary, "parameters": params, "responses": responses});
     match scope {
         Some(s) => {
@@ -546,6 +549,7 @@ pub fn document(registry: &SchemaRegistry) -> Value {
                 ("404", "No such source"),
                 ("413", "Body too large"),
                 ("422", "Not a valid command for the source"),
+                ("429", "Too many deliveries from this address or to this source; see Retry-After"),
             ],
         ),
     );

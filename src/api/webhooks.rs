@@ -77,11 +77,16 @@ fn refusals_may_be_recorded(source: &str) -> bool {
 pub async fn receive(
     State(state): State<ApiState>,
     Path(name): Path<String>,
+    super::server::ClientIp(client): super::server::ClientIp,
     req: Request,
 ) -> Result<impl IntoResponse, ApiError> {
-    let source = webhooks::get(&state.pool, &name)
+    let gate = &state.webhook_gate;
+    gate.admit_client(client)?;
+    let source = gate
+        .source(&state.pool, &name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no webhook source {name:?}")))?;
+    gate.admit_source(&name)?;
     let headers = req.headers().clone();
     let body = read_bytes(req, &state).await?;
     let now = chrono::Utc::now().timestamp();
@@ -107,6 +112,7 @@ pub async fn receive(
                     },
                 )
                 .await?;
+                webhooks::trim_refused(&state.pool, &name, gate.refused_kept()).await?;
             }
             return Err(ApiError::Unauthorized(match e {
                 crate::webhooks::VerifyError::Missing(_) => "webhook signature headers are missing",
@@ -225,6 +231,7 @@ pub async fn put_source(
         id_header: b.id_header.map(|h| h.to_ascii_lowercase()),
     };
     state.ops_within(principal.reach()).set_source(&source, &actor(&principal)).await?;
+    state.webhook_gate.invalidate().await;
     Ok(Json(json!({"source": source, "url": format!("/v1/webhooks/{}", source.name)})))
 }
 
@@ -243,6 +250,7 @@ pub async fn delete_source(
     principal.require(Scope::Admin)?;
     let Path(name) = name.map_err(|e| ApiError::bad_request("invalid_name", e.body_text(), Some("path name")))?;
     state.ops_within(principal.reach()).remove_source(&name, &actor(&principal)).await?;
+    state.webhook_gate.invalidate().await;
     Ok(Json(json!({"removed": name})))
 }
 

@@ -117,6 +117,22 @@ pub async fn record(pool: &PgPool, d: &NewDelivery<'_>) -> Result<bool, StoreErr
     Ok(done.rows_affected() == 1)
 }
 
+/// Deletes the refused deliveries of `source` beyond the newest `keep` (ids are UUIDv7, so in
+/// time order); returns how many went.
+pub async fn trim_refused(pool: &PgPool, source: &str, keep: i64) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM webhook_deliveries
+          WHERE source = $1 AND NOT verified
+            AND id < (SELECT id FROM webhook_deliveries WHERE source = $1 AND NOT verified
+                       ORDER BY id DESC OFFSET $2 - 1 LIMIT 1)",
+    )
+    .bind(source)
+    .bind(keep.max(1))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Marks a delivery that was recorded with a problem as accepted after all (a re-delivery
 /// after the source was fixed).
 pub async fn mark_accepted(pool: &PgPool, id: Uuid) -> Result<(), StoreError> {

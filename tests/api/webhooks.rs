@@ -1,7 +1,7 @@
 //! Inbound webhooks: each scheme verified over the raw bytes (with its public test vector where
 //! there is one), re-deliveries applied once, refusals stored without their body.
 
-use crate::helpers::{eventually, spawn_app, TestApp};
+use crate::helpers::{eventually, spawn_app, spawn_app_with, Probe, TestApp};
 use serde_json::{json, Value};
 use sluice::webhooks::standard;
 use std::time::Duration;
@@ -234,4 +234,64 @@ async fn producers_cannot_write_events_in_the_webhook_namespace() {
         (Some("rejected"), Some("reserved_name"))
     );
     assert!(events_named(&app, "webhook.gh.push").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_to_unknown_sources_are_404s_without_a_database_read_each() {
+    let app = spawn_app_with(|s| s.webhooks.source_cache_ms = 600_000, &Probe::default()).await;
+    assert_eq!(deliver(&app, "nobody-0", &[], b"{}").await.status(), 404);
+    let reads = app.metric("sluice_webhook_directory_reads_total").await;
+    for i in 1..200 {
+        assert_eq!(deliver(&app, &format!("nobody-{i}"), &[], b"{}").await.status(), 404);
+    }
+    assert_eq!(app.metric("sluice_webhook_directory_reads_total").await, reads, "answered from the directory");
+    // A source this process configures is seen at once.
+    put_source(&app, "fresh", json!({"scheme": "github", "secrets": ["fresh-secret-1"]})).await;
+    assert_eq!(deliver(&app, "fresh", &[], b"{}").await.status(), 401, "known now: refused for its signature");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_rate_limited_per_client_address_and_per_source() {
+    let app = spawn_app_with(
+        |s| {
+            (s.webhooks.client_rate_per_second, s.webhooks.client_burst) = (0.01, 5.0);
+            (s.webhooks.rate_per_second, s.webhooks.burst) = (0.0, 1.0);
+        },
+        &Probe::default(),
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(deliver(&app, "nobody", &[], b"{}").await.status(), 404);
+    }
+    let r = deliver(&app, "nobody", &[], b"{}").await;
+    assert_eq!(r.status(), 429, "one address gets its burst");
+    assert!(r.headers().contains_key("retry-after"));
+
+    let app = spawn_app_with(|s| (s.webhooks.rate_per_second, s.webhooks.burst) = (0.01, 3.0), &Probe::default()).await;
+    for name in ["busy", "quiet"] {
+        put_source(&app, name, json!({"scheme": "github", "secrets": ["some-secret-1"]})).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(deliver(&app, "busy", &[], b"{}").await.status(), 401);
+    }
+    assert_eq!(deliver(&app, "busy", &[], b"{}").await.status(), 429, "one source gets its burst");
+    assert_eq!(deliver(&app, "quiet", &[], b"{}").await.status(), 401, "other sources are not held back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_deliveries_are_kept_up_to_a_bound_per_source_newest_first() {
+    let app = spawn_app_with(|s| s.webhooks.max_refused_kept = 3, &Probe::default()).await;
+    put_source(&app, "noisy", json!({"scheme": "github", "secrets": ["noisy-secret-1"]})).await;
+    for i in 0..10 {
+        let headers = [("x-github-delivery", format!("d-{i}")), ("x-hub-signature-256", "sha256=00".to_owned())];
+        assert_eq!(deliver(&app, "noisy", &headers, b"{}").await.status(), 401);
+    }
+    let kept: Vec<Value> = sqlx::query_scalar(
+        "SELECT headers FROM webhook_deliveries WHERE source = 'noisy' AND NOT verified ORDER BY id DESC",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let ids: Vec<&str> = kept.iter().filter_map(|h| h["x-github-delivery"].as_str()).collect();
+    assert_eq!(ids, ["d-9", "d-8", "d-7"], "the newest three are kept");
 }
