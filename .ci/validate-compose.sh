@@ -102,7 +102,7 @@ fi
 normalized="$work/compose.json"
 # The file requires these secrets (`${VAR:?message}`); the checks below set stand-ins, and
 # first make sure that without them Compose refuses to start and says what to set.
-required_secrets=(SLUICE_BOOTSTRAP_KEY POSTGRES_PASSWORD RABBITMQ_PASSWORD GRAFANA_ADMIN_PASSWORD)
+required_secrets=(SLUICE_BOOTSTRAP_KEY SLUICE_SECRETS_KEYS POSTGRES_PASSWORD RABBITMQ_PASSWORD GRAFANA_ADMIN_PASSWORD)
 for var in "${required_secrets[@]}"; do unset "$var"; done
 if ((${#compose[@]})); then
   # Each secret alone left out: Compose must refuse and name it.

@@ -90,6 +90,10 @@ impl Application {
         };
         let reporter = Arc::new(Reporter::new(role_names, settings.worker.concurrency, settings.worker.prefetch));
         let startup = Arc::new(api::Startup::new());
+        let sealer = Arc::new(crate::secrets::Sealer::from_spec(settings.secrets.keys.expose())?);
+        if !sealer.is_configured() {
+            tracing::warn!("SLUICE_SECRETS_KEYS is not set: webhook and callback secrets are stored in clear");
+        }
         let state = ApiState {
             pool: pool.clone(),
             broker: broker.clone(),
@@ -103,7 +107,8 @@ impl Application {
             limiter: Arc::new(api::limits::RateLimiter::new(settings.limits.clone())),
             backpressure: Arc::new(api::limits::Backpressure::new(&settings.limits)),
             startup: startup.clone(),
-            webhook_gate: Arc::new(api::WebhookGate::new(&settings.webhooks)),
+            webhook_gate: Arc::new(api::WebhookGate::new(&settings.webhooks, sealer.clone())),
+            sealer: sealer.clone(),
         };
         let serves_api = matches!(roles, Roles::All | Roles::Api);
         let router = if serves_api {
@@ -142,6 +147,7 @@ impl Application {
                 reporter: reporter.clone(),
                 batch_settings: settings.batches.clone(),
                 touched: Default::default(),
+                sealer: sealer.clone(),
             })
         });
         Ok(Self { port, server, worker, broker, worker_broker, pool, reporter, cancel, http_cancel })

@@ -32,6 +32,8 @@ pub mod json;
 pub mod ops;
 /// JSON Schema registry for command payloads.
 pub mod schemas;
+/// Secrets at rest: sealing and opening webhook and callback secrets.
+pub mod secrets;
 /// PostgreSQL pool, migrations and queries per table.
 pub mod store;
 /// Logging and metrics set-up.

@@ -33,6 +33,11 @@ enum Command {
         #[command(subcommand)]
         command: sluice::cli::dlq::DlqCommand,
     },
+    /// Keys that seal stored secrets: generate one, reseal everything with the current one.
+    Secrets {
+        #[command(subcommand)]
+        command: sluice::cli::secrets::SecretsCommand,
+    },
     /// Configure inbound webhook sources.
     Webhooks {
         #[command(subcommand)]
@@ -91,6 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { command } => keys(settings, command).await,
         Command::Dlq { command } => sluice::cli::dlq::run(settings, command).await,
         Command::Webhooks { command } => sluice::cli::webhooks::run(settings, command).await,
+        Command::Secrets { command } => sluice::cli::secrets::run(settings, command).await,
         Command::Bench(args) => sluice::bench::run(settings, args).await,
         Command::Healthcheck { url } => {
             let status = reqwest::get(&url).await?.status();

@@ -121,7 +121,7 @@ pub async fn submit(
             total,
             rejected_at_ingest: i32::try_from(rejected.len()).unwrap_or(i32::MAX),
             callback_url: callback.map(|c| c.0),
-            callback_secret: callback.map(|c| c.1),
+            callback_secret: callback.map(|c| state.sealer.seal(c.1)).as_deref(),
         },
     )
     .await?;

@@ -114,6 +114,7 @@ impl From<OpsError> for ApiError {
             },
             OpsError::Publish(e) => e.into(),
             OpsError::Store(e) => e.into(),
+            OpsError::Secret(e) => Self::Internal(e.to_string()),
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct ApiState {
     pub startup: Arc<Startup>,
     /// The sources directory and rate limits of unauthenticated webhook deliveries.
     pub webhook_gate: Arc<webhook_gate::WebhookGate>,
+    /// Seals secrets before they are stored.
+    pub sealer: Arc<crate::secrets::Sealer>,
 }
 
 impl ApiState {
@@ -69,6 +71,7 @@ impl ApiState {
             broker: self.broker.clone(),
             schemas: self.schemas.clone(),
             reach,
+            sealer: self.sealer.clone(),
         }
     }
 }

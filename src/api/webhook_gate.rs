@@ -19,6 +19,7 @@ const MAX_BUCKETS: usize = 65_536;
 /// The sources as last read, and the buckets.
 pub struct WebhookGate {
     settings: WebhookSettings,
+    sealer: std::sync::Arc<crate::secrets::Sealer>,
     directory: tokio::sync::Mutex<Option<(Instant, HashMap<String, Source>)>>,
     per_source: Buckets,
     per_client: Buckets,
@@ -26,8 +27,9 @@ pub struct WebhookGate {
 
 impl WebhookGate {
     /// A gate with these settings.
-    pub fn new(settings: &WebhookSettings) -> Self {
+    pub fn new(settings: &WebhookSettings, sealer: std::sync::Arc<crate::secrets::Sealer>) -> Self {
         Self {
+            sealer,
             per_source: Buckets::new(settings.rate_per_second, settings.burst),
             per_client: Buckets::new(settings.client_rate_per_second, settings.client_burst),
             settings: settings.clone(),
@@ -43,7 +45,19 @@ impl WebhookGate {
         if dir.as_ref().is_none_or(|(at, _)| at.elapsed() >= ttl) {
             let all = webhooks::list(pool, None).await?;
             metrics::counter!("sluice_webhook_directory_reads_total").increment(1);
-            *dir = Some((Instant::now(), all.into_iter().map(|s| (s.name.clone(), s)).collect()));
+            let opened = all.into_iter().map(|s| {
+                let secrets = s.secrets.iter().filter_map(|stored| match self.sealer.open(stored) {
+                    Ok(clear) => Some(clear),
+                    Err(e) => {
+                        // Its deliveries then fail verification (401) until the key is configured.
+                        tracing::error!(source = %s.name, error = %e, "a webhook secret cannot be opened");
+                        None
+                    }
+                });
+                let secrets = secrets.collect();
+                (s.name.clone(), Source { secrets, ..s })
+            });
+            *dir = Some((Instant::now(), opened.collect()));
         }
         Ok(dir.as_ref().and_then(|(_, sources)| sources.get(name).cloned()))
     }

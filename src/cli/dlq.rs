@@ -131,6 +131,7 @@ pub(super) fn operators(
         broker: broker.clone(),
         schemas: Arc::new(SchemaRegistry::builtin()?),
         reach: crate::ops::Reach::Every,
+        sealer: Arc::new(crate::secrets::Sealer::from_spec(settings.secrets.keys.expose())?),
     };
     Ok((ops, broker, cancel))
 }

@@ -1,6 +1,8 @@
-//! Subcommands whose work is more than a line in `main`: `sluice dlq ...`, `sluice webhooks ...`.
+//! Subcommands whose work is more than a line in `main`: `sluice dlq ...`, `sluice webhooks ...`,
+//! `sluice secrets ...`.
 
 pub mod dlq;
+pub mod secrets;
 pub mod webhooks;
 
 /// How a CLI user appears in the audit log.

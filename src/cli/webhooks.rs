@@ -15,9 +15,13 @@ pub enum WebhooksCommand {
         /// standard, github, stripe or hmac.
         #[arg(long)]
         scheme: String,
-        /// Repeat for rotation: any of them verifies.
-        #[arg(long = "secret", required = true)]
+        /// Repeat for rotation: any of them verifies. Visible to other users in the process
+        /// list: prefer --secret-file.
+        #[arg(long = "secret")]
         secrets: Vec<String>,
+        /// A file with one secret per line; `-` reads them from standard input.
+        #[arg(long = "secret-file")]
+        secret_files: Vec<std::path::PathBuf>,
         #[arg(long, default_value_t = 300)]
         tolerance_secs: i32,
         #[arg(long, default_value = "webhook.received")]
@@ -46,12 +50,17 @@ pub async fn run(settings: Settings, command: WebhooksCommand) -> anyhow::Result
                 name,
                 tenant,
                 scheme,
-                secrets,
+                mut secrets,
+                secret_files,
                 tolerance_secs,
                 command_type,
                 signature_header,
                 id_header,
             } => {
+                for path in &secret_files {
+                    secrets.extend(read_secrets(path)?);
+                }
+                anyhow::ensure!(!secrets.is_empty(), "give at least one --secret or --secret-file");
                 let source = Source {
                     name,
                     tenant,
@@ -89,4 +98,15 @@ pub async fn run(settings: Settings, command: WebhooksCommand) -> anyhow::Result
     broker.close().await;
     cancel.cancel();
     result
+}
+
+/// Secrets from `path`, one per line (blank lines skipped); `-` is standard input.
+fn read_secrets(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context;
+    let text = if path == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading secrets from standard input")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading secrets from {}", path.display()))?
+    };
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
 }

@@ -143,6 +143,8 @@ impl From<OpsError> for PageError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, format!("RabbitMQ did not take it: {e}. Try again."))
             }
             OpsError::Store(e) => e.into(),
+            // Operators may read it: it names the key id that is missing, never a secret.
+            OpsError::Secret(e) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod dead_letters;
 pub mod queues;
+pub mod secrets;
 pub mod webhook_sources;
 
 use crate::broker::{Broker, PublishError};
@@ -19,6 +20,8 @@ pub struct Operators {
     pub schemas: Arc<SchemaRegistry>,
     /// Whose dead letters and webhook sources these actions may touch.
     pub reach: Reach,
+    /// Seals the secrets of sources before they are stored.
+    pub sealer: Arc<crate::secrets::Sealer>,
 }
 
 /// Whose things an action may see and change: every tenant's (operators: the dashboard, the
@@ -64,4 +67,6 @@ pub enum OpsError {
     Publish(#[from] PublishError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
 }

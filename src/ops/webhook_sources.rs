@@ -49,7 +49,8 @@ impl Operators {
                 )));
             }
         }
-        webhooks::upsert(&mut tx, source).await?;
+        let sealed = Source { secrets: source.secrets.iter().map(|s| self.sealer.seal(s)).collect(), ..source.clone() };
+        webhooks::upsert(&mut tx, &sealed).await?;
         let details = json!({"scheme": source.scheme, "tenant": source.tenant, "secrets": source.secrets.len(),
                              "command_type": source.command_type, "tolerance_secs": source.tolerance_secs});
         audit::record(&mut tx, actor, "webhook_source.set", &format!("webhook_source/{}", source.name), &details)

@@ -15,7 +15,7 @@ pub struct Batch {
     pub rejected_at_ingest: i32,
     pub callback_url: Option<String>,
     #[serde(skip)]
-    pub callback_secret: Option<String>,
+    pub callback_secret: Option<crate::config::Secret>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -221,7 +221,8 @@ pub struct DueCallback {
     pub batch_id: Uuid,
     pub tenant: String,
     pub url: String,
-    pub secret: Option<String>,
+    /// As stored (sealed).
+    pub secret: Option<crate::config::Secret>,
     pub attempts: i32,
 }
 
@@ -289,4 +290,22 @@ pub async fn callback_state(
         .bind(id)
         .fetch_optional(pool)
         .await?)
+}
+
+/// Every batch's stored (sealed) callback secret.
+pub async fn stored_callback_secrets(pool: &PgPool) -> Result<Vec<(Uuid, String)>, StoreError> {
+    Ok(sqlx::query_as("SELECT id, callback_secret FROM batches WHERE callback_secret IS NOT NULL")
+        .fetch_all(pool)
+        .await?)
+}
+
+/// Replaces a batch's stored callback secret if it is still `was`.
+pub async fn swap_callback_secret(pool: &PgPool, id: Uuid, was: &str, now: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query("UPDATE batches SET callback_secret = $3 WHERE id = $1 AND callback_secret = $2")
+        .bind(id)
+        .bind(was)
+        .bind(now)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -7,8 +7,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// A configured sender of webhooks.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+/// A configured sender of webhooks. `Debug` shows how many secrets, never them.
+#[derive(Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Source {
     pub name: String,
     pub tenant: String,
@@ -20,6 +20,18 @@ pub struct Source {
     pub command_type: String,
     pub signature_header: Option<String>,
     pub id_header: Option<String>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("name", &self.name)
+            .field("tenant", &self.tenant)
+            .field("scheme", &self.scheme)
+            .field("secrets", &format_args!("[{} redacted]", self.secrets.len()))
+            .field("command_type", &self.command_type)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Creates or replaces a source.
@@ -66,6 +78,23 @@ pub async fn list(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<Source>, St
     .bind(tenant)
     .fetch_all(pool)
     .await?)
+}
+
+/// Every source's stored (sealed) secrets, by name.
+pub async fn stored_secrets(pool: &PgPool) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+    Ok(sqlx::query_as("SELECT name, secrets FROM webhook_sources ORDER BY name").fetch_all(pool).await?)
+}
+
+/// Replaces a source's stored secrets if they are still `was`; false if they changed meanwhile.
+pub async fn swap_secrets(pool: &PgPool, name: &str, was: &[String], now: &[String]) -> Result<bool, StoreError> {
+    let done =
+        sqlx::query("UPDATE webhook_sources SET secrets = $3, updated_at = now() WHERE name = $1 AND secrets = $2")
+            .bind(name)
+            .bind(was)
+            .bind(now)
+            .execute(pool)
+            .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// The tenant a source belongs to, locked for the rest of the transaction.

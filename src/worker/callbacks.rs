@@ -50,7 +50,11 @@ async fn send_due(ctx: &WorkerCtx) -> Result<(), StoreError> {
 }
 
 async fn send(ctx: &WorkerCtx, cb: &batches::DueCallback) -> Result<(), String> {
-    let key = cb.secret.as_deref().and_then(standard::decode_secret).ok_or("the callback secret is unusable")?;
+    let secret = cb.secret.as_ref().map(|s| ctx.sealer.open(s.expose())).transpose().map_err(|e| {
+        tracing::error!(batch_id = %cb.batch_id, error = %e, "a callback secret cannot be opened");
+        "the callback secret cannot be opened"
+    })?;
+    let key = secret.as_deref().and_then(standard::decode_secret).ok_or("the callback secret is unusable")?;
     // Checked again at send time, and the POST goes to exactly the addresses checked: the name
     // may resolve elsewhere now than at submission, or between the check and the connection.
     let target = outbound::check(&cb.url, &ctx.batch_settings).await.map_err(|e| e.to_string())?;

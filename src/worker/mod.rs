@@ -38,6 +38,8 @@ pub struct WorkerCtx {
     pub batch_settings: crate::config::BatchSettings,
     /// Batches moved forward since the settler last checked them.
     pub touched: settle::Touched,
+    /// Opens the callback secrets of batches.
+    pub sealer: Arc<crate::secrets::Sealer>,
 }
 
 /// Runs the worker role until `cancel`, then drains in-flight commands.

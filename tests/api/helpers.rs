@@ -47,6 +47,8 @@ pub fn test_settings() -> (Settings, String) {
     s.broker.reconnect_max_ms = 500;
     s.auth.bootstrap_key = Secret::new(format!("test-bootstrap-{id}"));
     s.auth.bootstrap_tenant = "acme".into();
+    // Secrets are sealed in every test, as in production.
+    s.secrets.keys = Secret::new(sluice::secrets::generate_key("t1"));
     (s, db_name)
 }
 

@@ -23,6 +23,7 @@ mod operators;
 mod outages;
 mod proxy;
 mod retries;
+mod secrets;
 mod tenants;
 mod validation;
 mod webhooks;

@@ -108,7 +108,9 @@ async fn a_tenant_admin_cannot_read_change_or_replay_anything_of_another_tenant_
     assert_eq!(call(&app, &a, Method::PUT, "/v1/webhook-sources/new-one", Some(foreign)).await.0, 400);
     assert_eq!(call(&app, &a, Method::DELETE, "/v1/webhook-sources/globex-hooks", None).await.0, 404);
     let kept = sluice::store::webhooks::get(&app.pool, "globex-hooks").await.unwrap().expect("still there");
-    assert_eq!((kept.tenant.as_str(), kept.secrets.clone()), ("globex", vec!["b-secret-123456".to_owned()]));
+    let sealer = sluice::secrets::Sealer::from_spec(app.settings.secrets.keys.expose()).unwrap();
+    let secrets: Vec<String> = kept.secrets.iter().map(|s| sealer.open(s).unwrap()).collect();
+    assert_eq!((kept.tenant.as_str(), secrets), ("globex", vec!["b-secret-123456".to_owned()]));
 
     // Operator routes are not an admin's.
     for (method, path) in [
