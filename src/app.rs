@@ -109,6 +109,7 @@ impl Application {
             startup: startup.clone(),
             webhook_gate: Arc::new(api::WebhookGate::new(&settings.webhooks, sealer.clone())),
             sealer: sealer.clone(),
+            retention: Arc::new(settings.retention.clone()),
         };
         let serves_api = matches!(roles, Roles::All | Roles::Api);
         let router = if serves_api {
@@ -148,6 +149,7 @@ impl Application {
                 batch_settings: settings.batches.clone(),
                 touched: Default::default(),
                 sealer: sealer.clone(),
+                retention: settings.retention.clone(),
             })
         });
         Ok(Self { port, server, worker, broker, worker_broker, pool, reporter, cancel, http_cancel })

@@ -44,6 +44,7 @@ pub struct Settings {
     pub dashboard: DashboardSettings,
     pub webhooks: WebhookSettings,
     pub secrets: SecretsSettings,
+    pub retention: RetentionSettings,
     pub log: LogSettings,
 }
 
@@ -154,6 +155,19 @@ pub struct WebhookSettings {
     pub client_burst: f64,
     pub source_cache_ms: u64,
     pub max_refused_kept: u64,
+}
+
+/// `[retention]`
+#[derive(Clone, Debug, Deserialize)]
+pub struct RetentionSettings {
+    pub enabled: bool,
+    pub interval_secs: u64,
+    pub batch_size: u64,
+    pub pause_ms: u64,
+    pub commands_days: u32,
+    pub dead_letters_days: u32,
+    pub webhook_deliveries_days: u32,
+    pub refused_deliveries_days: u32,
 }
 
 /// `[secrets]`

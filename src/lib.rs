@@ -30,6 +30,8 @@ pub mod heartbeat;
 pub mod json;
 /// Operator actions: dead-letter replay and discard, queue pause, all audited.
 pub mod ops;
+/// Pruning finished records by age, by one process at a time.
+pub mod retention;
 /// JSON Schema registry for command payloads.
 pub mod schemas;
 /// Secrets at rest: sealing and opening webhook and callback secrets.

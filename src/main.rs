@@ -43,6 +43,8 @@ enum Command {
         #[command(subcommand)]
         command: sluice::cli::webhooks::WebhooksCommand,
     },
+    /// Run one retention pass now (what worker processes do every retention.interval_secs).
+    Prune,
     /// Measure throughput and latency against the raw broker + database pipeline.
     Bench(sluice::bench::BenchArgs),
     /// Exit 0 if URL answers 200 (for container health checks without curl).
@@ -98,6 +100,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Webhooks { command } => sluice::cli::webhooks::run(settings, command).await,
         Command::Secrets { command } => sluice::cli::secrets::run(settings, command).await,
         Command::Bench(args) => sluice::bench::run(settings, args).await,
+        Command::Prune => {
+            let pool = sluice::store::ready_pool(&settings.database).await?;
+            let cancel = tokio_util::sync::CancellationToken::new();
+            match sluice::retention::prune_once(&pool, &settings.retention, &cancel).await? {
+                Some(pruned) => {
+                    for (table, n) in pruned {
+                        println!("{}\t{n}", table.as_str());
+                    }
+                }
+                None => println!("another process is pruning now; nothing done"),
+            }
+            Ok(())
+        }
         Command::Healthcheck { url } => {
             let status = reqwest::get(&url).await?.status();
             anyhow::ensure!(status.is_success(), "{url} answered {status}");

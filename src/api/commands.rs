@@ -175,10 +175,20 @@ pub async fn status(
             }
             Ok(Json(row))
         }
+        None if crate::retention::pruned_by_age(id, &state.retention) => Ok(Json(json!({
+            "id": id,
+            "status": "pruned",
+            "detail": format!(
+                "the id is older than retention.commands_days ({} days): a record of it, if there was one, has been \
+                 pruned",
+                state.retention.commands_days
+            ),
+        }))),
         None => Ok(Json(json!({
             "id": id,
             "status": "pending",
-            "detail": "no worker has completed or retried this command yet (or the id is unknown)",
+            "detail": "no worker has completed or retried this command yet, or the id is unknown (or, for an id \
+                       from an Idempotency-Key, pruned after retention.commands_days)",
         }))),
     }
 }

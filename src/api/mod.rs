@@ -55,6 +55,8 @@ pub struct ApiState {
     pub webhook_gate: Arc<webhook_gate::WebhookGate>,
     /// Seals secrets before they are stored.
     pub sealer: Arc<crate::secrets::Sealer>,
+    /// How long records are kept (to tell a pruned command from a pending one).
+    pub retention: Arc<crate::config::RetentionSettings>,
 }
 
 impl ApiState {

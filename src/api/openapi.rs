@@ -182,7 +182,7 @@ pub fn document(registry: &SchemaRegistry) -> Value {
     schemas.insert(
         "CommandStatus".into(),
         json!({"type": "object", "required": ["id", "status"], "properties": {
-            "id": uuid, "status": {"enum": ["pending", "processing", "succeeded", "rejected", "retrying", "dead"]},
+            "id": uuid, "status": {"enum": ["pending", "pruned", "processing", "succeeded", "rejected", "retrying", "dead"]},
             "type": {"type": "string"}, "attempts": {"type": "integer"}, "last_error": {"type": ["string", "null"]},
             "result": {}, "errors": {"type": "array"}}}),
     );

@@ -155,9 +155,13 @@ async fn status_block(state: &ApiState, id: Uuid) -> Result<Markup, PageError> {
     Ok(html! {
         div #command-status hx-get=(live) hx-trigger="every 1s" hx-swap="outerHTML" {
             @match &row {
+                None if crate::retention::pruned_by_age(id, &state.retention) => {
+                    p { "Status: " span data-command-status { "pruned" } }
+                    p.muted { "The id is older than retention.commands_days: its record, if it had one, was pruned." }
+                }
                 None => {
                     p { "Status: " span data-command-status { "pending" } }
-                    p.muted { "No worker has taken it yet (it may still be in the queue)." }
+                    p.muted { "No worker has taken it yet (it may still be in the queue), or its record was pruned." }
                 }
                 Some(r) => {
                     table {

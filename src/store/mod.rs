@@ -11,6 +11,7 @@ pub mod events;
 pub mod locks;
 pub mod outcome_counts;
 pub mod processes;
+pub mod retention;
 pub mod sessions;
 pub mod webhooks;
 

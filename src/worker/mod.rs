@@ -40,6 +40,8 @@ pub struct WorkerCtx {
     pub touched: settle::Touched,
     /// Opens the callback secrets of batches.
     pub sealer: Arc<crate::secrets::Sealer>,
+    /// What the pruner keeps and for how long.
+    pub retention: crate::config::RetentionSettings,
 }
 
 /// Runs the worker role until `cancel`, then drains in-flight commands.
@@ -94,6 +96,7 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
         let (ctx, cancel) = (ctx.clone(), cancel.clone());
         tokio::spawn(async move { callbacks::run(&ctx, cancel).await })
     };
+    tokio::spawn(crate::retention::run(ctx.pool.clone(), ctx.retention.clone(), cancel.clone()));
     // The settler outlives the consumers' drain, so batches finished by drained commands are
     // settled as the drain goes, not only at the very end.
     let settler_stop = CancellationToken::new();

@@ -22,6 +22,7 @@ mod openapi;
 mod operators;
 mod outages;
 mod proxy;
+mod retention;
 mod retries;
 mod secrets;
 mod tenants;
