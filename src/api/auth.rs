@@ -103,10 +103,8 @@ impl Authenticator {
     pub async fn verify(&self, key: &str, client: Option<IpAddr>) -> Result<Principal, ApiError> {
         let hash = digest(key);
         let result = self.verify_hashed(key, &hash, client).await;
-        match &result {
-            Ok(_) => self.throttle.succeeded(&hash),
-            Err(ApiError::Unauthorized(_)) => self.throttle.failed(client),
-            Err(_) => {}
+        if let Err(ApiError::Unauthorized(_)) = &result {
+            self.throttle.failed(client);
         }
         result
     }
@@ -139,6 +137,9 @@ impl Authenticator {
         }
         let scopes = stored.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
         let principal = Principal { tenant: stored.tenant, key_id: stored.key_id, scopes };
+        // Only keys verified against the database are remembered as good: the bootstrap and
+        // cached keys never reach the throttle, and this keeps its lock off the hot path.
+        self.throttle.succeeded(&hash);
         self.remember(hash, principal.clone());
         Ok(principal)
     }
