@@ -56,7 +56,6 @@ pub struct Application {
     pool: PgPool,
     reporter: Arc<Reporter>,
     cancel: CancellationToken,
-    http_cancel: CancellationToken,
 }
 
 impl Application {
@@ -121,14 +120,12 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on http.addr {}", settings.http.addr))?;
         let port = listener.local_addr()?.port();
-        let http_cancel = CancellationToken::new();
         let server = {
-            let (http, stop) = (settings.http.clone(), http_cancel.clone());
+            let (http, stop) = (settings.http.clone(), cancel.clone());
             tokio::spawn(async move { api::server::serve(listener, router, &http, stop).await })
         };
         let progress = |what| startup.waiting_for(what);
         if let Err(e) = store::bootstrap::prepare(&pool, &settings.database, &cancel, &progress).await {
-            http_cancel.cancel();
             cancel.cancel();
             let _ = server.await;
             return Err(e.into());
@@ -152,7 +149,7 @@ impl Application {
                 retention: settings.retention.clone(),
             })
         });
-        Ok(Self { port, server, worker, broker, worker_broker, pool, reporter, cancel, http_cancel })
+        Ok(Self { port, server, worker, broker, worker_broker, pool, reporter, cancel })
     }
 
     /// The bound HTTP port (useful with port 0).
@@ -183,18 +180,11 @@ impl Application {
     /// Serves HTTP and runs the workers until the shutdown token fires, then drains: stop
     /// accepting, stop consuming, finish and ack what is in flight, close connections.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self { port: _, server, worker, broker, worker_broker, pool, reporter, cancel, http_cancel } = self;
+        let Self { port: _, server, worker, broker, worker_broker, pool, reporter, cancel } = self;
         let beat = {
             let (pool, cancel) = (pool.clone(), cancel.clone());
             tokio::spawn(async move { reporter.run(pool, cancel).await })
         };
-        {
-            let (cancel, http_cancel) = (cancel.clone(), http_cancel.clone());
-            tokio::spawn(async move {
-                cancel.cancelled().await;
-                http_cancel.cancel();
-            });
-        }
         // Spawned, not joined in place: the caller's task is often `main`'s block_on thread,
         // which is not one of the runtime's workers, and everything would funnel through it.
         let workers = worker.map(|ctx| tokio::spawn(worker::run(ctx, cancel.clone())));

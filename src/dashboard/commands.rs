@@ -51,9 +51,11 @@ pub async fn index(
         kind: Some(q.command_type.trim().to_owned()).filter(|s| !s.is_empty()),
         status: Some(q.status.clone()).filter(|s| STATUSES.contains(&s.as_str())),
     };
-    let rows = commands::search(&state.pool, &search, before, PAGE).await?;
+    let max_bytes = i64::try_from(state.limits.max_page_bytes).unwrap_or(i64::MAX);
+    let found = commands::search(&state.pool, &search, before, PAGE, max_bytes).await?;
+    let rows = found.rows;
     let batches = crate::store::batches::recent(&state.pool, 10).await?;
-    let next = (rows.len() as i64 == PAGE).then(|| rows.last()).flatten().map(|r| {
+    let next = found.more.then(|| rows.last()).flatten().map(|r| {
         format!(
             "/dashboard/commands?command_type={}&status={}&before={}_{}",
             super::dead_letters::urlencode(search.kind.as_deref().unwrap_or("")),
@@ -149,8 +151,8 @@ pub async fn live_status(
 }
 
 async fn status_block(state: &ApiState, id: Uuid) -> Result<Markup, PageError> {
-    let rows = commands::search(&state.pool, &Search { id: Some(id), ..Search::default() }, None, 1).await?;
-    let row = rows.into_iter().next();
+    let one = Search { id: Some(id), ..Search::default() };
+    let row = commands::search(&state.pool, &one, None, 1, i64::MAX).await?.rows.into_iter().next();
     let live = format!("/dashboard/live/commands/{id}");
     Ok(html! {
         div #command-status hx-get=(live) hx-trigger="every 1s" hx-swap="outerHTML" {

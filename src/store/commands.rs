@@ -240,25 +240,51 @@ pub struct Search {
     pub status: Option<String>,
 }
 
+/// A page of operator rows, and whether more follow it.
+#[derive(Debug)]
+pub struct SearchPage {
+    pub rows: Vec<OperatorRow>,
+    /// The page stopped at its row limit or its byte budget, not at the end.
+    pub more: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct SearchRow {
+    #[sqlx(flatten)]
+    row: OperatorRow,
+    fetched: i64,
+}
+
 /// The most recently updated commands matching `search`, newest first, after `before`
-/// (a keyset cursor: `(updated_at, id)` of the last row of the previous page).
+/// (a keyset cursor: `(updated_at, id)` of the last row of the previous page). Besides `limit`
+/// rows a page stops at `max_bytes` of results and errors (as JSON text), counted by the
+/// database; the row that crosses it is kept.
 pub async fn search(
     pool: &PgPool,
     search: &Search,
     before: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
-) -> Result<Vec<OperatorRow>, StoreError> {
+    max_bytes: i64,
+) -> Result<SearchPage, StoreError> {
     let (before_at, before_id) = before.unzip();
-    Ok(sqlx::query_as::<_, OperatorRow>(
+    let found = sqlx::query_as::<_, SearchRow>(
         "SELECT tenant, id, type, status, attempts, last_error, result, submitted_at, first_seen_at, updated_at,
-                completed_at, errors
-           FROM commands
-          WHERE ($1::uuid IS NULL OR id = $1)
-            AND ($2::text IS NULL OR type = $2)
-            AND ($3::text IS NULL OR status = $3)
-            AND ($4::timestamptz IS NULL OR (updated_at, id) < ($4, $5))
-          ORDER BY updated_at DESC, id DESC
-          LIMIT $6",
+                completed_at, errors, fetched FROM (
+           SELECT p.*, count(*) OVER () AS fetched,
+                  sum(p.size) OVER (ORDER BY updated_at DESC, id DESC) - p.size AS before_bytes
+             FROM (SELECT tenant, id, type, status, attempts, last_error, result, submitted_at, first_seen_at,
+                          updated_at, completed_at, errors,
+                          coalesce(octet_length(result::text), 0) + coalesce(octet_length(errors::text), 0) AS size
+                     FROM commands
+                    WHERE ($1::uuid IS NULL OR id = $1)
+                      AND ($2::text IS NULL OR type = $2)
+                      AND ($3::text IS NULL OR status = $3)
+                      AND ($4::timestamptz IS NULL OR (updated_at, id) < ($4, $5))
+                    ORDER BY updated_at DESC, id DESC
+                    LIMIT $6) p
+         ) s
+         WHERE before_bytes < $7
+         ORDER BY updated_at DESC, id DESC",
     )
     // Unnamed statement: planned with the actual filters, so each picks its index.
     .persistent(false)
@@ -268,8 +294,13 @@ pub async fn search(
     .bind(before_at)
     .bind(before_id)
     .bind(limit)
+    .bind(max_bytes)
     .fetch_all(pool)
-    .await?)
+    .await?;
+    let fetched = found.first().map_or(0, |r| r.fetched);
+    let rows: Vec<OperatorRow> = found.into_iter().map(|r| r.row).collect();
+    let more = (rows.len() as i64) < fetched || fetched == limit;
+    Ok(SearchPage { rows, more })
 }
 
 fn batch_index(index: u32) -> i32 {

@@ -163,3 +163,19 @@ async fn sigterm_style_shutdown_finishes_in_flight_work_and_acks_it() {
         sqlx::query_scalar("SELECT status FROM commands WHERE id = $1").bind(id).fetch_one(&app.pool).await.unwrap();
     assert_eq!(status, "succeeded", "in-flight work finished during the drain");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_page_of_commands_stops_at_its_byte_budget_and_says_more_follow() {
+    use sluice::store::commands::{search, Search};
+    let app = spawn_app().await;
+    for i in 0..3 {
+        let id = app.accept("event.record", json!({"name": "paged", "data": i})).await;
+        assert_eq!(app.settled(id).await["status"], "succeeded");
+    }
+    let all = search(&app.pool, &Search::default(), None, 50, i64::MAX).await.unwrap();
+    assert_eq!((all.rows.len(), all.more), (3, false));
+    // One byte: the first row crosses it, and the page ends there with more to come.
+    let cut = search(&app.pool, &Search::default(), None, 50, 1).await.unwrap();
+    assert_eq!((cut.rows.len(), cut.more), (1, true));
+    assert_eq!(cut.rows[0].command.id, all.rows[0].command.id, "the newest first");
+}
