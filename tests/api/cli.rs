@@ -5,15 +5,27 @@ use serde_json::{json, Value};
 use std::process::Command;
 
 fn sluice(app: &TestApp, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    sluice_fed(app, args, "")
+}
+
+/// The binary against the app's database and broker, with `stdin` on its standard input.
+fn sluice_fed(app: &TestApp, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(args)
+        .env("SLUICE_SECRETS_KEYS", app.settings.secrets.keys.expose())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .env("SLUICE_ENV", "test")
         .env("SLUICE__DATABASE__URL", app.settings.database.url.expose())
         .env("SLUICE__BROKER__URL", app.settings.broker.url.expose())
         .env("SLUICE__BROKER__PREFIX", &app.settings.broker.prefix)
         .env("SLUICE__LOG__LEVEL", "warn")
-        .output()
+        .spawn()
         .expect("the sluice binary runs");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("stdin written");
+    let out = child.wait_with_output().expect("the sluice binary ends");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -90,4 +102,41 @@ async fn the_cli_sets_lists_and_removes_webhook_sources() {
     let (ok, _, err) = sluice(&app, &["webhooks", "remove", "gh"]);
     assert!(ok, "{err}");
     assert_eq!(app.get_json("/v1/webhook-sources").await["sources"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reads_webhook_secrets_from_a_file_or_stdin_and_stores_them_sealed() {
+    let app = spawn_app().await;
+    let file = std::env::temp_dir().join(format!("sluice-secrets-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&file, "file-secret-one\n\nfile-secret-two\n").unwrap();
+    let path = file.display().to_string();
+    let (ok, _, err) =
+        sluice(&app, &["webhooks", "set", "gh", "--tenant", "acme", "--scheme", "github", "--secret-file", &path]);
+    let _ = std::fs::remove_file(&file);
+    assert!(ok, "{err}");
+    let (ok, _, err) = sluice_fed(
+        &app,
+        &["webhooks", "set", "gh2", "--tenant", "acme", "--scheme", "github", "--secret-file", "-"],
+        "stdin-secret-1\n",
+    );
+    assert!(ok, "{err}");
+    let stored: Vec<Vec<String>> =
+        sqlx::query_scalar("SELECT secrets FROM webhook_sources ORDER BY name").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(stored.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1], "one secret per non-blank line");
+    assert!(stored.iter().flatten().all(|s| s.starts_with("sealed:v1:")), "{stored:?}");
+    // The second line of the file verifies a delivery.
+    use hmac::Mac;
+    let body = br#"{"from": "file"}"#;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"file-secret-two").unwrap();
+    mac.update(body);
+    let r = app
+        .http
+        .post(format!("{}/v1/webhooks/gh", app.base))
+        .header("x-github-delivery", "d-1")
+        .header("x-hub-signature-256", format!("sha256={}", hex::encode(mac.finalize().into_bytes())))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
