@@ -168,18 +168,20 @@ fn parse_json(bytes: &[u8], max: usize, budgets: &Budgets) -> Result<(Vec<Value>
     match parsed {
         Ok(batch) => Ok(batch),
         Err(_) if exceeded.get() => Err(too_many(max)),
-        Err(e) if over_budget.get().is_some() => {
-            let (index, exceeded) = over_budget.get().unwrap_or((0, crate::json::Exceeded::Values { limit: 0 }));
-            Err(ApiError::JsonTooLarge {
-                message: format!("the batch holds {exceeded} (at /commands/{index})"),
-                location: format!("body line {} column {}", e.line(), e.column()),
+        Err(e) => {
+            let location = format!("body line {} column {}", e.line(), e.column());
+            Err(match over_budget.get() {
+                Some((index, exceeded)) => ApiError::JsonTooLarge {
+                    message: format!("the batch holds {exceeded} (at /commands/{index})"),
+                    location,
+                },
+                None => ApiError::bad_request(
+                    "malformed_batch",
+                    format!("body is not a batch ({{\"commands\": [...]}}): {e}"),
+                    Some(&location),
+                ),
             })
         }
-        Err(e) => Err(ApiError::bad_request(
-            "malformed_batch",
-            format!("body is not a batch ({{\"commands\": [...]}}): {e}"),
-            Some(&format!("body line {} column {}", e.line(), e.column())),
-        )),
     }
 }
 
