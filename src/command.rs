@@ -3,11 +3,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-/// AMQP header carrying the 1-based attempt number of a delivery.
-pub const ATTEMPT_HEADER: &str = "x-sluice-attempt";
-/// AMQP header carrying the W3C trace context from the API to the worker.
-pub const TRACEPARENT_HEADER: &str = "traceparent";
-
 /// Namespace of the UUIDv5 ids derived from idempotency keys (fixed forever: ids must not change).
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1d_5c2e_9a4f_4e21_b7d3_52c0_1f8e_a913);
 
@@ -70,45 +65,9 @@ pub fn command_id_for_key(tenant: &str, key: &str) -> Uuid {
     Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, &name)
 }
 
-/// The trace id of a W3C `traceparent` (`00-<32 hex trace id>-<16 hex parent id>-<2 hex
-/// flags>`), if it is well-formed and not all zeros.
-pub fn trace_id(traceparent: &str) -> Option<&str> {
-    let mut parts = traceparent.split('-');
-    let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    let ok = parts.next().is_none()
-        && hex(version, 2)
-        && version != "ff"
-        && hex(trace, 32)
-        && trace.bytes().any(|b| b != b'0')
-        && hex(parent, 16)
-        && parent.bytes().any(|b| b != b'0')
-        && hex(flags, 2);
-    ok.then_some(trace)
-}
-
-/// A fresh `traceparent` for a command that arrived without one, so its ingest and its
-/// processing still share a trace id in the logs.
-pub fn new_traceparent() -> String {
-    // The thread-local generator: per request, uuid's v4 would cost two getrandom syscalls.
-    let (trace, parent): (u128, u64) = (rand::random::<u128>() | 1, rand::random::<u64>() | 1);
-    format!("00-{trace:032x}-{parent:016x}-01")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_traceparent_yields_its_trace_id_only_when_well_formed() {
-        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(trace_id(tp), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
-        assert_eq!(trace_id("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), None);
-        assert_eq!(trace_id("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"), None, "upper case");
-        assert_eq!(trace_id("00-4bf92f35-00f067aa0ba902b7-01"), None);
-        assert_eq!(trace_id("garbage"), None);
-        assert!(trace_id(&new_traceparent()).is_some());
-    }
 
     #[test]
     fn an_envelope_survives_encoding() {

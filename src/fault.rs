@@ -10,24 +10,26 @@
 //!   delays.
 //! - `fault.slow`: a command type that sleeps `payload.millis` inside its transaction.
 
-use crate::app::Catalog;
+use crate::app::AppBuilder;
 use crate::command::Envelope;
 use crate::handlers::{Handler, HandlerError, HandlerFuture, HandlerManyFuture, Outcome};
-use crate::schemas::SchemaError;
+use crate::worker::hooks::AfterCommit;
 use sqlx::PgConnection;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// Registers the fault command types.
-pub fn register(catalog: &mut Catalog) -> Result<(), SchemaError> {
-    catalog.register("fault.poison", r#"{"type": "object"}"#, Poison)?;
+/// Adds the fault command types and the after-commit hook to a builder.
+pub fn install(app: AppBuilder) -> AppBuilder {
     let slow = r#"{"type": "object", "properties": {"millis": {"type": "integer", "minimum": 0, "maximum": 10000}}}"#;
-    catalog.register("fault.slow", slow, Slow)
+    app.handler("fault.poison", r#"{"type": "object"}"#, Poison).handler("fault.slow", slow, Slow).after_commit(|ids| {
+        after_commit(ids);
+        AfterCommit::Ack
+    })
 }
 
 /// Called after every commit of freshly applied commands, before their ack.
-pub fn after_commit(ids: &[uuid::Uuid]) {
+fn after_commit(ids: &[uuid::Uuid]) {
     static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
     static LOG: OnceLock<Option<String>> = OnceLock::new();
     static COMMITTED: AtomicU64 = AtomicU64::new(0);

@@ -39,7 +39,7 @@ pub fn command_body(data: &[u8]) {
     use std::sync::OnceLock;
     static SCHEMAS: OnceLock<crate::schemas::SchemaRegistry> = OnceLock::new();
     static LIMITS: OnceLock<crate::config::LimitSettings> = OnceLock::new();
-    let schemas = SCHEMAS.get_or_init(|| crate::schemas::SchemaRegistry::builtin().expect("builtin schemas"));
+    let schemas = SCHEMAS.get_or_init(|| crate::app::Catalog::builtin().expect("builtin types").schemas);
     let limits = LIMITS.get_or_init(|| {
         crate::config::Settings::load_from("fuzz", std::path::Path::new("/nonexistent"), false)
             .expect("default settings")

@@ -1,4 +1,41 @@
 //! sluice: HTTP ingest → RabbitMQ → pooled workers → Postgres, with retries and dead letters.
+//!
+//! An application adds its own command types and runs the whole system with them:
+//!
+//! ```no_run
+//! # use sluice::{App, CommandType, Handle, HandlerError, Incoming, Outcome, PayloadSchema};
+//! # use sluice::sqlx::PgConnection;
+//! #[derive(serde::Deserialize, schemars::JsonSchema)]
+//! struct Ping { note: String }
+//!
+//! impl CommandType for Ping {
+//!     const TYPE: &'static str = "demo.ping";
+//!     fn schema() -> PayloadSchema { PayloadSchema::derived::<Self>() }
+//! }
+//!
+//! struct PingHandler;
+//!
+//! impl Handle<Ping> for PingHandler {
+//!     async fn handle(&self, _tx: &mut PgConnection, cmd: Incoming<'_, Ping>) -> Result<Outcome, HandlerError> {
+//!         Ok(Outcome::succeeded(serde_json::json!({ "echo": cmd.payload.note })))
+//!     }
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     sluice::cli::main(|settings| App::builder(settings).command::<Ping>(PingHandler))
+//! }
+//! ```
+//!
+//! `examples/orders` in the repository is a whole application built this way.
+
+pub use app::{App, AppBuilder, Roles};
+pub use command::Envelope;
+pub use config::Settings;
+pub use handlers::typed::{CommandType, Handle, Incoming, PayloadSchema};
+pub use handlers::{HandlerError, Outcome};
+/// The sqlx sluice is built with: a handler's transaction is a `sluice::sqlx::PgConnection`.
+pub use sqlx;
+pub use worker::hooks::AfterCommit;
 
 /// Operator-facing HTTP API: routes, auth, error mapping.
 pub mod api;
@@ -40,6 +77,8 @@ pub mod secrets;
 pub mod store;
 /// Logging and metrics set-up.
 pub mod telemetry;
+/// A whole sluice per test, on port 0 with its own database and broker names.
+pub mod testkit;
 /// Webhook signature schemes: verification of inbound deliveries, signing of callbacks.
 pub mod webhooks;
 /// The worker pool: consume, dispatch, retry, dead-letter.

@@ -1,17 +1,6 @@
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::HashMap;
-
-/// The shipped command types and their payload schemas (one line per type).
-const BUILTIN: &[(&str, &str)] = &[
-    ("account.open", include_str!("../schemas/account.open.json")),
-    ("ledger.transfer", include_str!("../schemas/ledger.transfer.json")),
-    ("event.record", include_str!("../schemas/event.record.json")),
-    ("webhook.received", include_str!("../schemas/webhook.received.json")),
-];
-
-/// Types made by sluice itself, never accepted from producers.
-const INTERNAL: &[&str] = &["webhook.received"];
+use std::collections::{HashMap, HashSet};
 
 /// Longest error message kept per violation; schema errors can quote large values.
 const MAX_MESSAGE: usize = 300;
@@ -19,9 +8,12 @@ const MAX_MESSAGE: usize = 300;
 const MAX_VIOLATIONS: usize = 20;
 
 /// Compiled payload schemas, one per command type.
+#[derive(Default)]
 pub struct SchemaRegistry {
     validators: HashMap<String, jsonschema::Validator>,
     documents: HashMap<String, Value>,
+    /// Types made by sluice itself, never accepted from producers.
+    internal: HashSet<String>,
 }
 
 /// One way a payload breaks its schema.
@@ -41,7 +33,7 @@ pub enum PayloadError {
     Invalid { kind: String, violations: Vec<Violation> },
 }
 
-/// A schema file that does not compile.
+/// A command type's schema that does not compile.
 #[derive(Debug, thiserror::Error)]
 #[error("schema for {kind:?} is invalid: {reason}")]
 pub struct SchemaError {
@@ -49,31 +41,33 @@ pub struct SchemaError {
     reason: String,
 }
 
-impl SchemaRegistry {
-    /// The shipped schemas, compiled.
-    pub fn builtin() -> Result<Self, SchemaError> {
-        let mut registry = Self { validators: HashMap::new(), documents: HashMap::new() };
-        for (kind, text) in BUILTIN {
-            registry.register(kind, text)?;
-        }
-        Ok(registry)
+impl SchemaError {
+    /// The schema of `kind` is unusable because of `reason`.
+    pub fn new(kind: &str, reason: impl Into<String>) -> Self {
+        Self { kind: kind.to_owned(), reason: reason.into() }
     }
+}
 
-    /// Adds (or replaces) the schema of a command type.
-    pub fn register(&mut self, kind: &str, schema_json: &str) -> Result<(), SchemaError> {
-        let err = |reason: String| SchemaError { kind: kind.to_owned(), reason };
-        let schema: Value = serde_json::from_str(schema_json).map_err(|e| err(e.to_string()))?;
-        let validator =
-            jsonschema::options().should_validate_formats(true).build(&schema).map_err(|e| err(e.to_string()))?;
+impl SchemaRegistry {
+    /// Compiles and adds the schema of a command type; `submittable` is false for types only
+    /// sluice itself makes.
+    pub fn register(&mut self, kind: &str, schema: Value, submittable: bool) -> Result<(), SchemaError> {
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .map_err(|e| SchemaError::new(kind, e.to_string()))?;
         self.validators.insert(kind.to_owned(), validator);
         self.documents.insert(kind.to_owned(), schema);
+        if !submittable {
+            self.internal.insert(kind.to_owned());
+        }
         Ok(())
     }
 
     /// Whether producers may submit `kind` themselves; `webhook.received` is made only from a
     /// verified delivery, so no key can forge one.
     pub fn submittable(&self, kind: &str) -> bool {
-        self.knows(kind) && !INTERNAL.contains(&kind)
+        self.knows(kind) && !self.internal.contains(kind)
     }
 
     /// The JSON Schema of `kind`, as registered.
@@ -126,16 +120,20 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn builtin() -> SchemaRegistry {
+        crate::app::Catalog::builtin().unwrap().schemas
+    }
+
     #[test]
     fn every_shipped_schema_compiles() {
-        let r = SchemaRegistry::builtin().unwrap();
+        let r = builtin();
         assert_eq!(r.kinds(), vec!["account.open", "event.record", "ledger.transfer", "webhook.received"]);
         assert!(!r.submittable("webhook.received"));
     }
 
     #[test]
     fn a_transfer_without_amount_names_the_missing_field() {
-        let r = SchemaRegistry::builtin().unwrap();
+        let r = builtin();
         let err = r.validate("ledger.transfer", &json!({"from": "a", "to": "b"})).unwrap_err();
         let PayloadError::Invalid { violations, .. } = err else { panic!("expected Invalid") };
         assert!(violations[0].message.contains("amount_cents"), "{violations:?}");
@@ -143,7 +141,7 @@ mod tests {
 
     #[test]
     fn a_wrongly_typed_field_is_reported_at_its_path() {
-        let r = SchemaRegistry::builtin().unwrap();
+        let r = builtin();
         let err = r.validate("ledger.transfer", &json!({"from": "a", "to": "b", "amount_cents": "ten"})).unwrap_err();
         let PayloadError::Invalid { violations, .. } = err else { panic!("expected Invalid") };
         assert_eq!(violations[0].path, "/payload/amount_cents");
@@ -151,14 +149,14 @@ mod tests {
 
     #[test]
     fn an_event_time_must_be_a_date_time() {
-        let r = SchemaRegistry::builtin().unwrap();
+        let r = builtin();
         assert!(r.validate("event.record", &json!({"name": "n", "data": {}, "time": "yesterday"})).is_err());
         assert!(r.validate("event.record", &json!({"name": "n", "data": {}, "time": "2026-01-01T00:00:00Z"})).is_ok());
     }
 
     #[test]
     fn an_unknown_type_is_its_own_error() {
-        let r = SchemaRegistry::builtin().unwrap();
+        let r = builtin();
         assert!(matches!(r.validate("nope", &json!({})), Err(PayloadError::UnknownType(_))));
     }
 }

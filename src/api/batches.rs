@@ -6,17 +6,15 @@ use super::batch_body::{read_batch, Options};
 use super::commands::{idempotency_key, traceparent_of, validate, MAX_IDEMPOTENCY_KEY};
 use super::error::ApiError;
 use super::ApiState;
-use crate::broker::headers::{set_i64, set_str};
-use crate::broker::topology::WORK_KEY;
+use crate::broker::wire::Outgoing;
 use crate::broker::Message;
-use crate::command::{command_id_for_key, BatchRef, Envelope, ATTEMPT_HEADER, TRACEPARENT_HEADER};
+use crate::command::{command_id_for_key, BatchRef, Envelope};
 use crate::store::batches::{self, NewBatch};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use lapin::types::FieldTable;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -127,21 +125,9 @@ pub async fn submit(
     .await?;
 
     let traceparent = traceparent_of(&headers);
-    let exchange = state.broker.topology().work_exchange();
-    let encoded: Vec<(Vec<u8>, String)> = cmds.iter().map(|c| (c.encode(), c.id.to_string())).collect();
-    let mut amqp_headers = FieldTable::default();
-    set_i64(&mut amqp_headers, ATTEMPT_HEADER, 1);
-    set_str(&mut amqp_headers, TRACEPARENT_HEADER, &traceparent);
-    let msgs: Vec<Message> = encoded
-        .iter()
-        .map(|(body, id)| Message {
-            exchange: &exchange,
-            routing_key: WORK_KEY,
-            body,
-            message_id: id,
-            headers: amqp_headers.clone(),
-        })
-        .collect();
+    let topology = state.broker.topology();
+    let outgoing: Vec<Outgoing> = cmds.iter().map(|c| Outgoing::first_attempt(topology, c, &traceparent)).collect();
+    let msgs: Vec<Message> = outgoing.iter().map(Outgoing::message).collect();
     let results = state.broker.publish_many(&msgs).await;
     let mut failed = Vec::new();
     for (cmd, r) in cmds.iter().zip(&results) {

@@ -4,10 +4,8 @@ use super::auth::{Principal, Scope};
 use super::body::JsonBody;
 use super::error::ApiError;
 use super::ApiState;
-use crate::broker::headers::{set_i64, set_str};
-use crate::broker::topology::WORK_KEY;
-use crate::broker::Message;
-use crate::command::{new_traceparent, trace_id, Envelope, ATTEMPT_HEADER, TRACEPARENT_HEADER};
+use crate::broker::wire::{new_traceparent, trace_id, Outgoing, TRACEPARENT_HEADER};
+use crate::command::Envelope;
 use crate::schemas::{PayloadError, SchemaRegistry, Violation};
 use crate::store::commands;
 use axum::extract::rejection::PathRejection;
@@ -15,7 +13,6 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use lapin::types::FieldTable;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -43,25 +40,18 @@ pub async fn submit(
     state.backpressure.check()?;
     let cmd = Envelope::new(&principal.tenant, &kind, payload, key);
     tracing::Span::current().record("command_id", tracing::field::display(cmd.id)).record("kind", kind.as_str());
-    let mut amqp_headers = FieldTable::default();
-    set_i64(&mut amqp_headers, ATTEMPT_HEADER, 1);
     // The caller's trace context, or a new one: ingest and processing log the same trace id.
     let traceparent = traceparent_of(&headers);
     tracing::Span::current().record("trace_id", trace_id(&traceparent).unwrap_or_default());
-    set_str(&mut amqp_headers, TRACEPARENT_HEADER, &traceparent);
-    let exchange = state.broker.topology().work_exchange();
-    let id = cmd.id.to_string();
-    let body = cmd.encode();
-    let msg =
-        Message { exchange: &exchange, routing_key: WORK_KEY, body: &body, message_id: &id, headers: amqp_headers };
-    if let Err(e) = state.broker.publish(msg).await {
+    let out = Outgoing::first_attempt(state.broker.topology(), &cmd, &traceparent);
+    if let Err(e) = state.broker.publish(out.message()).await {
         metrics::counter!("sluice_ingest_rejected_total", "reason" => e.reason()).increment(1);
         return Err(e.into());
     }
     metrics::counter!("sluice_ingest_accepted_total", "type" => kind).increment(1);
     state.reporter.accepted();
     metrics::histogram!("sluice_ingest_seconds").record(started.elapsed());
-    let url = format!("/v1/commands/{id}");
+    let url = format!("/v1/commands/{}", cmd.id);
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, url.clone())],

@@ -7,10 +7,8 @@ use super::dead_letters::actor;
 use super::error::ApiError;
 use super::reads::{decode_cursor, encode_cursor, limit_param};
 use super::ApiState;
-use crate::broker::headers::{set_i64, set_str};
-use crate::broker::topology::WORK_KEY;
-use crate::broker::Message;
-use crate::command::{new_traceparent, Envelope, ATTEMPT_HEADER, TRACEPARENT_HEADER};
+use crate::broker::wire::{new_traceparent, Outgoing};
+use crate::command::Envelope;
 use crate::store::webhooks::{self, NewDelivery, Source};
 use crate::webhooks::inbound::{self, clean_event};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -18,7 +16,6 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::Json;
-use lapin::types::FieldTable;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -169,17 +166,10 @@ pub async fn receive(
     }
     let mut cmd = Envelope::new(&source.tenant, &source.command_type, payload, None);
     cmd.id = command_id;
-    let mut amqp = FieldTable::default();
-    set_i64(&mut amqp, ATTEMPT_HEADER, 1);
-    set_str(&mut amqp, TRACEPARENT_HEADER, &new_traceparent());
-    let exchange = state.broker.topology().work_exchange();
-    let (encoded, id) = (cmd.encode(), cmd.id.to_string());
+    let out = Outgoing::first_attempt(state.broker.topology(), &cmd, &new_traceparent());
     // Published again on a re-delivery: if the first publish failed the sender retries, and
     // the worker's inbox absorbs a second copy.
-    state
-        .broker
-        .publish(Message { exchange: &exchange, routing_key: WORK_KEY, body: &encoded, message_id: &id, headers: amqp })
-        .await?;
+    state.broker.publish(out.message()).await?;
     metrics::counter!("sluice_webhooks_accepted_total", "source" => name.clone()).increment(1);
     Ok(Json(json!({"status": "accepted", "command_id": command_id, "duplicate": !fresh})))
 }

@@ -5,6 +5,7 @@ pub mod headers;
 mod inspect;
 mod publisher;
 pub mod topology;
+pub mod wire;
 
 pub use inspect::QueueStat;
 pub use publisher::{Message, PublishError};

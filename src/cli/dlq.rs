@@ -107,9 +107,9 @@ impl From<FilterArgs> for Filter {
 }
 
 /// Runs one `sluice dlq` subcommand.
-pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> {
+pub async fn run(settings: Settings, schemas: Arc<SchemaRegistry>, command: DlqCommand) -> anyhow::Result<()> {
     let pool = crate::store::ready_pool(&settings.database).await?;
-    let (ops, broker, cancel) = operators(&settings, pool)?;
+    let (ops, broker, cancel) = operators(&settings, pool, schemas)?;
     let actor = super::actor();
     let result = execute(&ops, &broker, &cancel, command, &actor).await;
     broker.close().await;
@@ -121,6 +121,7 @@ pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> 
 pub(super) fn operators(
     settings: &Settings,
     pool: sqlx::PgPool,
+    schemas: Arc<SchemaRegistry>,
 ) -> anyhow::Result<(Operators, Broker, CancellationToken)> {
     let cancel = CancellationToken::new();
     let topology =
@@ -129,7 +130,7 @@ pub(super) fn operators(
     let ops = Operators {
         pool,
         broker: broker.clone(),
-        schemas: Arc::new(SchemaRegistry::builtin()?),
+        schemas,
         reach: crate::ops::Reach::Every,
         sealer: Arc::new(crate::secrets::Sealer::from_spec(settings.secrets.keys.expose())?),
     };

@@ -1,7 +1,9 @@
 //! `sluice secrets generate-key|rotate`: keys that seal stored secrets.
 
 use crate::config::Settings;
+use crate::schemas::SchemaRegistry;
 use clap::Subcommand;
+use std::sync::Arc;
 
 /// `sluice secrets ...`
 #[derive(Subcommand)]
@@ -17,7 +19,7 @@ pub enum SecretsCommand {
 }
 
 /// Runs one `sluice secrets` subcommand.
-pub async fn run(settings: Settings, command: SecretsCommand) -> anyhow::Result<()> {
+pub async fn run(settings: Settings, schemas: Arc<SchemaRegistry>, command: SecretsCommand) -> anyhow::Result<()> {
     match command {
         SecretsCommand::GenerateKey { id } => {
             let entry = crate::secrets::generate_key(&id);
@@ -28,7 +30,7 @@ pub async fn run(settings: Settings, command: SecretsCommand) -> anyhow::Result<
         }
         SecretsCommand::Rotate => {
             let pool = crate::store::ready_pool(&settings.database).await?;
-            let (ops, broker, cancel) = super::dlq::operators(&settings, pool)?;
+            let (ops, broker, cancel) = super::dlq::operators(&settings, pool, schemas)?;
             let result = ops.rotate_secrets(&super::actor()).await;
             broker.close().await;
             cancel.cancel();

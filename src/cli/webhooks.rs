@@ -1,8 +1,10 @@
 //! `sluice webhooks set|list|remove`: webhook sources from a shell (audited as `cli:…`).
 
 use crate::config::Settings;
+use crate::schemas::SchemaRegistry;
 use crate::store::webhooks::{self, Source};
 use clap::Subcommand;
+use std::sync::Arc;
 
 /// `sluice webhooks ...`
 #[derive(Subcommand)]
@@ -40,9 +42,9 @@ pub enum WebhooksCommand {
 }
 
 /// Runs one `sluice webhooks` subcommand.
-pub async fn run(settings: Settings, command: WebhooksCommand) -> anyhow::Result<()> {
+pub async fn run(settings: Settings, schemas: Arc<SchemaRegistry>, command: WebhooksCommand) -> anyhow::Result<()> {
     let pool = crate::store::ready_pool(&settings.database).await?;
-    let (ops, broker, cancel) = super::dlq::operators(&settings, pool.clone())?;
+    let (ops, broker, cancel) = super::dlq::operators(&settings, pool.clone(), schemas)?;
     let actor = super::actor();
     let result = async {
         match command {

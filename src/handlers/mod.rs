@@ -1,9 +1,12 @@
 //! Business logic. A handler gets a decoded command and an open transaction and returns an
-//! outcome; it knows nothing of AMQP or HTTP. A new command type is a schema file in
-//! `schemas/` (listed in `schemas.rs`), a handler module, and one line in [`Handlers::builtin`].
+//! outcome; it knows nothing of AMQP or HTTP. A command type is a payload type implementing
+//! [`typed::CommandType`] and a handler implementing [`typed::Handle`], registered with one line
+//! on the application builder; the shipped ones (ledger, events, webhooks) are written the same
+//! way.
 
 pub mod events;
 pub mod ledger;
+pub mod typed;
 pub mod webhooks;
 
 use crate::command::Envelope;
@@ -25,6 +28,19 @@ pub enum Outcome {
     Rejected { reason: String, message: String },
 }
 
+impl Outcome {
+    /// Applied, with `result` (anything serializable) as the command's result.
+    pub fn succeeded(result: impl serde::Serialize) -> Self {
+        Self::Succeeded(serde_json::to_value(result).unwrap_or(Value::Null))
+    }
+
+    /// Refused by a business rule: `reason` is a stable machine-readable word, `message` the
+    /// explanation for people.
+    pub fn rejected(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Rejected { reason: reason.into(), message: message.into() }
+    }
+}
+
 /// Why a handler could not decide.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
@@ -37,6 +53,14 @@ pub enum HandlerError {
     /// The database failed; how to react depends on how (see [`StoreError`]).
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for HandlerError {
+    /// Lets a handler use `?` on its own queries; the error is classified as sluice's own are
+    /// (a conflict is retried at once, an outage holds the command, a timeout retries later).
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(StoreError::from(e))
+    }
 }
 
 /// The future a handler returns; it borrows the transaction and the command.
@@ -79,17 +103,7 @@ pub struct Handlers {
 }
 
 impl Handlers {
-    /// The shipped command types.
-    pub fn builtin() -> Self {
-        let mut h = Self::default();
-        h.register("account.open", ledger::OpenAccount);
-        h.register("ledger.transfer", ledger::Transfer);
-        h.register("event.record", events::RecordEvent);
-        h.register("webhook.received", webhooks::ReceivedWebhook);
-        h
-    }
-
-    /// Adds (or replaces) the handler of a command type.
+    /// Sets the handler of a command type.
     pub fn register(&mut self, kind: &str, handler: impl Handler) {
         self.map.insert(kind.to_owned(), Arc::new(handler));
     }
@@ -112,15 +126,4 @@ impl Handlers {
 pub fn payload<T: DeserializeOwned>(cmd: &Envelope) -> Result<T, HandlerError> {
     T::deserialize(&cmd.payload)
         .map_err(|e| HandlerError::Permanent(format!("payload of {} is unusable: {e}", cmd.kind)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_schema_has_a_handler_and_every_handler_a_schema() {
-        let schemas = crate::schemas::SchemaRegistry::builtin().unwrap();
-        assert_eq!(Handlers::builtin().kinds(), schemas.kinds());
-    }
 }

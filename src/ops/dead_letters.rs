@@ -3,21 +3,16 @@
 //! attempt count and a header naming the dead letter it came from.
 
 use super::{Operators, OpsError};
-use crate::broker::headers::{set_i64, set_str};
-use crate::broker::topology::WORK_KEY;
-use crate::broker::Message;
-use crate::command::{Envelope, ATTEMPT_HEADER, TRACEPARENT_HEADER};
+use crate::broker::wire::{Outgoing, TRACEPARENT_HEADER};
+use crate::command::Envelope;
 use crate::schemas::PayloadError;
 use crate::store::dead_letters::{self, Filter};
 use crate::store::{audit, commands};
-use lapin::types::FieldTable;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// Header on a replayed message: the id of the dead letter it replays.
-pub const REPLAY_OF_HEADER: &str = "x-sluice-replay-of";
 /// Most dead letters one bulk request acts on; more takes another request (it resumes).
 pub const MAX_BULK: usize = 10_000;
 const PAGE: i64 = 200;
@@ -113,23 +108,9 @@ impl Operators {
             })?;
             cmd.payload = payload.clone();
         }
-        let mut headers = FieldTable::default();
-        set_i64(&mut headers, ATTEMPT_HEADER, 1);
-        set_str(&mut headers, REPLAY_OF_HEADER, &id.to_string());
-        if let Some(tp) = dl.headers.get(TRACEPARENT_HEADER).and_then(Value::as_str) {
-            set_str(&mut headers, TRACEPARENT_HEADER, tp);
-        }
-        let exchange = self.broker.topology().work_exchange();
-        let (body, message_id) = (cmd.encode(), cmd.id.to_string());
-        self.broker
-            .publish(Message {
-                exchange: &exchange,
-                routing_key: WORK_KEY,
-                body: &body,
-                message_id: &message_id,
-                headers,
-            })
-            .await?;
+        let traceparent = dl.headers.get(TRACEPARENT_HEADER).and_then(Value::as_str);
+        let out = Outgoing::replay(self.broker.topology(), &cmd, id, traceparent);
+        self.broker.publish(out.message()).await?;
         // Published first: if recording fails now, the replay still happened once and a
         // second replay is harmless (same command id).
         dead_letters::mark_replayed(&mut tx, id, edited.as_ref()).await?;

@@ -3,6 +3,7 @@
 //! create it, a refused password, a broken migration) fails at once; an unreachable server is
 //! waited for up to `database.startup_timeout_secs`.
 
+use super::app_migrations::AppMigrations;
 use super::MigrateError;
 use crate::config::DatabaseSettings;
 use sqlx::postgres::PgConnectOptions;
@@ -15,12 +16,13 @@ use tokio_util::sync::CancellationToken;
 pub type Progress<'a> = &'a (dyn Fn(&'static str) + Send + Sync);
 
 /// Waits for the database server, creates the database if it is missing, and applies pending
-/// migrations. Concurrent callers are safe: creation tolerates a twin, and sqlx serializes
-/// migrations with an advisory lock.
+/// migrations: sluice's, then each application's in its own namespace. Concurrent callers are
+/// safe: creation tolerates a twin, and sqlx serializes migrations with an advisory lock.
 #[tracing::instrument(skip_all)]
 pub async fn prepare(
     pool: &PgPool,
     settings: &DatabaseSettings,
+    apps: &[AppMigrations],
     cancel: &CancellationToken,
     progress: Progress<'_>,
 ) -> Result<(), MigrateError> {
@@ -57,6 +59,7 @@ pub async fn prepare(
     }
     progress("applying migrations");
     sqlx::migrate!("./migrations").run(pool).await?;
+    super::app_migrations::apply(pool, apps).await?;
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod app_migrations;
 pub mod audit;
 pub mod batches;
 pub mod bootstrap;
@@ -150,7 +151,7 @@ pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, MigrateError> {
 /// A pool for a command-line tool, with the database created and migrated.
 pub async fn ready_pool(settings: &DatabaseSettings) -> Result<PgPool, MigrateError> {
     let pool = pool(settings)?;
-    bootstrap::prepare(&pool, settings, &CancellationToken::new(), &|_| {}).await?;
+    bootstrap::prepare(&pool, settings, &[], &CancellationToken::new(), &|_| {}).await?;
     Ok(pool)
 }
 

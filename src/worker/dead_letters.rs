@@ -2,10 +2,9 @@
 //! command's status), whether a worker or the broker's delivery limit put them there.
 
 use super::acks::Acks;
-use super::route::{DEAD_LETTER_ID_HEADER, ERROR_HEADER, ERROR_KIND_HEADER};
 use super::WorkerCtx;
-use crate::broker::headers::{first_death, get_i64, get_str, table_to_json};
-use crate::command::{Envelope, ATTEMPT_HEADER};
+use crate::broker::headers::{first_death, get_i64, table_to_json};
+use crate::broker::wire::Received;
 use crate::store::dead_letters::NewDeadLetter;
 use crate::store::{commands, dead_letters, StoreError};
 use lapin::message::Delivery;
@@ -35,17 +34,11 @@ pub async fn record(ctx: &WorkerCtx, acks: &Acks, delivery: Delivery, cancel: &C
 }
 
 async fn store(ctx: &WorkerCtx, delivery: &Delivery) -> Result<(), StoreError> {
-    let headers = delivery.properties.headers().as_ref();
-    let cmd = Envelope::decode(&delivery.data).ok();
-    let attempts = get_i64(headers, ATTEMPT_HEADER).and_then(|a| u32::try_from(a).ok()).unwrap_or(1);
-    let (id, kind, error) = match get_str(headers, DEAD_LETTER_ID_HEADER).and_then(|s| Uuid::parse_str(&s).ok()) {
-        Some(id) => (
-            id,
-            get_str(headers, ERROR_KIND_HEADER).unwrap_or_else(|| "unknown".into()),
-            get_str(headers, ERROR_HEADER).unwrap_or_default(),
-        ),
-        None => broker_made(delivery),
-    };
+    let received = Received::of(delivery);
+    let headers = received.headers();
+    let cmd = received.envelope().ok();
+    let attempts = received.attempt_header().unwrap_or(1);
+    let (id, kind, error) = received.dead_letter().unwrap_or_else(|| broker_made(delivery));
     let mut tx = ctx.pool.begin().await?;
     let fresh = dead_letters::insert(
         &mut tx,

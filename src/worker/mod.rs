@@ -5,14 +5,14 @@ mod acks;
 mod callbacks;
 mod consume;
 mod dead_letters;
+pub mod hooks;
 mod process;
 pub mod retry;
 pub mod route;
 pub mod settle;
 
-use crate::broker::headers::{get_i64, get_str};
+use crate::broker::wire::Received;
 use crate::broker::Broker;
-use crate::command::{ATTEMPT_HEADER, TRACEPARENT_HEADER};
 use crate::config::WorkerSettings;
 use crate::handlers::Handlers;
 use crate::heartbeat::{Ended, Reporter};
@@ -42,6 +42,8 @@ pub struct WorkerCtx {
     pub sealer: Arc<crate::secrets::Sealer>,
     /// What the pruner keeps and for how long.
     pub retention: crate::config::RetentionSettings,
+    /// Run after each commit, before the ack.
+    pub after_commit: Option<hooks::CommitHook>,
 }
 
 /// Runs the worker role until `cancel`, then drains in-flight commands.
@@ -132,7 +134,7 @@ async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel
             // worker gave it back (a panicking handler, a shutdown during an outage).
             metrics::counter!("sluice_redeliveries_total").increment(1);
         }
-        let attempt = attempt_of(&delivery);
+        let attempt = Received::of(&delivery).attempt();
         match process::prepare(ctx, &delivery.data, attempt) {
             Ok(job) => {
                 if let Some(since) = timed_since(&delivery, &job.cmd) {
@@ -153,7 +155,7 @@ async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel
         let run = process::apply_batch(ctx, &only_jobs);
         let span = tracing::info_span!("batch", size = jobs.len());
         match AssertUnwindSafe(run.instrument(span)).catch_unwind().await {
-            Ok(Ok(outcomes)) => Some(outcomes),
+            Ok(Ok(done)) => Some(done),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, size = jobs.len(), "batch fell back to one transaction per command");
                 metrics::counter!("sluice_batch_fallbacks_total").increment(1);
@@ -164,14 +166,21 @@ async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel
     } else {
         None
     };
-    if let Some(outcomes) = batched {
+    if let Some((outcomes, then)) = batched {
         for ((delivery, job), outcome) in jobs.iter().zip(outcomes) {
             tally(ctx, &job.cmd.kind, timed_since(delivery, &job.cmd), outcome);
-            let headers = delivery.properties.headers().as_ref();
-            tracing::debug!(command_id = %job.cmd.id, trace_id = %trace_of(headers), outcome, "committed in a batch");
+            let trace_id = Received::of(delivery).trace_id();
+            tracing::debug!(command_id = %job.cmd.id, %trace_id, outcome, "committed in a batch");
         }
         let deliveries: Vec<&Delivery> = jobs.iter().map(|(d, _)| d).collect();
-        acks.ack(&deliveries).await;
+        match then {
+            hooks::AfterCommit::Ack => acks.ack(&deliveries).await,
+            hooks::AfterCommit::Redeliver => {
+                for delivery in deliveries {
+                    acks.give_back(delivery).await;
+                }
+            }
+        }
         ctx.touched.add(jobs.iter().filter_map(|(_, j)| j.cmd.batch.map(|b| b.id)));
     } else {
         for (delivery, job) in jobs {
@@ -185,13 +194,7 @@ async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel
 /// When a delivery's end-to-end latency counts from: the command's acceptance, except for an
 /// operator's replay (days later, perhaps), whose latency would only skew the figures.
 fn timed_since(delivery: &Delivery, cmd: &crate::command::Envelope) -> Option<chrono::DateTime<chrono::Utc>> {
-    let replay = get_str(delivery.properties.headers().as_ref(), crate::ops::dead_letters::REPLAY_OF_HEADER).is_some();
-    (!replay).then_some(cmd.submitted_at)
-}
-
-/// The trace id the API put in the message's `traceparent` ("" if none).
-fn trace_of(headers: Option<&lapin::types::FieldTable>) -> String {
-    get_str(headers, TRACEPARENT_HEADER).as_deref().and_then(crate::command::trace_id).unwrap_or_default().to_owned()
+    (!Received::of(delivery).is_replay()).then_some(cmd.submitted_at)
 }
 
 /// Counts how a delivery of a command ended: metrics, and the dashboard's outcome counts.
@@ -209,7 +212,6 @@ fn tally(ctx: &WorkerCtx, kind: &str, submitted_at: Option<chrono::DateTime<chro
 
 /// One command in its own transaction, start to ack.
 async fn handle_one(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, job: process::Job, cancel: &CancellationToken) {
-    let headers = delivery.properties.headers().as_ref();
     let attempt = job.attempt;
     let span = tracing::info_span!(
         "command",
@@ -217,7 +219,7 @@ async fn handle_one(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, job: proc
         kind = tracing::field::Empty,
         attempt,
         redelivered = delivery.redelivered,
-        trace_id = trace_of(headers),
+        trace_id = Received::of(delivery).trace_id(),
     );
     async {
         // A panicking handler is treated like a crashed worker: the message goes back to the
@@ -258,9 +260,4 @@ fn outage_backoff() -> impl Iterator<Item = Duration> {
         .with_jitter()
         .without_max_times()
         .build()
-}
-
-fn attempt_of(delivery: &Delivery) -> u32 {
-    let headers = delivery.properties.headers().as_ref();
-    get_i64(headers, ATTEMPT_HEADER).and_then(|a| u32::try_from(a).ok()).unwrap_or(1).max(1)
 }

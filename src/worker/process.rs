@@ -1,5 +1,6 @@
 //! One delivery: decode, run its handler in one transaction, decide what happens next.
 
+use super::hooks::{self, AfterCommit};
 use super::WorkerCtx;
 use crate::command::Envelope;
 use crate::handlers::{Handler, HandlerError, Outcome};
@@ -22,7 +23,8 @@ pub enum Verdict {
     Retry { cmd: Box<Envelope>, error: String },
     /// Will never work: dead-letter now.
     Dead { cmd: Option<Box<Envelope>>, kind: &'static str, error: String },
-    /// Shutting down while the database is away: give the message back, untouched.
+    /// Shutting down while the database is away, or the after-commit hook asked for a
+    /// redelivery: give the message back unacked.
     GiveBack,
 }
 
@@ -51,8 +53,9 @@ pub fn prepare(ctx: &WorkerCtx, body: &[u8], attempt: u32) -> Result<Job, Verdic
 /// Runs several jobs in one transaction (one commit, one WAL flush; handlers may use
 /// multi-row statements). Succeeds only if every job was fresh and decided without error;
 /// otherwise everything is rolled back and the caller runs the jobs one by one, where each
-/// failure gets its precise treatment. Returns each job's outcome label, in order.
-pub async fn apply_batch(ctx: &WorkerCtx, jobs: &[&Job]) -> Result<Vec<&'static str>, HandlerError> {
+/// failure gets its precise treatment. Returns each job's outcome label, in order, and what
+/// the after-commit hook asked for.
+pub async fn apply_batch(ctx: &WorkerCtx, jobs: &[&Job]) -> Result<(Vec<&'static str>, AfterCommit), HandlerError> {
     let fallback = |why: &str| Err(HandlerError::Transient(why.to_owned()));
     let mut ids: Vec<_> = jobs.iter().map(|j| j.cmd.id).collect();
     ids.sort_unstable();
@@ -104,11 +107,10 @@ pub async fn apply_batch(ctx: &WorkerCtx, jobs: &[&Job]) -> Result<Vec<&'static 
         return fallback("a command of the batch was a duplicate");
     }
     tx.commit().await.map_err(StoreError::from)?;
-    #[cfg(feature = "fault-hooks")]
-    crate::fault::after_commit(&jobs.iter().map(|j| j.cmd.id).collect::<Vec<_>>());
+    let then = hooks::after_commit(ctx.after_commit.as_ref(), &ids);
     metrics::histogram!("sluice_batch_seconds").record(started.elapsed());
     metrics::histogram!("sluice_batch_size").record(jobs.len() as f64);
-    Ok(labels)
+    Ok((labels, then))
 }
 
 /// Decides the fate of one job in its own transaction, retrying conflicts in-process and
@@ -132,6 +134,7 @@ pub async fn decide(ctx: &WorkerCtx, job: Job, cancel: &CancellationToken) -> Ve
             Ok(Applied::Fresh(Outcome::Succeeded(_))) => return Verdict::Done { outcome: "succeeded" },
             Ok(Applied::Fresh(Outcome::Rejected { .. })) => return Verdict::Done { outcome: "rejected" },
             Ok(Applied::Duplicate) => return Verdict::Done { outcome: "duplicate" },
+            Ok(Applied::Redeliver) => return Verdict::GiveBack,
             Err(HandlerError::Permanent(error)) => {
                 return Verdict::Dead { cmd: Some(Box::new(cmd)), kind: "permanent", error }
             }
@@ -171,6 +174,8 @@ pub async fn decide(ctx: &WorkerCtx, job: Job, cancel: &CancellationToken) -> Ve
 enum Applied {
     Fresh(Outcome),
     Duplicate,
+    /// Applied, and the after-commit hook asked for the delivery to go back unacked.
+    Redeliver,
 }
 
 /// Business writes and the outcome row in one transaction. The outcome row is the inbox: if
@@ -184,9 +189,10 @@ async fn apply(ctx: &WorkerCtx, handler: &dyn Handler, cmd: &Envelope, attempt: 
         return Ok(Applied::Duplicate);
     }
     tx.commit().await.map_err(StoreError::from)?;
-    #[cfg(feature = "fault-hooks")]
-    crate::fault::after_commit(&[cmd.id]);
-    Ok(Applied::Fresh(outcome))
+    match hooks::after_commit(ctx.after_commit.as_ref(), &[cmd.id]) {
+        AfterCommit::Ack => Ok(Applied::Fresh(outcome)),
+        AfterCommit::Redeliver => Ok(Applied::Redeliver),
+    }
 }
 
 /// Writes the outcome row (the inbox entry); false if the command had already completed.

@@ -5,8 +5,7 @@ use crate::helpers::{create_database, spawn_on, test_settings, Probe, TestApp};
 use serde_json::json;
 use sluice::app::Roles;
 use sluice::command::Envelope;
-use sluice::handlers::ledger::Transfer;
-use sluice::handlers::{Handler, Outcome};
+use sluice::handlers::Outcome;
 
 /// An API-only app; commands it accepts wait in the queue until [`worker_for`] starts a worker,
 /// which then finds them all ready at once and batches them.
@@ -88,7 +87,9 @@ async fn transfers_in_one_transaction_see_each_others_effects_in_order() {
     };
     let cmds = [transfer("a", "b", 100), transfer("b", "c", 100), transfer("b", "c", 1)];
     let mut tx = api.pool.begin().await.unwrap();
-    let outcomes = Transfer.handle_many(&mut tx, &cmds.iter().collect::<Vec<_>>()).await.unwrap();
+    let catalog = sluice::app::Catalog::builtin().unwrap();
+    let transfer = catalog.handlers.get("ledger.transfer").unwrap();
+    let outcomes = transfer.handle_many(&mut tx, &cmds.iter().collect::<Vec<_>>()).await.unwrap();
     tx.commit().await.unwrap();
     assert!(matches!(outcomes[0], Outcome::Succeeded(_)));
     assert!(matches!(outcomes[1], Outcome::Succeeded(_)), "b's incoming 100 counts within the batch");

@@ -228,5 +228,8 @@ async fn the_trace_context_given_at_ingest_travels_with_the_command_to_its_dead_
     assert_eq!(app.get_json(&format!("/v1/dead-letters/{dl}")).await["headers"]["traceparent"], tp);
     let dl = app.dead_letter_of(untraced).await["id"].as_str().unwrap().to_owned();
     let generated = app.get_json(&format!("/v1/dead-letters/{dl}")).await["headers"]["traceparent"].clone();
-    assert!(sluice::command::trace_id(generated.as_str().unwrap()).is_some(), "one is made up at ingest: {generated}");
+    assert!(
+        sluice::broker::wire::trace_id(generated.as_str().unwrap()).is_some(),
+        "one is made up at ingest: {generated}"
+    );
 }

@@ -81,7 +81,7 @@ async fn readyz_says_why_while_the_database_is_unreachable_and_the_api_waits_for
     .await;
     token.cancel();
     let _ = running.await;
-    remove_test_resources(&settings, &db_name);
+    remove_test_resources(&settings);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +116,7 @@ async fn a_database_that_cannot_be_created_ends_start_up_with_one_line_and_a_fai
     )
     .await;
     let _ = sqlx::query(&format!("DROP ROLE {role}")).execute(&mut admin).await;
-    remove_test_resources(&settings, &db_name);
+    remove_test_resources(&settings);
     assert!(!ok, "exit status says it failed");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line: {stderr}");

@@ -15,19 +15,18 @@ struct Sluice {
     base: String,
     key: String,
     settings: sluice::config::Settings,
-    db_name: String,
 }
 
 impl Drop for Sluice {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
-        remove_test_resources(&self.settings, &self.db_name);
+        remove_test_resources(&self.settings);
     }
 }
 
 /// `sluice serve` as its own process, so its memory is its own; it creates its database.
 async fn start() -> Sluice {
-    let (settings, db_name) = test_settings();
+    let (settings, _) = test_settings();
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
     let key = settings.auth.bootstrap_key.expose().to_owned();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -43,7 +42,7 @@ async fn start() -> Sluice {
         .spawn()
         .expect("sluice starts");
     let base = format!("http://127.0.0.1:{port}");
-    let s = Sluice { child, base, key, settings, db_name };
+    let s = Sluice { child, base, key, settings };
     eventually(DEADLINE, || async {
         let r = reqwest::get(format!("{}/readyz", s.base)).await.ok()?;
         (r.status() == 200).then_some(())

@@ -51,7 +51,6 @@ pub struct Cluster {
     pub pool: PgPool,
     pub settings: Settings,
     pub http: reqwest::Client,
-    db_name: String,
     env: Vec<(String, String)>,
     worker_env: Option<WorkerEnv>,
     api: Option<Proc>,
@@ -111,7 +110,6 @@ impl Cluster {
             tenant: settings.auth.bootstrap_tenant.clone(),
             pool,
             http,
-            db_name,
             env,
             worker_env: opts.worker_env,
             api: None,
@@ -254,7 +252,7 @@ impl Drop for Cluster {
         }
         drop(workers);
         let _ = std::fs::remove_file(commits_log(&self.settings.broker.prefix));
-        crate::helpers::remove_test_resources(&self.settings, &self.db_name);
+        crate::helpers::remove_test_resources(&self.settings);
     }
 }
 

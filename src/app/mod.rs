@@ -1,11 +1,15 @@
 //! Builds sluice's roles from settings and runs them until shutdown.
 
+mod builder;
+mod catalog;
+
+pub use builder::{App, AppBuilder, BuildError};
+pub use catalog::{Catalog, CatalogError};
+
 use crate::api::{self, auth::Authenticator, ApiState};
 use crate::broker::{Broker, Topology};
 use crate::config::Settings;
-use crate::handlers::{Handler, Handlers};
 use crate::heartbeat::Reporter;
-use crate::schemas::{SchemaError, SchemaRegistry};
 use crate::store;
 use crate::worker::{self, retry::RetryPolicy, WorkerCtx};
 use anyhow::Context;
@@ -23,26 +27,6 @@ pub enum Roles {
     Api,
     /// Workers only (plus health and metrics over HTTP).
     Worker,
-}
-
-/// The command types a process knows: payload schemas and their handlers.
-pub struct Catalog {
-    pub schemas: SchemaRegistry,
-    pub handlers: Handlers,
-}
-
-impl Catalog {
-    /// The shipped command types.
-    pub fn builtin() -> Result<Self, SchemaError> {
-        Ok(Self { schemas: SchemaRegistry::builtin()?, handlers: Handlers::builtin() })
-    }
-
-    /// Adds a command type: its schema and its handler.
-    pub fn register(&mut self, kind: &str, schema_json: &str, handler: impl Handler) -> Result<(), SchemaError> {
-        self.schemas.register(kind, schema_json)?;
-        self.handlers.register(kind, handler);
-        Ok(())
-    }
 }
 
 /// A built sluice process: its HTTP port already answers health checks; the workers start
@@ -64,6 +48,12 @@ impl Application {
     /// API proper answers 503 until that is done. Fails when the database cannot be made
     /// ready: missing and not creatable, refused, or unreachable past its start-up timeout.
     pub async fn build(settings: Settings, roles: Roles, catalog: Catalog) -> anyhow::Result<Self> {
+        let parts = builder::Parts { settings, catalog, migrations: Vec::new(), after_commit: None };
+        Self::start(parts, roles).await
+    }
+
+    async fn start(parts: builder::Parts, roles: Roles) -> anyhow::Result<Self> {
+        let builder::Parts { settings, catalog, migrations, after_commit } = parts;
         let cancel = CancellationToken::new();
         let pool = store::pool(&settings.database)?;
         let b = &settings.broker;
@@ -125,7 +115,7 @@ impl Application {
             tokio::spawn(async move { api::server::serve(listener, router, &http, stop).await })
         };
         let progress = |what| startup.waiting_for(what);
-        if let Err(e) = store::bootstrap::prepare(&pool, &settings.database, &cancel, &progress).await {
+        if let Err(e) = store::bootstrap::prepare(&pool, &settings.database, &migrations, &cancel, &progress).await {
             cancel.cancel();
             let _ = server.await;
             return Err(e.into());
@@ -147,6 +137,7 @@ impl Application {
                 touched: Default::default(),
                 sealer: sealer.clone(),
                 retention: settings.retention.clone(),
+                after_commit: after_commit.clone(),
             })
         });
         Ok(Self { port, server, worker, broker, worker_broker, pool, reporter, cancel })
