@@ -41,6 +41,8 @@ pub use worker::hooks::AfterCommit;
 pub mod api;
 /// Builds the roles (api, worker) and runs them until shutdown.
 pub mod app;
+/// API keys: verification, scopes, creation and revocation.
+pub mod auth;
 /// Load generator comparing sluice with the raw broker + database pipeline.
 pub mod bench;
 /// RabbitMQ: connection supervision, topology, confirmed publishing.

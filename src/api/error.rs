@@ -76,6 +76,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError;
+        match e {
+            AuthError::Unauthorized(why) => Self::Unauthorized(why),
+            AuthError::Forbidden(scope) => Self::Forbidden(scope),
+            AuthError::Throttled { retry_after_secs } => Self::TooManyRequests {
+                message: AuthError::Throttled { retry_after_secs }.to_string(),
+                retry_after_secs,
+            },
+            AuthError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<PublishError> for ApiError {
     fn from(e: PublishError) -> Self {
         tracing::warn!(error = %e, "publish not confirmed");

@@ -1,7 +1,6 @@
 //! The HTTP API: routes, state, middleware.
 
 pub mod auth;
-mod auth_throttle;
 mod batch_body;
 mod batches;
 mod body;
@@ -21,9 +20,9 @@ mod webhooks;
 pub use health::Startup;
 pub use webhook_gate::WebhookGate;
 
+use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::schemas::SchemaRegistry;
-use auth::Authenticator;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
@@ -43,7 +42,6 @@ pub struct ApiState {
     pub worker_broker: Option<Broker>,
     pub schemas: Arc<SchemaRegistry>,
     pub auth: Arc<Authenticator>,
-    pub dashboard: Arc<crate::config::DashboardSettings>,
     pub reporter: Arc<crate::heartbeat::Reporter>,
     pub batch_settings: Arc<crate::config::BatchSettings>,
     pub limits: Arc<crate::config::LimitSettings>,
@@ -60,8 +58,7 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// Operator actions over this state's pool, broker and schemas, across every tenant (the
-    /// dashboard's operators).
+    /// Operator actions over this state's pool, broker and schemas, across every tenant.
     pub fn ops(&self) -> crate::ops::Operators {
         self.ops_within(crate::ops::Reach::Every)
     }
@@ -90,8 +87,9 @@ pub fn check_command_body(
     commands::validate(schemas, value)
 }
 
-/// The full API (`/v1`, health, metrics).
-pub fn router(state: ApiState, http: &crate::config::HttpSettings) -> Router {
+/// The full API (`/v1`, health, metrics), with `pages` (the dashboard, which the process
+/// wiring hands in) served beside it behind the same start-up gate and limits.
+pub fn router(state: ApiState, http: &crate::config::HttpSettings, pages: Router) -> Router {
     let body_limit = http.body_limit_bytes;
     let v1 = Router::new()
         .route("/v1/commands", post(commands::submit))
@@ -124,10 +122,10 @@ pub fn router(state: ApiState, http: &crate::config::HttpSettings) -> Router {
         .route("/v1/batches/{id}", get(batches::status))
         .layer(DefaultBodyLimit::max(batch_limit))
         .layer(axum::Extension(BodyLimit(batch_limit)));
-    let v1 = v1.merge(batches).merge(crate::dashboard::router());
     let startup = state.startup.clone();
+    let v1 = v1.merge(batches).with_state(state.clone()).merge(pages);
     let v1 = v1.layer(axum::middleware::from_fn_with_state(startup, guard::until_started));
-    finish(v1.merge(ops_router()).with_state(state), http)
+    finish(v1.merge(ops_router().with_state(state)), http)
 }
 
 /// Health and metrics only: what a worker-only process serves.

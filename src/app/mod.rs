@@ -6,7 +6,8 @@ mod catalog;
 pub use builder::{App, AppBuilder, BuildError};
 pub use catalog::{Catalog, CatalogError};
 
-use crate::api::{self, auth::Authenticator, ApiState};
+use crate::api::{self, ApiState};
+use crate::auth::Authenticator;
 use crate::broker::{Broker, Topology};
 use crate::config::Settings;
 use crate::heartbeat::Reporter;
@@ -89,7 +90,6 @@ impl Application {
             worker_broker: worker_broker.clone(),
             schemas: Arc::new(schemas),
             auth: Arc::new(auth),
-            dashboard: Arc::new(settings.dashboard.clone()),
             reporter: reporter.clone(),
             batch_settings: Arc::new(settings.batches.clone()),
             limits: Arc::new(settings.limits.clone()),
@@ -102,7 +102,16 @@ impl Application {
         };
         let serves_api = matches!(roles, Roles::All | Roles::Api);
         let router = if serves_api {
-            api::router(state.clone(), &settings.http)
+            let pages = crate::dashboard::router(crate::dashboard::DashboardState {
+                pool: pool.clone(),
+                broker: broker.clone(),
+                ops: state.ops(),
+                auth: state.auth.clone(),
+                dashboard: Arc::new(settings.dashboard.clone()),
+                limits: state.limits.clone(),
+                retention: state.retention.clone(),
+            });
+            api::router(state.clone(), &settings.http, pages)
         } else {
             api::ops_only(state.clone(), &settings.http)
         };

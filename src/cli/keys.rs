@@ -25,7 +25,7 @@ pub async fn run(settings: Settings, command: KeysCommand) -> anyhow::Result<()>
     let pool = crate::store::ready_pool(&settings.database).await?;
     match command {
         KeysCommand::Create { tenant, scopes } => {
-            let created = crate::api::auth::create_key(&pool, &super::actor(), &tenant, &scopes).await?;
+            let created = crate::auth::create_key(&pool, &super::actor(), &tenant, &scopes).await?;
             eprintln!("key {} created for tenant {tenant}; it is shown only now:", created.key_id);
             println!("{}", created.key);
         }
@@ -43,7 +43,7 @@ pub async fn run(settings: Settings, command: KeysCommand) -> anyhow::Result<()>
             }
         }
         KeysCommand::Revoke { key_id } => {
-            let revoked = crate::api::auth::revoke_key(&pool, &super::actor(), &key_id).await?;
+            let revoked = crate::auth::revoke_key(&pool, &super::actor(), &key_id).await?;
             anyhow::ensure!(revoked, "no active key {key_id}");
             println!("revoked {key_id}");
         }

@@ -2,7 +2,7 @@
 
 use super::layout::{page, time, PageError};
 use super::session::Operator;
-use crate::api::ApiState;
+use super::DashboardState;
 use crate::store::audit;
 use axum::extract::{Query, State};
 use maud::{html, Markup};
@@ -18,7 +18,7 @@ pub struct AuditQuery {
 
 /// `GET /dashboard/audit`
 pub async fn index(
-    State(state): State<ApiState>,
+    State(state): State<DashboardState>,
     op: Operator,
     Query(q): Query<AuditQuery>,
 ) -> Result<Markup, PageError> {

@@ -3,7 +3,7 @@
 
 use super::layout::{clipped, maybe_time, page, status_badge, time, PageError};
 use super::session::Operator;
-use crate::api::ApiState;
+use super::DashboardState;
 use crate::store::commands::{self, Search};
 use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
@@ -30,7 +30,7 @@ pub struct SearchQuery {
 
 /// `GET /dashboard/commands`
 pub async fn index(
-    State(state): State<ApiState>,
+    State(state): State<DashboardState>,
     op: Operator,
     Query(q): Query<SearchQuery>,
 ) -> Result<Markup, PageError> {
@@ -128,7 +128,11 @@ pub async fn index(
 }
 
 /// `GET /dashboard/commands/{id}`
-pub async fn detail(State(state): State<ApiState>, op: Operator, Path(id): Path<Uuid>) -> Result<Markup, PageError> {
+pub async fn detail(
+    State(state): State<DashboardState>,
+    op: Operator,
+    Path(id): Path<Uuid>,
+) -> Result<Markup, PageError> {
     let status = status_block(&state, id).await?;
     Ok(page(
         "Command",
@@ -143,14 +147,14 @@ pub async fn detail(State(state): State<ApiState>, op: Operator, Path(id): Path<
 
 /// `GET /dashboard/live/commands/{id}`: the status block alone, for htmx to refresh.
 pub async fn live_status(
-    State(state): State<ApiState>,
+    State(state): State<DashboardState>,
     _op: Operator,
     Path(id): Path<Uuid>,
 ) -> Result<Markup, PageError> {
     status_block(&state, id).await
 }
 
-async fn status_block(state: &ApiState, id: Uuid) -> Result<Markup, PageError> {
+async fn status_block(state: &DashboardState, id: Uuid) -> Result<Markup, PageError> {
     let one = Search { id: Some(id), ..Search::default() };
     let row = commands::search(&state.pool, &one, None, 1, i64::MAX).await?.rows.into_iter().next();
     let live = format!("/dashboard/live/commands/{id}");

@@ -3,7 +3,7 @@
 
 use super::layout::{clipped, csrf_field, maybe_time, page, time, PageError};
 use super::session::Operator;
-use crate::api::ApiState;
+use super::DashboardState;
 use crate::ops::dead_letters::MAX_BULK;
 use crate::store::dead_letters::{self, Filter};
 use axum::extract::{Path, Query, State};
@@ -71,7 +71,7 @@ pub(super) fn urlencode(s: &str) -> String {
 
 /// `GET /dashboard/dead-letters`
 pub async fn index(
-    State(state): State<ApiState>,
+    State(state): State<DashboardState>,
     op: Operator,
     Query(q): Query<ListQuery>,
 ) -> Result<Markup, PageError> {
@@ -137,14 +137,14 @@ pub async fn index(
 
 /// `GET /dashboard/live/dead-letters`: the list alone, for htmx to refresh.
 pub async fn live(
-    State(state): State<ApiState>,
+    State(state): State<DashboardState>,
     _op: Operator,
     Query(q): Query<ListQuery>,
 ) -> Result<Markup, PageError> {
     rows(&state, &q).await
 }
 
-async fn rows(state: &ApiState, q: &ListQuery) -> Result<Markup, PageError> {
+async fn rows(state: &DashboardState, q: &ListQuery) -> Result<Markup, PageError> {
     let list = dead_letters::list(&state.pool, &q.filter(), None, 100).await?;
     Ok(html! {
         @if list.is_empty() { p.muted { "None match." } } @else {
@@ -170,18 +170,22 @@ async fn rows(state: &ApiState, q: &ListQuery) -> Result<Markup, PageError> {
 }
 
 /// `GET /dashboard/dead-letters/{id}`
-pub async fn detail(State(state): State<ApiState>, op: Operator, Path(id): Path<Uuid>) -> Result<Markup, PageError> {
+pub async fn detail(
+    State(state): State<DashboardState>,
+    op: Operator,
+    Path(id): Path<Uuid>,
+) -> Result<Markup, PageError> {
     detail_page(&state, &op, id, None, None).await
 }
 
 async fn detail_page(
-    state: &ApiState,
+    state: &DashboardState,
     op: &Operator,
     id: Uuid,
     draft: Option<&str>,
     error: Option<&str>,
 ) -> Result<Markup, PageError> {
-    let v = state.ops().detail(id).await?;
+    let v = state.ops.detail(id).await?;
     let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
     let payload = serde_json::to_string_pretty(&v["payload"]).unwrap_or_default();
     let open = v["state"] == "open";
@@ -250,13 +254,13 @@ pub struct ReplayForm {
 /// the command so the operator watches it succeed.
 #[tracing::instrument(skip_all, fields(dead_letter_id = %id))]
 pub async fn replay(
-    State(state): State<ApiState>,
+    State(state): State<DashboardState>,
     op: Operator,
     Path(id): Path<Uuid>,
     Form(form): Form<ReplayForm>,
 ) -> Result<Response, PageError> {
     op.check_csrf(&form.csrf)?;
-    let original = state.ops().detail(id).await?["payload"].clone();
+    let original = state.ops.detail(id).await?["payload"].clone();
     let edited = match form.payload.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
         None => None,
         Some(text) => match serde_json::from_str::<Value>(text) {
@@ -269,7 +273,7 @@ pub async fn replay(
             }
         },
     };
-    match state.ops().replay(id, edited, &op.actor).await {
+    match state.ops.replay(id, edited, &op.actor).await {
         Ok(r) => Ok(Redirect::to(&format!("/dashboard/commands/{}", r.command_id)).into_response()),
         Err(crate::ops::OpsError::Invalid { kind, violations }) => {
             let lines: Vec<String> = violations.iter().map(|v| format!("{}: {}", v.path, v.message)).collect();
@@ -283,13 +287,13 @@ pub async fn replay(
 
 /// `POST /dashboard/dead-letters/{id}/discard`
 pub async fn discard(
-    State(state): State<ApiState>,
+    State(state): State<DashboardState>,
     op: Operator,
     Path(id): Path<Uuid>,
     Form(form): Form<super::session::CsrfForm>,
 ) -> Result<Redirect, PageError> {
     op.check_csrf(&form.csrf)?;
-    state.ops().discard(id, &op.actor).await?;
+    state.ops.discard(id, &op.actor).await?;
     Ok(Redirect::to("/dashboard/dead-letters?notice=Discarded%20one%20dead%20letter."))
 }
 
@@ -303,27 +307,27 @@ pub struct GroupForm {
 /// `POST /dashboard/dead-letters/groups/replay`: replays the group's open letters (up to the
 /// bulk limit, 100 a second); a larger group takes another click, which resumes.
 pub async fn replay_group(
-    State(state): State<ApiState>,
+    State(state): State<DashboardState>,
     op: Operator,
     Form(form): Form<GroupForm>,
 ) -> Result<Redirect, PageError> {
     op.check_csrf(&form.csrf)?;
     let filter = Filter { fingerprint: Some(form.group), until: Some(chrono::Utc::now()), ..Filter::default() };
-    let bulk = state.ops().replay_many(&filter, MAX_BULK, 100.0, &op.actor).await?;
+    let bulk = state.ops.replay_many(&filter, MAX_BULK, 100.0, &op.actor).await?;
     let notice = format!("Replayed {}; {} failed; {} still open in the group.", bulk.done, bulk.failed, bulk.remaining);
     Ok(Redirect::to(&format!("/dashboard/dead-letters?notice={}", urlencode(&notice))))
 }
 
 /// `POST /dashboard/dead-letters/groups/discard`
 pub async fn discard_group(
-    State(state): State<ApiState>,
+    State(state): State<DashboardState>,
     op: Operator,
     Form(form): Form<GroupForm>,
 ) -> Result<Redirect, PageError> {
     op.check_csrf(&form.csrf)?;
     // Only the letters the operator saw counted in the confirmation, not newer ones.
     let filter = Filter { fingerprint: Some(form.group), until: Some(chrono::Utc::now()), ..Filter::default() };
-    let bulk = state.ops().discard_many(&filter, MAX_BULK, &op.actor).await?;
+    let bulk = state.ops.discard_many(&filter, MAX_BULK, &op.actor).await?;
     let notice = format!("Discarded {}; {} still open in the group.", bulk.done, bulk.remaining);
     Ok(Redirect::to(&format!("/dashboard/dead-letters?notice={}", urlencode(&notice))))
 }

@@ -9,12 +9,17 @@ mod layout;
 mod overview;
 mod session;
 
-use crate::api::ApiState;
+use crate::auth::Authenticator;
+use crate::broker::Broker;
+use crate::config::{DashboardSettings, LimitSettings, RetentionSettings};
+use crate::ops::Operators;
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_FRAME_OPTIONS};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use axum::Router;
+use sqlx::PgPool;
+use std::sync::Arc;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use session::COOKIE_NAME;
@@ -23,9 +28,24 @@ const HTMX: &str = include_str!("assets/htmx.min.js");
 const SCRIPT: &str = include_str!("assets/dashboard.js");
 const STYLE: &str = include_str!("assets/style.css");
 
-/// Every dashboard route, with headers that keep its pages out of frames, caches and other
-/// origins' scripts.
-pub fn router() -> Router<ApiState> {
+/// What the dashboard's pages share.
+#[derive(Clone)]
+pub struct DashboardState {
+    pub pool: PgPool,
+    pub broker: Broker,
+    /// Operator actions across every tenant: the dashboard is for operators only.
+    pub ops: Operators,
+    /// Checks the keys operators sign in with.
+    pub auth: Arc<Authenticator>,
+    pub dashboard: Arc<DashboardSettings>,
+    pub limits: Arc<LimitSettings>,
+    /// How long records are kept (to tell a pruned command from a missing one).
+    pub retention: Arc<RetentionSettings>,
+}
+
+/// Every dashboard route with its state, and headers that keep its pages out of frames,
+/// caches and other origins' scripts.
+pub fn router(state: DashboardState) -> Router {
     let pages = Router::new()
         .route("/dashboard", get(overview::index))
         .route("/dashboard/", get(|| async { Redirect::permanent("/dashboard") }))
@@ -59,7 +79,7 @@ pub fn router() -> Router<ApiState> {
         .route("/dashboard/assets/htmx.min.js", get(|| async { asset("text/javascript", HTMX) }))
         .route("/dashboard/assets/dashboard.js", get(|| async { asset("text/javascript", SCRIPT) }))
         .route("/dashboard/assets/style.css", get(|| async { asset("text/css", STYLE) }));
-    pages.merge(assets)
+    pages.merge(assets).with_state(state)
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {

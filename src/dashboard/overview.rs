@@ -6,7 +6,7 @@
 use super::charts::{line_chart, quantile_ms};
 use super::layout::{csrf_field, human_secs, page, status_badge, time, PageError};
 use super::session::{CsrfForm, Operator};
-use crate::api::ApiState;
+use super::DashboardState;
 use crate::store::{outcome_counts, processes};
 use axum::extract::{Path, State};
 use axum::response::Redirect;
@@ -18,7 +18,7 @@ use std::time::Instant;
 const MINUTES: i32 = 10;
 
 /// `GET /dashboard`
-pub async fn index(State(state): State<ApiState>, op: Operator) -> Result<Markup, PageError> {
+pub async fn index(State(state): State<DashboardState>, op: Operator) -> Result<Markup, PageError> {
     let live = content(&state, &op).await?;
     Ok(page(
         "Overview",
@@ -32,14 +32,14 @@ pub async fn index(State(state): State<ApiState>, op: Operator) -> Result<Markup
 }
 
 /// `GET /dashboard/live/overview`: the overview's content, for htmx to refresh.
-pub async fn live(State(state): State<ApiState>, op: Operator) -> Result<Markup, PageError> {
+pub async fn live(State(state): State<DashboardState>, op: Operator) -> Result<Markup, PageError> {
     content(&state, &op).await
 }
 
 /// Process totals at the previous refresh, to turn totals into rates.
 static LAST_TOTALS: Mutex<Option<(Instant, i64, i64)>> = Mutex::new(None);
 
-async fn content(state: &ApiState, op: &Operator) -> Result<Markup, PageError> {
+async fn content(state: &DashboardState, op: &Operator) -> Result<Markup, PageError> {
     let procs = processes::recent(&state.pool).await?;
     let alive: Vec<_> = procs.iter().filter(|p| p.alive).collect();
     let (accepted, processed): (i64, i64) = alive.iter().fold((0, 0), |(a, p), x| (a + x.accepted, p + x.processed));
@@ -151,24 +151,24 @@ async fn content(state: &ApiState, op: &Operator) -> Result<Markup, PageError> {
 
 /// `POST /dashboard/queues/{name}/pause`
 pub async fn pause(
-    State(state): State<ApiState>,
+    State(state): State<DashboardState>,
     op: Operator,
     Path(name): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Redirect, PageError> {
     op.check_csrf(&form.csrf)?;
-    state.ops().set_paused(&name, true, &op.actor).await?;
+    state.ops.set_paused(&name, true, &op.actor).await?;
     Ok(Redirect::to("/dashboard"))
 }
 
 /// `POST /dashboard/queues/{name}/resume`
 pub async fn resume(
-    State(state): State<ApiState>,
+    State(state): State<DashboardState>,
     op: Operator,
     Path(name): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Redirect, PageError> {
     op.check_csrf(&form.csrf)?;
-    state.ops().set_paused(&name, false, &op.actor).await?;
+    state.ops.set_paused(&name, false, &op.actor).await?;
     Ok(Redirect::to("/dashboard"))
 }

@@ -3,8 +3,8 @@
 //! every form posts back.
 
 use super::layout::{page_without_nav, PageError};
-use crate::api::auth::Scope;
-use crate::api::ApiState;
+use super::DashboardState;
+use crate::auth::Scope;
 use crate::store::{api_keys, audit, sessions};
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::{COOKIE, SET_COOKIE};
@@ -43,10 +43,10 @@ impl Operator {
     }
 }
 
-impl FromRequestParts<ApiState> for Operator {
+impl FromRequestParts<DashboardState> for Operator {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Response> {
+    async fn from_request_parts(parts: &mut Parts, state: &DashboardState) -> Result<Self, Response> {
         let to_login = || {
             if parts.headers.contains_key("hx-request") {
                 // htmx swaps fragments; tell it to load the login page instead.
@@ -115,7 +115,7 @@ pub struct LoginForm {
 /// `POST /dashboard/login`: an operator key opens a session.
 #[tracing::instrument(skip_all)]
 pub async fn login(
-    State(state): State<ApiState>,
+    State(state): State<DashboardState>,
     crate::api::server::ClientIp(ip): crate::api::server::ClientIp,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
@@ -131,7 +131,7 @@ pub async fn login(
     let client = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
     let principal = match state.auth.verify(form.key.trim(), ip).await {
         Ok(p) => p,
-        Err(crate::api::error::ApiError::TooManyRequests { .. }) => {
+        Err(crate::auth::AuthError::Throttled { .. }) => {
             let page = login_page(Some("Too many failed sign-ins from this address; try again later."));
             return (StatusCode::TOO_MANY_REQUESTS, page).into_response();
         }
@@ -180,7 +180,7 @@ pub struct CsrfForm {
 }
 
 /// `POST /dashboard/logout`
-pub async fn logout(State(state): State<ApiState>, op: Operator, Form(form): Form<CsrfForm>) -> Response {
+pub async fn logout(State(state): State<DashboardState>, op: Operator, Form(form): Form<CsrfForm>) -> Response {
     if let Err(e) = op.check_csrf(&form.csrf) {
         return e.into_response();
     }

@@ -2,7 +2,7 @@
 
 use crate::helpers::{spawn_app, spawn_app_with, Probe};
 use serde_json::{json, Value};
-use sluice::api::auth::create_key;
+use sluice::auth::create_key;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_v1_route_answers_401_without_a_key() {
@@ -131,7 +131,7 @@ async fn failed_keys_from_one_address_are_throttled_with_429_without_a_lookup_an
 async fn key_creation_revocation_and_dashboard_logins_are_audited() {
     let app = spawn_app_with(|s| s.auth.max_failures = 2, &Probe::default()).await;
     let k = create_key(&app.pool, "cli:ops@host", "acme", &["admin".into()]).await.unwrap();
-    assert!(sluice::api::auth::revoke_key(&app.pool, "cli:ops@host", &k.key_id).await.unwrap());
+    assert!(sluice::auth::revoke_key(&app.pool, "cli:ops@host", &k.key_id).await.unwrap());
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let login = |key: String| {
         let http = http.clone();

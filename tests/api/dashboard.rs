@@ -3,7 +3,7 @@
 
 use crate::helpers::{spawn_app, TestApp};
 use serde_json::json;
-use sluice::api::auth::create_key;
+use sluice::auth::create_key;
 use std::path::Path;
 use std::process::Command;
 

@@ -4,7 +4,7 @@
 use crate::helpers::{eventually, spawn_app, TestApp};
 use crate::retries::publish_raw;
 use serde_json::{json, Value};
-use sluice::api::auth::create_key;
+use sluice::auth::create_key;
 use sluice::command::Envelope;
 use std::time::Duration;
 use uuid::Uuid;

@@ -4,7 +4,7 @@
 use crate::helpers::{eventually, spawn_app, TestApp, DEADLINE};
 use reqwest::Method;
 use serde_json::{json, Value};
-use sluice::api::auth::create_key;
+use sluice::auth::create_key;
 
 async fn call(app: &TestApp, key: &str, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
     let mut req = app.http.request(method, format!("{}{path}", app.base)).bearer_auth(key);

@@ -120,7 +120,7 @@ async fn a_key_over_its_rate_is_a_429_with_retry_after_and_other_tenants_are_una
     assert_eq!(r.headers()["retry-after"], "1");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited");
-    let other = sluice::api::auth::create_key(&app.pool, "test", "globex", &["read".into()]).await.unwrap();
+    let other = sluice::auth::create_key(&app.pool, "test", "globex", &["read".into()]).await.unwrap();
     let r = app.http.get(format!("{}/v1/events", app.base)).bearer_auth(&other.key).send().await.unwrap();
     assert_eq!(r.status(), 200, "buckets are per key");
 }

@@ -170,8 +170,7 @@ async fn tampered_stale_or_unsigned_deliveries_are_401s_and_store_no_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sources_are_admin_only_checked_audited_and_listed_without_secrets() {
     let app = spawn_app().await;
-    let reader =
-        sluice::api::auth::create_key(&app.pool, "test", "acme", &["read".into(), "submit".into()]).await.unwrap();
+    let reader = sluice::auth::create_key(&app.pool, "test", "acme", &["read".into(), "submit".into()]).await.unwrap();
     let r = app
         .http
         .put(format!("{}/v1/webhook-sources/x", app.base))
