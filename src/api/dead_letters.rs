@@ -7,7 +7,7 @@ use super::error::ApiError;
 use super::reads::{decode_cursor, encode_cursor, limit_param, path_id, time_param};
 use super::ApiState;
 use crate::ops::dead_letters::MAX_BULK;
-use crate::store::dead_letters::{self, Filter, STATES};
+use crate::store::dead_letters::{self, DeadLetterState, Filter};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -59,12 +59,11 @@ pub async fn list(
     Ok(Json(json!({"dead_letters": page, "next_cursor": next})))
 }
 
-fn check_state(s: &str) -> Result<String, ApiError> {
-    if STATES.contains(&s) {
-        Ok(s.to_owned())
-    } else {
-        Err(ApiError::bad_request("invalid_query", format!("state must be one of {STATES:?}"), Some("query state")))
-    }
+fn check_state(s: &str) -> Result<DeadLetterState, ApiError> {
+    DeadLetterState::parse(s).ok_or_else(|| {
+        let all: Vec<&str> = DeadLetterState::ALL.iter().map(|s| s.as_str()).collect();
+        ApiError::bad_request("invalid_query", format!("state must be one of {all:?}"), Some("query state"))
+    })
 }
 
 /// Query string of the groups list.

@@ -6,7 +6,7 @@ use crate::broker::{Broker, Topology};
 use crate::config::Settings;
 use crate::ops::Operators;
 use crate::schemas::SchemaRegistry;
-use crate::store::dead_letters::{self, Filter};
+use crate::store::dead_letters::{self, DeadLetterState, Filter};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
@@ -70,8 +70,8 @@ pub enum DlqCommand {
 #[derive(Args, Clone, Default)]
 pub struct FilterArgs {
     /// open (default), replayed or discarded.
-    #[arg(long)]
-    state: Option<String>,
+    #[arg(long, value_parser = parse_state)]
+    state: Option<DeadLetterState>,
     #[arg(long = "type")]
     command_type: Option<String>,
     #[arg(long)]
@@ -104,6 +104,10 @@ impl From<FilterArgs> for Filter {
             until: a.until,
         }
     }
+}
+
+fn parse_state(s: &str) -> Result<DeadLetterState, String> {
+    DeadLetterState::parse(s).ok_or_else(|| "expected open, replayed or discarded".to_owned())
 }
 
 /// Runs one `sluice dlq` subcommand.

@@ -4,7 +4,7 @@
 use super::layout::{clipped, maybe_time, page, status_badge, time, PageError};
 use super::session::Operator;
 use super::DashboardState;
-use crate::store::commands::{self, Search};
+use crate::store::commands::{self, CommandStatus, Search};
 use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
 use maud::{html, Markup};
@@ -12,7 +12,6 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 const PAGE: i64 = 50;
-const STATUSES: [&str; 5] = ["succeeded", "rejected", "retrying", "dead", "processing"];
 
 /// Search fields from the query string.
 #[derive(Deserialize, Default)]
@@ -49,7 +48,7 @@ pub async fn index(
     let search = Search {
         id,
         kind: Some(q.command_type.trim().to_owned()).filter(|s| !s.is_empty()),
-        status: Some(q.status.clone()).filter(|s| STATUSES.contains(&s.as_str())),
+        status: CommandStatus::parse(&q.status).filter(|s| CommandStatus::STORED.contains(s)),
     };
     let max_bytes = i64::try_from(state.limits.max_page_bytes).unwrap_or(i64::MAX);
     let found = commands::search(&state.pool, &search, before, PAGE, max_bytes).await?;
@@ -59,7 +58,7 @@ pub async fn index(
         format!(
             "/dashboard/commands?command_type={}&status={}&before={}_{}",
             super::dead_letters::urlencode(search.kind.as_deref().unwrap_or("")),
-            search.status.as_deref().unwrap_or(""),
+            search.status.map_or("", CommandStatus::as_str),
             r.command.updated_at.timestamp_micros(),
             r.command.id
         )
@@ -99,7 +98,7 @@ pub async fn index(
                     label { "Type" input name="command_type" value=(q.command_type); }
                     label { "Status" select name="status" {
                         option value="" { "any" }
-                        @for s in STATUSES { option value=(s) selected[q.status == s] { (s) } }
+                        @for s in CommandStatus::STORED { option value=(s) selected[q.status == s.as_str()] { (s) } }
                     } }
                     button.secondary type="submit" { "Search" }
                 }
@@ -113,7 +112,7 @@ pub async fn index(
                                     td { a href=(format!("/dashboard/commands/{}", r.command.id)) { code { (r.command.id) } } }
                                     td { (r.command.kind) }
                                     td { (r.tenant) }
-                                    td { (status_badge(&r.command.status)) }
+                                    td { (status_badge(r.command.status.as_str())) }
                                     td.num { (r.command.attempts) }
                                     td { (clipped(r.command.last_error.as_deref().unwrap_or(""), 80)) }
                                 }

@@ -6,7 +6,7 @@ use super::{Operators, OpsError};
 use crate::broker::wire::{Outgoing, TRACEPARENT_HEADER};
 use crate::command::Envelope;
 use crate::schemas::PayloadError;
-use crate::store::dead_letters::{self, Filter};
+use crate::store::dead_letters::{self, DeadLetterState, Filter};
 use crate::store::{audit, commands};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -92,7 +92,7 @@ impl Operators {
             .await?
             .filter(|dl| self.reach.covers(dl.summary.tenant.as_deref()))
             .ok_or_else(|| OpsError::NotFound(format!("no dead letter {id}")))?;
-        if dl.summary.state == "discarded" {
+        if dl.summary.state == DeadLetterState::Discarded {
             return Err(OpsError::Conflict(format!("dead letter {id} was discarded")));
         }
         let mut cmd = Envelope::decode(&dl.body).map_err(|e| {
@@ -255,7 +255,7 @@ impl<'a> Pages<'a> {
 }
 
 fn check_bulk(filter: &Filter, limit: usize) -> Result<usize, OpsError> {
-    if filter.state.as_deref().is_some_and(|s| s != "open") {
+    if filter.state.is_some_and(|s| s != DeadLetterState::Open) {
         return Err(OpsError::BadInput("bulk actions apply to open dead letters only".into()));
     }
     if limit == 0 || limit > MAX_BULK {

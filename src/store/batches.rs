@@ -126,7 +126,8 @@ pub async fn progress(pool: &PgPool, id: Uuid) -> Result<(Vec<(String, i64)>, Op
 pub struct FailedItem {
     pub index: Option<i32>,
     pub id: Uuid,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: super::commands::CommandStatus,
     pub error: Option<String>,
 }
 

@@ -3,10 +3,61 @@
 use super::StoreError;
 use crate::command::Envelope;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
+
+/// Where a command stands, as producers read it. Only `processing` to `dead` are stored: a
+/// command without a row reads as `pending` (no worker has taken it yet) or, once its id is
+/// older than the retention period, `pruned`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandStatus {
+    Pending,
+    Pruned,
+    Processing,
+    Succeeded,
+    Rejected,
+    Retrying,
+    Dead,
+}
+
+impl CommandStatus {
+    /// The states a command's row can hold, in the order the dashboard lists them.
+    pub const STORED: [Self; 5] = [Self::Succeeded, Self::Rejected, Self::Retrying, Self::Dead, Self::Processing];
+
+    /// The word stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Pruned => "pruned",
+            Self::Processing => "processing",
+            Self::Succeeded => "succeeded",
+            Self::Rejected => "rejected",
+            Self::Retrying => "retrying",
+            Self::Dead => "dead",
+        }
+    }
+
+    /// Parses a stored or shown word.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Pruned].into_iter().chain(Self::STORED).find(|x| x.as_str() == s)
+    }
+}
+
+impl TryFrom<String> for CommandStatus {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s).ok_or_else(|| format!("unknown command status {s:?}"))
+    }
+}
+
+impl std::fmt::Display for CommandStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// How a command ended, as recorded in its row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +82,8 @@ pub struct CommandRow {
     #[serde(rename = "type")]
     #[sqlx(rename = "type")]
     pub kind: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: CommandStatus,
     pub attempts: i32,
     pub last_error: Option<String>,
     pub result: Option<Value>,
@@ -237,7 +289,7 @@ pub struct OperatorRow {
 pub struct Search {
     pub id: Option<Uuid>,
     pub kind: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<CommandStatus>,
 }
 
 /// A page of operator rows, and whether more follow it.
@@ -290,7 +342,7 @@ pub async fn search(
     .persistent(false)
     .bind(search.id)
     .bind(&search.kind)
-    .bind(&search.status)
+    .bind(search.status.map(CommandStatus::as_str))
     .bind(before_at)
     .bind(before_id)
     .bind(limit)

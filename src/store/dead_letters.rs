@@ -95,13 +95,55 @@ pub fn normalize(error: &str) -> String {
 }
 
 /// Where a dead letter stands.
-pub const STATES: [&str; 3] = ["open", "replayed", "discarded"];
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeadLetterState {
+    /// Waiting for an operator.
+    #[default]
+    Open,
+    /// Published to the work queue again.
+    Replayed,
+    /// Given up on.
+    Discarded,
+}
+
+impl DeadLetterState {
+    /// Every state.
+    pub const ALL: [Self; 3] = [Self::Open, Self::Replayed, Self::Discarded];
+
+    /// The word stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Replayed => "replayed",
+            Self::Discarded => "discarded",
+        }
+    }
+
+    /// Parses a stored or shown word.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl TryFrom<String> for DeadLetterState {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s).ok_or_else(|| format!("unknown dead-letter state {s:?}"))
+    }
+}
+
+impl std::fmt::Display for DeadLetterState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Which dead letters an operator means; empty fields match all.
 #[derive(Debug, Clone, Default, serde::Deserialize, Serialize)]
 pub struct Filter {
-    /// `open` (the default), `replayed` or `discarded`.
-    pub state: Option<String>,
+    /// `open` when absent.
+    pub state: Option<DeadLetterState>,
     pub command_type: Option<String>,
     pub tenant: Option<String>,
     pub error_kind: Option<String>,
@@ -113,8 +155,8 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn state(&self) -> &str {
-        self.state.as_deref().unwrap_or("open")
+    fn state(&self) -> &'static str {
+        self.state.unwrap_or_default().as_str()
     }
 
     fn error_pattern(&self) -> Option<String> {
@@ -133,7 +175,8 @@ pub struct Summary {
     pub error: String,
     pub attempts: i32,
     pub dead_at: DateTime<Utc>,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: DeadLetterState,
     pub fingerprint: String,
     pub replay_count: i32,
 }

@@ -144,7 +144,7 @@ async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel
             }
             Err(verdict) => {
                 if let process::Verdict::Dead { cmd: Some(cmd), .. } = &verdict {
-                    tally(ctx, &cmd.kind, timed_since(&delivery, cmd), "dead");
+                    tally(ctx, &cmd.kind, timed_since(&delivery, cmd), Label::Dead);
                 }
                 route::route(&route::Routing { ctx, acks, cancel }, &delivery, attempt, verdict).await
             }
@@ -170,7 +170,7 @@ async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel
         for ((delivery, job), outcome) in jobs.iter().zip(outcomes) {
             tally(ctx, &job.cmd.kind, timed_since(delivery, &job.cmd), outcome);
             let trace_id = Received::of(delivery).trace_id();
-            tracing::debug!(command_id = %job.cmd.id, %trace_id, outcome, "committed in a batch");
+            tracing::debug!(command_id = %job.cmd.id, %trace_id, outcome = outcome.as_str(), "committed in a batch");
         }
         let deliveries: Vec<&Delivery> = jobs.iter().map(|(d, _)| d).collect();
         match then {
@@ -197,17 +197,48 @@ fn timed_since(delivery: &Delivery, cmd: &crate::command::Envelope) -> Option<ch
     (!Received::of(delivery).is_replay()).then_some(cmd.submitted_at)
 }
 
+/// How one delivery of a command ended, as metrics label it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label {
+    Succeeded,
+    Rejected,
+    /// Already applied by an earlier delivery: acked, nothing written.
+    Duplicate,
+    Retried,
+    Dead,
+}
+
+impl Label {
+    /// The `outcome` label of `sluice_commands_processed_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Rejected => "rejected",
+            Self::Duplicate => "duplicate",
+            Self::Retried => "retried",
+            Self::Dead => "dead",
+        }
+    }
+
+    /// What the dashboard's outcome counts make of it (a duplicate is not counted twice).
+    fn ended(self) -> Option<Ended> {
+        match self {
+            Self::Succeeded => Some(Ended::Succeeded),
+            Self::Rejected => Some(Ended::Rejected),
+            Self::Retried => Some(Ended::Retried),
+            Self::Dead => Some(Ended::Dead),
+            Self::Duplicate => None,
+        }
+    }
+}
+
 /// Counts how a delivery of a command ended: metrics, and the dashboard's outcome counts.
-fn tally(ctx: &WorkerCtx, kind: &str, submitted_at: Option<chrono::DateTime<chrono::Utc>>, outcome: &'static str) {
-    metrics::counter!("sluice_commands_processed_total", "type" => kind.to_owned(), "outcome" => outcome).increment(1);
-    let ended = match outcome {
-        "succeeded" => Ended::Succeeded,
-        "rejected" => Ended::Rejected,
-        "retried" => Ended::Retried,
-        "dead" => Ended::Dead,
-        _ => return,
-    };
-    ctx.reporter.ended(kind, submitted_at, ended);
+fn tally(ctx: &WorkerCtx, kind: &str, submitted_at: Option<chrono::DateTime<chrono::Utc>>, outcome: Label) {
+    let label = outcome.as_str();
+    metrics::counter!("sluice_commands_processed_total", "type" => kind.to_owned(), "outcome" => label).increment(1);
+    if let Some(ended) = outcome.ended() {
+        ctx.reporter.ended(kind, submitted_at, ended);
+    }
 }
 
 /// One command in its own transaction, start to ack.
@@ -230,8 +261,8 @@ async fn handle_one(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, job: proc
             Ok(verdict) => {
                 let outcome = match &verdict {
                     process::Verdict::Done { outcome } => Some(*outcome),
-                    process::Verdict::Retry { .. } if ctx.policy.allows_another(attempt) => Some("retried"),
-                    process::Verdict::Retry { .. } | process::Verdict::Dead { .. } => Some("dead"),
+                    process::Verdict::Retry { .. } if ctx.policy.allows_another(attempt) => Some(Label::Retried),
+                    process::Verdict::Retry { .. } | process::Verdict::Dead { .. } => Some(Label::Dead),
                     process::Verdict::GiveBack => None,
                 };
                 if let Some(outcome) = outcome {

@@ -1,7 +1,7 @@
 //! One delivery: decode, run its handler in one transaction, decide what happens next.
 
 use super::hooks::{self, AfterCommit};
-use super::WorkerCtx;
+use super::{Label, WorkerCtx};
 use crate::command::Envelope;
 use crate::handlers::{Handler, HandlerError, Outcome};
 use crate::store::commands::{self, FinalStatus};
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug)]
 pub enum Verdict {
     /// Committed (or already committed before): ack.
-    Done { outcome: &'static str },
+    Done { outcome: Label },
     /// Failed in a way that may pass later: retry through a delay tier (or dead-letter when
     /// attempts are exhausted).
     Retry { cmd: Box<Envelope>, error: String },
@@ -55,7 +55,7 @@ pub fn prepare(ctx: &WorkerCtx, body: &[u8], attempt: u32) -> Result<Job, Verdic
 /// otherwise everything is rolled back and the caller runs the jobs one by one, where each
 /// failure gets its precise treatment. Returns each job's outcome label, in order, and what
 /// the after-commit hook asked for.
-pub async fn apply_batch(ctx: &WorkerCtx, jobs: &[&Job]) -> Result<(Vec<&'static str>, AfterCommit), HandlerError> {
+pub async fn apply_batch(ctx: &WorkerCtx, jobs: &[&Job]) -> Result<(Vec<Label>, AfterCommit), HandlerError> {
     let fallback = |why: &str| Err(HandlerError::Transient(why.to_owned()));
     let mut ids: Vec<_> = jobs.iter().map(|j| j.cmd.id).collect();
     ids.sort_unstable();
@@ -92,12 +92,12 @@ pub async fn apply_batch(ctx: &WorkerCtx, jobs: &[&Job]) -> Result<(Vec<&'static
         match outcome {
             Some(Outcome::Succeeded(result)) => {
                 rows.push(&job.cmd, job.attempt, FinalStatus::Succeeded, Some(result), None);
-                labels.push("succeeded");
+                labels.push(Label::Succeeded);
             }
             Some(Outcome::Rejected { reason, message }) => {
                 let result = serde_json::json!({ "reason": reason });
                 rows.push(&job.cmd, job.attempt, FinalStatus::Rejected, Some(result), Some(message));
-                labels.push("rejected");
+                labels.push(Label::Rejected);
             }
             None => return fallback("a command of the batch got no outcome"),
         }
@@ -131,9 +131,9 @@ pub async fn decide(ctx: &WorkerCtx, job: Job, cancel: &CancellationToken) -> Ve
         let result = apply(ctx, handler.as_ref(), &cmd, attempt).await;
         metrics::histogram!("sluice_handler_seconds", "type" => cmd.kind.clone()).record(started.elapsed());
         let wait = match result {
-            Ok(Applied::Fresh(Outcome::Succeeded(_))) => return Verdict::Done { outcome: "succeeded" },
-            Ok(Applied::Fresh(Outcome::Rejected { .. })) => return Verdict::Done { outcome: "rejected" },
-            Ok(Applied::Duplicate) => return Verdict::Done { outcome: "duplicate" },
+            Ok(Applied::Fresh(Outcome::Succeeded(_))) => return Verdict::Done { outcome: Label::Succeeded },
+            Ok(Applied::Fresh(Outcome::Rejected { .. })) => return Verdict::Done { outcome: Label::Rejected },
+            Ok(Applied::Duplicate) => return Verdict::Done { outcome: Label::Duplicate },
             Ok(Applied::Redeliver) => return Verdict::GiveBack,
             Err(HandlerError::Permanent(error)) => {
                 return Verdict::Dead { cmd: Some(Box::new(cmd)), kind: "permanent", error }
