@@ -17,7 +17,7 @@ pub struct SchemaRegistry {
 }
 
 /// One way a payload breaks its schema.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Violation {
     /// JSON pointer into the request body, e.g. `/payload/amount_cents`.
     pub path: String,

@@ -5,42 +5,127 @@ use super::auth::{Principal, Scope};
 use super::batch_body::{read_batch, Options};
 use super::commands::{idempotency_key, traceparent_of, validate, MAX_IDEMPOTENCY_KEY};
 use super::error::ApiError;
+use super::error::{ErrorBody, ErrorDetail};
+use super::openapi::KeyedErrors;
 use super::ApiState;
 use crate::broker::wire::Outgoing;
 use crate::broker::Message;
 use crate::command::{command_id_for_key, BatchRef, Envelope};
+use crate::schemas::Violation;
 use crate::store::batches::{self, NewBatch};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use serde_json::{json, Value};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Namespace of batch item ids derived from the batch id and the item's position.
 const ITEM_NAMESPACE: Uuid = Uuid::from_u128(0x3f0c_2b8e_51d4_4a7f_8c19_d6e2_a047_b5c1);
 
-/// One item's refusal.
-fn item_error(index: usize, e: ApiError) -> Value {
-    let mut v = json!({"index": index});
-    if let ApiError::Unprocessable { code, message, violations } = e {
-        let violations: Vec<Value> = violations
-            .into_iter()
-            .map(|x| json!({"path": format!("/commands/{index}{}", x.path), "message": x.message}))
-            .collect();
-        v["code"] = json!(code);
-        v["message"] = json!(message);
-        v["violations"] = json!(violations);
-    } else {
-        v["code"] = json!("invalid_command");
-        v["message"] = json!(e.to_string());
-    }
-    v
+/// Why one item of a batch was refused at ingest.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ItemRefusal {
+    /// Position in the batch, from 0.
+    pub index: usize,
+    pub code: String,
+    pub message: String,
+    /// Where the item breaks its schema, as pointers into the whole batch body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub violations: Option<Vec<Violation>>,
 }
 
-/// Accepts a batch: every valid item is published (pipelined, with confirms) unless
-/// `all_or_nothing` and some item is invalid, in which case nothing is.
+impl ItemRefusal {
+    fn new(index: usize, code: &str, message: impl Into<String>) -> Self {
+        Self { index, code: code.to_owned(), message: message.into(), violations: None }
+    }
+
+    fn of(index: usize, e: ApiError) -> Self {
+        match e {
+            ApiError::Unprocessable { code, message, violations } => Self {
+                violations: Some(
+                    violations
+                        .into_iter()
+                        .map(|x| Violation { path: format!("/commands/{index}{}", x.path), message: x.message })
+                        .collect(),
+                ),
+                ..Self::new(index, code, message)
+            },
+            other => Self::new(index, "invalid_command", other.to_string()),
+        }
+    }
+}
+
+/// An item that was valid but that RabbitMQ did not confirm.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotPublished {
+    pub index: u32,
+    pub id: Uuid,
+    pub error: String,
+}
+
+/// The answer to an accepted batch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchAccepted {
+    pub id: Uuid,
+    pub status_url: String,
+    /// Commands RabbitMQ confirmed: durable.
+    pub accepted: usize,
+    pub rejected: Vec<ItemRefusal>,
+    /// Valid items whose publish was not confirmed; resubmit the batch with the same
+    /// Idempotency-Key (the confirmed ones are not applied twice).
+    pub not_published: Vec<NotPublished>,
+}
+
+/// A batch as JSON. As NDJSON the body is one command per line, and the options are query
+/// parameters (the secret in the `Sluice-Callback-Secret` header).
+#[derive(ToSchema)]
+#[allow(dead_code)] // Only its schema is used: the body is read by batch_body.rs within a budget.
+pub struct BatchBody {
+    /// Each a command (`type`, `payload`) with an optional `idempotency_key` of its own.
+    #[schema(min_items = 1, value_type = Vec<super::openapi::BatchItemPlaceholder>)]
+    commands: Vec<Value>,
+    /// Refuse the whole batch when any item is invalid.
+    all_or_nothing: Option<bool>,
+    /// POSTed, signed like a Standard Webhook, once every command is final.
+    callback_url: Option<String>,
+    /// `whsec_...`; required with `callback_url`.
+    callback_secret: Option<String>,
+}
+
+/// Submit up to batches.max_commands commands (JSON or NDJSON)
+///
+/// Needs an API key with the `submit` scope (or `admin` or `operator`). Every valid item is
+/// published (pipelined, with confirms) unless `all_or_nothing` and some item is invalid, in
+/// which case nothing is.
+#[utoipa::path(
+    post,
+    path = "/v1/batches",
+    tag = "batches",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+         description = "Makes a retried request the same batch"),
+        ("all_or_nothing" = Option<bool>, Query, description = "NDJSON only"),
+        ("callback_url" = Option<String>, Query, description = "NDJSON only"),
+        ("Sluice-Callback-Secret" = Option<String>, Header, description = "NDJSON only"),
+    ),
+    request_body(content(
+        (BatchBody = "application/json"),
+        (String = "application/x-ndjson"),
+    )),
+    responses(
+        (status = 202, description = "Accepted (valid items published)", body = BatchAccepted,
+         headers(("Location" = String, description = "The status URL"))),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Neither JSON nor NDJSON", body = ErrorBody),
+        (status = 422, description = "Every item (or, all or nothing, one) is invalid", body = ErrorBody),
+        KeyedErrors,
+    )
+)]
 #[tracing::instrument(skip_all, fields(tenant = %principal.tenant, batch_id, items))]
 pub async fn submit(
     State(state): State<ApiState>,
@@ -83,32 +168,30 @@ pub async fn submit(
         if let Err(e) =
             super::limits::check_shape(&item, l.max_json_depth, l.max_string_bytes, &format!("/commands/{index}"))
         {
-            rejected.push(json!({"index": index, "code": "invalid_command", "message": e.to_string()}));
+            rejected.push(ItemRefusal::new(index, "invalid_command", e.to_string()));
             continue;
         }
         if let Some(k) = item.get("idempotency_key").and_then(Value::as_str) {
             if !keys_seen.insert(k.to_owned()) {
-                rejected.push(json!({"index": index, "code": "duplicate_idempotency_key",
-                                     "message": "an earlier item of this batch has the same idempotency_key"}));
+                let why = "an earlier item of this batch has the same idempotency_key";
+                rejected.push(ItemRefusal::new(index, "duplicate_idempotency_key", why));
                 continue;
             }
         }
         match prepare(&state, &principal.tenant, batch_id, index, item) {
             Ok(cmd) => cmds.push(cmd),
-            Err(e) => rejected.push(item_error(index, e)),
+            Err(e) => rejected.push(ItemRefusal::of(index, e)),
         }
     }
     if cmds.is_empty() || (options.all_or_nothing && !rejected.is_empty()) {
         metrics::counter!("sluice_ingest_rejected_total", "reason" => "invalid").increment(rejected.len() as u64);
-        return Ok((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({"error": {
-                "code": "batch_rejected",
-                "message": format!("{} of the batch's commands are invalid; nothing was accepted", rejected.len()),
-                "items": rejected,
-            }})),
-        )
-            .into_response());
+        let error = ErrorDetail {
+            code: "batch_rejected".into(),
+            message: format!("{} of the batch's commands are invalid; nothing was accepted", rejected.len()),
+            items: Some(rejected),
+            ..ErrorDetail::default()
+        };
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(ErrorBody { error })).into_response());
     }
     let total = i32::try_from(cmds.len()).unwrap_or(i32::MAX);
     let fresh = batches::create(
@@ -133,7 +216,7 @@ pub async fn submit(
     for (cmd, r) in cmds.iter().zip(&results) {
         if let Err(e) = r {
             let index = cmd.batch.map_or(0, |b| b.index);
-            failed.push(json!({"index": index, "id": cmd.id, "error": e.public()}));
+            failed.push(NotPublished { index, id: cmd.id, error: e.public().into_owned() });
         }
     }
     let published = cmds.len() - failed.len();
@@ -164,13 +247,7 @@ pub async fn submit(
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, url.clone())],
-        Json(json!({
-            "id": batch_id,
-            "status_url": url,
-            "accepted": published,
-            "rejected": rejected,
-            "not_published": failed,
-        })),
+        Json(BatchAccepted { id: batch_id, status_url: url, accepted: published, rejected, not_published: failed }),
     )
         .into_response())
 }
@@ -212,7 +289,7 @@ fn prepare(state: &ApiState, tenant: &str, batch_id: Uuid, index: usize, item: V
         return Err(ApiError::Unprocessable {
             code: "invalid_command",
             message: "a batch item must be a command object".into(),
-            violations: vec![crate::schemas::Violation { path: String::new(), message: "expected an object".into() }],
+            violations: vec![Violation { path: String::new(), message: "expected an object".into() }],
         });
     };
     let key = match obj.remove("idempotency_key") {
@@ -226,10 +303,7 @@ fn prepare(state: &ApiState, tenant: &str, batch_id: Uuid, index: usize, item: V
             return Err(ApiError::Unprocessable {
                 code: "invalid_command",
                 message: format!("idempotency_key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
-                violations: vec![crate::schemas::Violation {
-                    path: "/idempotency_key".into(),
-                    message: "invalid".into(),
-                }],
+                violations: vec![Violation { path: "/idempotency_key".into(), message: "invalid".into() }],
             })
         }
     };
@@ -247,7 +321,54 @@ fn prepare(state: &ApiState, tenant: &str, batch_id: Uuid, index: usize, item: V
     Ok(cmd)
 }
 
-/// Progress of a batch.
+/// Where a batch stands, counted from its commands' rows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchProgress {
+    pub id: Uuid,
+    /// Commands published (items refused at ingest are not counted).
+    pub total: i32,
+    pub rejected_at_ingest: i32,
+    /// Not yet final: in the queue, being applied, or retrying.
+    pub pending: i64,
+    pub retrying: i64,
+    pub succeeded: i64,
+    pub rejected: i64,
+    pub dead: i64,
+    pub created_at: DateTime<Utc>,
+    /// When a worker first took one of its commands.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When every command was final.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Rejected and dead items, in batch order (at most 1000).
+    pub failed_items: Vec<batches::FailedItem>,
+    /// The completion callback, when the batch asked for one.
+    pub callback: Option<CallbackState>,
+}
+
+/// Delivery of a batch's completion callback.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallbackState {
+    pub url: String,
+    pub attempts: i32,
+    pub delivered_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A batch's progress
+///
+/// Needs an API key with the `read` scope (or `admin` or `operator`).
+#[utoipa::path(
+    get,
+    path = "/v1/batches/{id}",
+    tag = "batches",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "Progress", body = BatchProgress),
+        (status = 404, description = "No such batch", body = ErrorBody),
+        KeyedErrors,
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn status(
     State(state): State<ApiState>,
@@ -265,26 +386,26 @@ pub async fn status(
         (count("succeeded"), count("rejected"), count("dead"), count("retrying"));
     let pending = (i64::from(batch.total) - succeeded - rejected - dead).max(0);
     let failed = batches::failed_items(&state.pool, id, 1000).await?;
-    let callback = match (&batch.callback_url, batches::callback_state(&state.pool, id).await?) {
-        (None, _) => Value::Null,
-        (Some(url), None) => json!({"url": url, "attempts": 0, "delivered_at": null}),
+    let callback = match (batch.callback_url, batches::callback_state(&state.pool, id).await?) {
+        (None, _) => None,
+        (Some(url), None) => Some(CallbackState { url, attempts: 0, delivered_at: None, last_error: None }),
         (Some(url), Some((attempts, delivered_at, last_error))) => {
-            json!({"url": url, "attempts": attempts, "delivered_at": delivered_at, "last_error": last_error})
+            Some(CallbackState { url, attempts, delivered_at, last_error })
         }
     };
-    Ok(Json(json!({
-        "id": batch.id,
-        "total": batch.total,
-        "rejected_at_ingest": batch.rejected_at_ingest,
-        "pending": pending,
-        "retrying": retrying,
-        "succeeded": succeeded,
-        "rejected": rejected,
-        "dead": dead,
-        "created_at": batch.created_at,
-        "started_at": started_at,
-        "finished_at": batch.finished_at,
-        "failed_items": failed,
-        "callback": callback,
-    })))
+    Ok(Json(BatchProgress {
+        id: batch.id,
+        total: batch.total,
+        rejected_at_ingest: batch.rejected_at_ingest,
+        pending,
+        retrying,
+        succeeded,
+        rejected,
+        dead,
+        created_at: batch.created_at,
+        started_at,
+        finished_at: batch.finished_at,
+        failed_items: failed,
+        callback,
+    }))
 }

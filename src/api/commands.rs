@@ -3,23 +3,96 @@
 use super::auth::{Principal, Scope};
 use super::body::JsonBody;
 use super::error::ApiError;
+use super::error::ErrorBody;
+use super::openapi::KeyedErrors;
 use super::ApiState;
 use crate::broker::wire::{new_traceparent, trace_id, Outgoing, TRACEPARENT_HEADER};
 use crate::command::Envelope;
 use crate::schemas::{PayloadError, SchemaRegistry, Violation};
-use crate::store::commands;
+use crate::store::commands::{self, CommandStatus};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use serde_json::{json, Value};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Longest accepted `Idempotency-Key`.
 pub(super) const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-/// Accepts one command: validated, published with confirm, then 202.
+/// The answer to an accepted command.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    pub id: Uuid,
+    pub status: AcceptedStatus,
+    /// Where the command's status is read.
+    pub status_url: String,
+}
+
+/// Always `accepted`: RabbitMQ confirmed the command, so it is durable.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AcceptedStatus {
+    Accepted,
+}
+
+/// A command's status as its tenant reads it. The fields after `detail` are there once a
+/// worker has taken the command (a `pending` or `pruned` command has no row to show).
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct CommandView {
+    pub id: Uuid,
+    pub status: CommandStatus,
+    /// Why a command without a row reads as `pending` or `pruned`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i32>,
+    /// The last attempt's error, when one failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The handler's result (succeeded), or `{"reason"}` (rejected).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub submitted_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_seen_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Every failed attempt, oldest first: `{"attempt", "error", "at"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Value>,
+}
+
+/// Submit a command (202 once RabbitMQ confirmed it)
+///
+/// Needs an API key with the `submit` scope (or `admin` or `operator`). With an
+/// Idempotency-Key the command's id follows from the tenant and the key, so a retried request
+/// is applied once.
+#[utoipa::path(
+    post,
+    path = "/v1/commands",
+    tag = "commands",
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+            description = "Makes a retried request the same command")),
+    request_body(content = ref("#/components/schemas/Command"), description = "One command"),
+    responses(
+        (status = 202, description = "Accepted and durable", body = Accepted,
+         headers(("Location" = String, description = "The status URL"))),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Unknown type or invalid payload", body = ErrorBody),
+        KeyedErrors,
+    )
+)]
 #[tracing::instrument(skip_all, fields(tenant, command_id, kind, trace_id))]
 pub async fn submit(
     State(state): State<ApiState>,
@@ -55,7 +128,7 @@ pub async fn submit(
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, url.clone())],
-        Json(json!({"id": cmd.id, "status": "accepted", "status_url": url})),
+        Json(Accepted { id: cmd.id, status: AcceptedStatus::Accepted, status_url: url }),
     ))
 }
 
@@ -140,8 +213,18 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiEr
     Ok(Some(key))
 }
 
-/// A command's status. A command not yet taken by a worker has no row and reads as pending
-/// (ingest writes nothing to Postgres); another tenant's command reads the same way.
+/// A command's status
+///
+/// Needs an API key with the `read` scope (or `admin` or `operator`). A command not yet taken
+/// by a worker has no row and reads as `pending` (ingest writes nothing to Postgres); another
+/// tenant's command reads the same way.
+#[utoipa::path(
+    get,
+    path = "/v1/commands/{id}",
+    tag = "commands",
+    params(("id" = Uuid, Path, description = "The command's id")),
+    responses((status = 200, description = "Its status", body = CommandView), KeyedErrors)
+)]
 #[tracing::instrument(skip_all, fields(tenant))]
 pub async fn status(
     State(state): State<ApiState>,
@@ -150,12 +233,12 @@ pub async fn status(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Read)?;
     let id = super::reads::path_id(id)?;
+    let stub = |status, detail: String| CommandView { id, status, detail: Some(detail), ..CommandView::default() };
     match commands::find(&state.pool, &principal.tenant, id).await? {
-        Some(row) => {
-            let mut row = serde_json::to_value(row).map_err(|e| ApiError::Internal(e.to_string()))?;
+        Some(mut row) => {
             // The tenant's view: each attempt's error without the database's own words, which
             // the operators' dead-letter view keeps.
-            if let Some(errors) = row.get_mut("errors").and_then(Value::as_array_mut) {
+            if let Some(errors) = row.errors.as_array_mut() {
                 for entry in errors {
                     if let Some(text) = entry.get("error").and_then(Value::as_str) {
                         let shown = crate::store::public_error(text).into_owned();
@@ -163,22 +246,34 @@ pub async fn status(
                     }
                 }
             }
-            Ok(Json(row))
+            Ok(Json(CommandView {
+                id: row.id,
+                status: row.status,
+                detail: None,
+                kind: Some(row.kind),
+                attempts: Some(row.attempts),
+                last_error: row.last_error,
+                result: row.result,
+                submitted_at: Some(row.submitted_at),
+                first_seen_at: Some(row.first_seen_at),
+                updated_at: Some(row.updated_at),
+                completed_at: row.completed_at,
+                errors: Some(row.errors),
+            }))
         }
-        None if crate::retention::pruned_by_age(id, &state.retention) => Ok(Json(json!({
-            "id": id,
-            "status": "pruned",
-            "detail": format!(
+        None if crate::retention::pruned_by_age(id, &state.retention) => Ok(Json(stub(
+            CommandStatus::Pruned,
+            format!(
                 "the id is older than retention.commands_days ({} days): a record of it, if there was one, has been \
                  pruned",
                 state.retention.commands_days
             ),
-        }))),
-        None => Ok(Json(json!({
-            "id": id,
-            "status": "pending",
-            "detail": "no worker has completed or retried this command yet, or the id is unknown (or, for an id \
-                       from an Idempotency-Key, pruned after retention.commands_days)",
-        }))),
+        ))),
+        None => Ok(Json(stub(
+            CommandStatus::Pending,
+            "no worker has completed or retried this command yet, or the id is unknown (or, for an id from an \
+             Idempotency-Key, pruned after retention.commands_days)"
+                .into(),
+        ))),
     }
 }

@@ -7,7 +7,7 @@ use crate::store::StoreError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
 
 /// An API failure and the response it becomes.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,26 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The HTTP status and the body's `code`.
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::JsonTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "json_too_large"),
+            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::OutcomeUnknown { .. } => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
+            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Self::Timeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
     /// A 400 about the request at `location` (e.g. `header Idempotency-Key`).
     pub fn bad_request(code: &'static str, message: impl Into<String>, location: Option<&str>) -> Self {
         Self::BadRequest { code, message: message.into(), location: location.map(str::to_owned) }
@@ -134,44 +154,57 @@ impl From<OpsError> for ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong and where; only the fields that apply to the code are present.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// A stable word for programs (`invalid_payload`, `unauthorized`, `rate_limited`, ...).
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Where in the request (`header Idempotency-Key`, `body line 3 column 7`, `query limit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Each way the body breaks its schema, by JSON pointer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub violations: Option<Vec<Violation>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<usize>,
+    /// The scope the key lacks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_ms: Option<u64>,
+    /// Per item of a refused batch: why each was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<super::batches::ItemRefusal>>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, extra) = match &self {
-            Self::BadRequest { code, location, .. } => {
-                (StatusCode::BAD_REQUEST, *code, json!({ "location": location }))
-            }
-            Self::Unprocessable { code, violations, .. } => {
-                (StatusCode::UNPROCESSABLE_ENTITY, *code, json!({ "violations": violations }))
-            }
-            Self::TooLarge { limit } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", json!({ "limit_bytes": limit }))
-            }
-            Self::JsonTooLarge { location, .. } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "json_too_large", json!({ "location": location }))
-            }
-            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", json!({})),
-            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", json!({})),
-            Self::Forbidden(scope) => (StatusCode::FORBIDDEN, "forbidden", json!({ "required_scope": scope })),
-            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", json!({})),
-            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", json!({})),
-            Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", json!({})),
-            Self::OutcomeUnknown { .. } => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown", json!({})),
-            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", json!({})),
-            Self::Timeout { limit_ms } => (StatusCode::SERVICE_UNAVAILABLE, "timeout", json!({ "limit_ms": limit_ms })),
-            Self::Internal(detail) => {
-                tracing::error!(%detail, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal", json!({}))
-            }
-        };
-        let message = match &self {
+        let (status, code) = self.status_and_code();
+        let mut detail = ErrorDetail { code: code.to_owned(), ..ErrorDetail::default() };
+        match &self {
+            Self::BadRequest { location, .. } => detail.location = location.clone(),
+            Self::Unprocessable { violations, .. } => detail.violations = Some(violations.clone()),
+            Self::TooLarge { limit } => detail.limit_bytes = Some(*limit),
+            Self::JsonTooLarge { location, .. } => detail.location = Some(location.clone()),
+            Self::Forbidden(scope) => detail.required_scope = Some((*scope).to_owned()),
+            Self::Timeout { limit_ms } => detail.limit_ms = Some(*limit_ms),
+            Self::Internal(cause) => tracing::error!(%cause, "internal error"),
+            _ => {}
+        }
+        detail.message = match &self {
             Self::Internal(_) => "internal error; it has been logged".to_owned(),
             other => other.to_string(),
         };
-        let mut error = json!({ "code": code, "message": message });
-        if let (Some(obj), Some(more)) = (error.as_object_mut(), extra.as_object()) {
-            obj.extend(more.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())));
-        }
-        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        let mut response = (status, Json(ErrorBody { error: detail })).into_response();
         let headers = response.headers_mut();
         match &self {
             Self::Unavailable { retry_after_secs, .. }

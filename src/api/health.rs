@@ -5,12 +5,56 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
 use std::time::Duration;
+use utoipa::ToSchema;
 
-/// Alive as long as the process answers.
+/// `ok` or `unavailable`.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Ok,
+    Unavailable,
+}
+
+impl Health {
+    fn of(ok: bool) -> Self {
+        if ok {
+            Self::Ok
+        } else {
+            Self::Unavailable
+        }
+    }
+}
+
+/// The answer of `/healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Alive {
+    pub status: Health,
+}
+
+/// The answer of `/readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    pub status: Health,
+    pub broker: Health,
+    pub database: Health,
+    /// Why not ready, in fixed words.
+    pub reasons: Vec<&'static str>,
+}
+
+/// Alive
+///
+/// Answers as long as the process does.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    security(()),
+    responses((status = 200, description = "The process answers", body = Alive))
+)]
 pub async fn healthz() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+    Json(Alive { status: Health::Ok })
 }
 
 /// What a starting process still waits for; the API proper answers 503 until it is done.
@@ -53,9 +97,21 @@ impl Default for Startup {
     }
 }
 
+/// Broker and database reachable
+///
 /// Ready only while start-up is over and RabbitMQ (connected, topology declared, not blocked)
 /// and Postgres answer; otherwise 503 with the reasons, in fixed words (no error text: this
 /// route needs no key).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    security(()),
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready", body = Readiness),
+    )
+)]
 pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     let mut reasons: Vec<&'static str> = Vec::new();
     if let Some(what) = state.startup.waiting() {
@@ -79,19 +135,23 @@ pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     }
     let ready = reasons.is_empty();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let word = |ok| if ok { "ok" } else { "unavailable" };
     reasons.dedup();
-    let body = json!({
-        "status": word(ready),
-        "broker": word(broker),
-        "database": word(database),
-        "reasons": reasons,
-    });
+    let body =
+        Readiness { status: Health::of(ready), broker: Health::of(broker), database: Health::of(database), reasons };
     (status, Json(body))
 }
 
+/// Prometheus metrics
+///
 /// Prometheus text format. Gauges read from elsewhere (queue depths from RabbitMQ, parked
 /// dead letters from Postgres) are refreshed per scrape, each bounded to a second.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    security(()),
+    responses((status = 200, description = "Prometheus text", body = String, content_type = "text/plain"))
+)]
 pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     // At most once per 5 s whatever the scrape rate: /metrics is unauthenticated, and each
     // refresh opens a channel and queries Postgres.

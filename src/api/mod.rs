@@ -24,13 +24,15 @@ use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::schemas::SchemaRegistry;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use axum::Router;
 use body::{BodyLimit, ShapeLimit};
 use sqlx::PgPool;
 use std::sync::Arc;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What every request handler shares.
 #[derive(Clone)]
@@ -87,54 +89,77 @@ pub fn check_command_body(
     commands::validate(schemas, value)
 }
 
+/// The `/v1` operations but batches, as documented routes.
+fn v1_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(commands::submit))
+        .routes(routes!(commands::status))
+        .routes(routes!(reads::account))
+        .routes(routes!(reads::events))
+        .routes(routes!(dead_letters::list))
+        .routes(routes!(dead_letters::groups))
+        .routes(routes!(dead_letters::replay_many))
+        .routes(routes!(dead_letters::discard_many))
+        .routes(routes!(dead_letters::show))
+        .routes(routes!(dead_letters::replay))
+        .routes(routes!(dead_letters::discard))
+        .routes(routes!(operators::audit_log))
+        .routes(routes!(operators::queues))
+        .routes(routes!(operators::pause))
+        .routes(routes!(operators::resume))
+        .routes(routes!(webhooks::list_sources))
+        .routes(routes!(webhooks::put_source, webhooks::delete_source))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::receive))
+}
+
+/// Batches, which get a body limit of their own.
+fn batch_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new().routes(routes!(batches::submit)).routes(routes!(batches::status))
+}
+
+/// Health, metrics and the document: what every process serves.
+fn ops_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .routes(routes!(openapi::serve))
+}
+
+/// The API document: every documented route, with the payload schemas of `schemas` and the
+/// queue names of `topology`.
+pub fn api_document(schemas: &SchemaRegistry, topology: &crate::broker::Topology) -> serde_json::Value {
+    let mut api = openapi::Base::openapi();
+    for routes in [v1_routes(), batch_routes(), ops_routes()] {
+        api.merge(routes.into_openapi());
+    }
+    openapi::document(&api, schemas, topology)
+}
+
 /// The full API (`/v1`, health, metrics), with `pages` (the dashboard, which the process
 /// wiring hands in) served beside it behind the same start-up gate and limits.
 pub fn router(state: ApiState, http: &crate::config::HttpSettings, pages: Router) -> Router {
     let body_limit = http.body_limit_bytes;
-    let v1 = Router::new()
-        .route("/v1/commands", post(commands::submit))
-        .route("/v1/commands/{id}", get(commands::status))
-        .route("/v1/accounts/{id}", get(reads::account))
-        .route("/v1/events", get(reads::events))
-        .route("/v1/dead-letters", get(dead_letters::list))
-        .route("/v1/dead-letters/groups", get(dead_letters::groups))
-        .route("/v1/dead-letters/replay", post(dead_letters::replay_many))
-        .route("/v1/dead-letters/discard", post(dead_letters::discard_many))
-        .route("/v1/dead-letters/{id}", get(dead_letters::show))
-        .route("/v1/dead-letters/{id}/replay", post(dead_letters::replay))
-        .route("/v1/dead-letters/{id}/discard", post(dead_letters::discard))
-        .route("/v1/audit", get(operators::audit_log))
-        .route("/v1/queues", get(operators::queues))
-        .route("/v1/queues/{name}/pause", post(operators::pause))
-        .route("/v1/queues/{name}/resume", post(operators::resume))
-        .route("/v1/webhook-sources", get(webhooks::list_sources))
-        .route("/v1/webhook-sources/{name}", axum::routing::put(webhooks::put_source).delete(webhooks::delete_source))
-        .route("/v1/webhooks/{source}/deliveries", get(webhooks::deliveries))
-        .route("/v1/webhooks/{source}", post(webhooks::receive))
+    let (v1, _) = v1_routes().split_for_parts();
+    let v1 = v1
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::Extension(BodyLimit(body_limit)))
         .layer(axum::Extension(ShapeLimit::from(state.limits.as_ref())));
     // Batches get a limit of their own, so a 10,000-command batch fits and a single command
     // keeps the small one.
     let batch_limit = state.batch_settings.body_limit_bytes;
-    let batches = Router::new()
-        .route("/v1/batches", post(batches::submit))
-        .route("/v1/batches/{id}", get(batches::status))
-        .layer(DefaultBodyLimit::max(batch_limit))
-        .layer(axum::Extension(BodyLimit(batch_limit)));
+    let (batches, _) = batch_routes().split_for_parts();
+    let batches = batches.layer(DefaultBodyLimit::max(batch_limit)).layer(axum::Extension(BodyLimit(batch_limit)));
     let startup = state.startup.clone();
     let v1 = v1.merge(batches).with_state(state.clone()).merge(pages);
     let v1 = v1.layer(axum::middleware::from_fn_with_state(startup, guard::until_started));
     finish(v1.merge(ops_router().with_state(state)), http)
 }
 
-/// Health and metrics only: what a worker-only process serves.
+/// Health, metrics and the API document: what a worker-only process serves.
 pub fn ops_router() -> Router<ApiState> {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/openapi.json", get(openapi::serve))
+    ops_routes().split_for_parts().0
 }
 
 /// The ops routes with their state, for processes without the API role.

@@ -2,6 +2,8 @@
 
 use super::auth::{Principal, Scope};
 use super::error::ApiError;
+use super::error::ErrorBody;
+use super::openapi::KeyedErrors;
 use super::ApiState;
 use crate::store::events::EventQuery;
 use crate::store::{accounts, events};
@@ -10,14 +12,27 @@ use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Largest page of events.
 const MAX_LIMIT: i64 = 1000;
 
-/// An account's balance.
+/// An account's balance
+///
+/// Needs an API key with the `read` scope (or `admin` or `operator`).
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}",
+    tag = "reads",
+    params(("id" = String, Path, min_length = 1, description = "The account's id")),
+    responses(
+        (status = 200, description = "The account", body = accounts::Account),
+        (status = 404, description = "No such account", body = ErrorBody),
+        KeyedErrors,
+    )
+)]
 #[tracing::instrument(skip_all, fields(tenant))]
 pub async fn account(
     State(state): State<ApiState>,
@@ -42,7 +57,31 @@ pub struct EventParams {
     cursor: Option<String>,
 }
 
-/// A page of events by name and time range, oldest first, with a cursor to the next page.
+/// A page of events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    pub events: Vec<events::Event>,
+    /// Pass as `cursor` for the next page; absent at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// Events by name and time range, oldest first
+///
+/// Needs an API key with the `read` scope (or `admin` or `operator`). A page stops at `limit`
+/// events or at `limits.max_page_bytes` of event data, whichever comes first.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "reads",
+    params(
+        ("name" = Option<String>, Query, description = "Only events of this name"),
+        ("from" = Option<DateTime<Utc>>, Query, description = "Occurred at or after (RFC 3339)"),
+        ("to" = Option<DateTime<Utc>>, Query, description = "Occurred before (RFC 3339)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses((status = 200, description = "A page", body = EventPage), KeyedErrors)
+)]
 #[tracing::instrument(skip_all, fields(tenant))]
 pub async fn events(
     State(state): State<ApiState>,
@@ -62,7 +101,7 @@ pub async fn events(
     };
     let page = events::list(&state.pool, &principal.tenant, &q).await?;
     let next = page.more.then(|| page.events.last().map(|e| encode_cursor(e.occurred_at, e.id))).flatten();
-    Ok(Json(json!({"events": page.events, "next_cursor": next})))
+    Ok(Json(EventPage { events: page.events, next_cursor: next }))
 }
 
 /// A UUID path parameter, or a 400 naming it.

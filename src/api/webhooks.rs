@@ -5,6 +5,8 @@ use super::auth::{Principal, Scope};
 use super::body::{read_bytes, JsonBody};
 use super::dead_letters::actor;
 use super::error::ApiError;
+use super::error::ErrorBody;
+use super::openapi::{KeyedErrors, OpenErrors};
 use super::reads::{decode_cursor, encode_cursor, limit_param};
 use super::ApiState;
 use crate::broker::wire::{new_traceparent, Outgoing};
@@ -16,8 +18,9 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Namespace of command ids derived from (source, sender's delivery id).
@@ -67,9 +70,38 @@ fn refusals_may_be_recorded(source: &str) -> bool {
     *n <= REFUSALS_PER_SECOND
 }
 
-/// Receives one delivery: verified over the raw bytes, recorded, published with a confirm,
-/// and only then answered 200. A re-delivery (same sender id) is answered 200 again and
-/// applied once.
+/// The answer to a delivery: durable in RabbitMQ.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryAccepted {
+    pub status: super::commands::AcceptedStatus,
+    pub command_id: Uuid,
+    /// A re-delivery of one already accepted (applied once all the same).
+    pub duplicate: bool,
+}
+
+/// Receive a webhook (authenticated by its signature, not an API key)
+///
+/// Verified over the raw bytes, recorded, published with a confirm, and only then answered
+/// 200. A re-delivery (same sender id) is answered 200 again and applied once.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{source}",
+    tag = "webhooks",
+    security(()),
+    params(("source" = String, Path, min_length = 1, description = "The source's name")),
+    request_body(content = Object, content_type = "*/*", description = "The sender's body, as signed"),
+    responses(
+        (status = 200, description = "Durable in RabbitMQ", body = DeliveryAccepted),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "Signature missing, wrong or stale", body = ErrorBody),
+        (status = 404, description = "No such source", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Not a valid command for the source", body = ErrorBody),
+        (status = 429, description = "Too many deliveries from this address or to this source; see Retry-After",
+         body = ErrorBody),
+        OpenErrors,
+    )
+)]
 #[tracing::instrument(skip_all, fields(source = %name))]
 pub async fn receive(
     State(state): State<ApiState>,
@@ -171,18 +203,25 @@ pub async fn receive(
     // the worker's inbox absorbs a second copy.
     state.broker.publish(out.message()).await?;
     metrics::counter!("sluice_webhooks_accepted_total", "source" => name.clone()).increment(1);
-    Ok(Json(json!({"status": "accepted", "command_id": command_id, "duplicate": !fresh})))
+    Ok(Json(DeliveryAccepted { status: super::commands::AcceptedStatus::Accepted, command_id, duplicate: !fresh }))
 }
 
 /// Body of `PUT /v1/webhook-sources/{name}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceBody {
+    /// `standard`, `github`, `stripe` or `hmac`.
+    #[schema(pattern = "^(standard|github|stripe|hmac)$")]
     scheme: String,
+    /// Current secrets first; several while rotating. Each 8-256 characters; for `standard`,
+    /// `whsec_` followed by base64 of 24 to 64 bytes.
+    #[schema(min_items = 1, inline, value_type = Vec<SecretText>)]
     secrets: Vec<String>,
     /// Defaults to the caller's tenant.
     tenant: Option<String>,
+    /// How old a signed timestamp may be (default 300).
     #[serde(default = "default_tolerance")]
+    #[schema(minimum = 1, maximum = 86400)]
     tolerance_secs: i32,
     #[serde(default = "default_type")]
     command_type: String,
@@ -198,7 +237,56 @@ fn default_type() -> String {
     "webhook.received".into()
 }
 
-/// Creates or replaces a source (admin).
+/// One webhook secret.
+#[derive(ToSchema)]
+#[schema(min_length = 8, max_length = 256)]
+#[allow(dead_code)] // Only its schema is used.
+pub struct SecretText(String);
+
+/// A source as saved, and where it receives.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SavedSource {
+    pub source: Source,
+    pub url: String,
+}
+
+/// Every source of the caller's reach.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Sources {
+    pub sources: Vec<Source>,
+}
+
+/// A removal that took effect.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Removed {
+    pub removed: String,
+}
+
+/// A page of deliveries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryPage {
+    pub deliveries: Vec<webhooks::Delivery>,
+    /// Pass as `cursor` for the next page; absent at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// Create or replace a webhook source
+///
+/// Needs an API key with the `admin` scope (or `operator`); an admin key manages its own
+/// tenant's sources only.
+#[utoipa::path(
+    put,
+    path = "/v1/webhook-sources/{name}",
+    tag = "webhooks",
+    params(("name" = String, Path, pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
+    request_body = SourceBody,
+    responses(
+        (status = 200, description = "Saved", body = SavedSource),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        KeyedErrors,
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn put_source(
     State(state): State<ApiState>,
@@ -222,16 +310,38 @@ pub async fn put_source(
     };
     state.ops_within(principal.reach()).set_source(&source, &actor(&principal)).await?;
     state.webhook_gate.invalidate().await;
-    Ok(Json(json!({"source": source, "url": format!("/v1/webhooks/{}", source.name)})))
+    let url = format!("/v1/webhooks/{}", source.name);
+    Ok(Json(SavedSource { source, url }))
 }
 
-/// Every source, without secrets (admin).
+/// Webhook sources (without secrets)
+///
+/// Needs an API key with the `admin` scope (or `operator`).
+#[utoipa::path(
+    get,
+    path = "/v1/webhook-sources",
+    tag = "webhooks",
+    responses((status = 200, description = "Sources", body = Sources), KeyedErrors)
+)]
 pub async fn list_sources(State(state): State<ApiState>, principal: Principal) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Admin)?;
-    Ok(Json(json!({"sources": state.ops_within(principal.reach()).sources().await?})))
+    Ok(Json(Sources { sources: state.ops_within(principal.reach()).sources().await? }))
 }
 
-/// Removes a source (admin).
+/// Remove a webhook source
+///
+/// Needs an API key with the `admin` scope (or `operator`). Its recorded deliveries stay.
+#[utoipa::path(
+    delete,
+    path = "/v1/webhook-sources/{name}",
+    tag = "webhooks",
+    params(("name" = String, Path, min_length = 1)),
+    responses(
+        (status = 200, description = "Removed", body = Removed),
+        (status = 404, description = "No such source", body = ErrorBody),
+        KeyedErrors,
+    )
+)]
 pub async fn delete_source(
     State(state): State<ApiState>,
     principal: Principal,
@@ -241,7 +351,7 @@ pub async fn delete_source(
     let Path(name) = name.map_err(|e| ApiError::bad_request("invalid_name", e.body_text(), Some("path name")))?;
     state.ops_within(principal.reach()).remove_source(&name, &actor(&principal)).await?;
     state.webhook_gate.invalidate().await;
-    Ok(Json(json!({"removed": name})))
+    Ok(Json(Removed { removed: name }))
 }
 
 /// Query string of the deliveries list.
@@ -251,7 +361,20 @@ pub struct DeliveryParams {
     cursor: Option<String>,
 }
 
-/// What arrived for a source, verified or not, newest first (admin).
+/// Deliveries of a source, verified or not
+///
+/// Needs an API key with the `admin` scope (or `operator`). Newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{source}/deliveries",
+    tag = "webhooks",
+    params(
+        ("source" = String, Path, min_length = 1),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses((status = 200, description = "A page", body = DeliveryPage), KeyedErrors)
+)]
 pub async fn deliveries(
     State(state): State<ApiState>,
     principal: Principal,
@@ -269,5 +392,5 @@ pub async fn deliveries(
     }
     let page = webhooks::deliveries(&state.pool, &name, before, limit).await?;
     let next = (page.len() as i64 == limit).then(|| page.last().map(|d| encode_cursor(d.received_at, d.id))).flatten();
-    Ok(Json(json!({"deliveries": page, "next_cursor": next})))
+    Ok(Json(DeliveryPage { deliveries: page, next_cursor: next }))
 }

@@ -6,7 +6,7 @@ use lapin::types::FieldTable;
 use serde::Serialize;
 
 /// One queue as the broker reports it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct QueueStat {
     pub name: String,
     /// `work`, `retry` or `dead`.

@@ -185,7 +185,8 @@ async fn detail_page(
     draft: Option<&str>,
     error: Option<&str>,
 ) -> Result<Markup, PageError> {
-    let v = state.ops.detail(id).await?;
+    // The page reads the detail as the API serves it, field by field.
+    let v = serde_json::to_value(state.ops.detail(id).await?).unwrap_or_default();
     let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
     let payload = serde_json::to_string_pretty(&v["payload"]).unwrap_or_default();
     let open = v["state"] == "open";
@@ -260,7 +261,7 @@ pub async fn replay(
     Form(form): Form<ReplayForm>,
 ) -> Result<Response, PageError> {
     op.check_csrf(&form.csrf)?;
-    let original = state.ops.detail(id).await?["payload"].clone();
+    let original = state.ops.detail(id).await?.payload;
     let edited = match form.payload.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
         None => None,
         Some(text) => match serde_json::from_str::<Value>(text) {

@@ -18,21 +18,33 @@ pub const MAX_BULK: usize = 10_000;
 const PAGE: i64 = 200;
 
 /// A replay that happened.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Replayed {
     pub dead_letter_id: Uuid,
     pub command_id: Uuid,
     pub edited: bool,
 }
 
+/// One dead letter in full, with the command's payload and every attempt's error.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Detail {
+    #[serde(flatten)]
+    pub dead_letter: dead_letters::DeadLetter,
+    /// The command's payload, or the raw body as text when it is not a sluice command.
+    pub payload: Value,
+    /// `{"attempt", "error", "at"}` per failed attempt, oldest first.
+    pub attempt_errors: Value,
+}
+
 /// What a bulk action did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Bulk {
     /// Dead letters acted on.
     pub done: usize,
     /// Dead letters that failed.
     pub failed: usize,
-    /// Which failed and why (at most 20 listed).
+    /// Which failed and why (at most 20 listed): `[dead letter id, error]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub failures: Vec<(Uuid, String)>,
     /// Open dead letters still matching the filter: run the same request again to go on.
     pub remaining: i64,
@@ -50,7 +62,7 @@ impl Operators {
 
     /// One dead letter in full: its summary, headers, decoded payload (or the raw body as text
     /// when it is not a command) and every failed attempt of its command.
-    pub async fn detail(&self, id: Uuid) -> Result<Value, OpsError> {
+    pub async fn detail(&self, id: Uuid) -> Result<Detail, OpsError> {
         let dl = dead_letters::get(&self.pool, id)
             .await?
             .filter(|dl| self.reach.covers(dl.summary.tenant.as_deref()))
@@ -63,12 +75,7 @@ impl Operators {
             Some(cid) => commands::errors_of(&self.pool, cid).await?,
             None => Value::Array(Vec::new()),
         };
-        let mut v = serde_json::to_value(&dl).unwrap_or_default();
-        if let Some(obj) = v.as_object_mut() {
-            obj.insert("payload".into(), payload);
-            obj.insert("attempt_errors".into(), attempts);
-        }
-        Ok(v)
+        Ok(Detail { dead_letter: dl, payload, attempt_errors: attempts })
     }
 
     /// Replays one dead letter, optionally with an operator-edited payload (validated against

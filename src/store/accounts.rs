@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use uuid::Uuid;
 
 /// An account as its owner reads it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Account {
     pub id: String,
     pub balance_cents: i64,

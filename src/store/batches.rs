@@ -122,7 +122,7 @@ pub async fn progress(pool: &PgPool, id: Uuid) -> Result<(Vec<(String, i64)>, Op
 }
 
 /// An item of a batch that failed.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct FailedItem {
     pub index: Option<i32>,
     pub id: Uuid,

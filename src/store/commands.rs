@@ -11,9 +11,10 @@ use uuid::Uuid;
 /// Where a command stands, as producers read it. Only `processing` to `dead` are stored: a
 /// command without a row reads as `pending` (no worker has taken it yet) or, once its id is
 /// older than the retention period, `pruned`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CommandStatus {
+    #[default]
     Pending,
     Pruned,
     Processing,
@@ -76,7 +77,7 @@ impl FinalStatus {
 }
 
 /// A command's status as producers read it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct CommandRow {
     pub id: Uuid,
     #[serde(rename = "type")]

@@ -140,7 +140,7 @@ impl std::fmt::Display for DeadLetterState {
 }
 
 /// Which dead letters an operator means; empty fields match all.
-#[derive(Debug, Clone, Default, serde::Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Filter {
     /// `open` when absent.
     pub state: Option<DeadLetterState>,
@@ -165,7 +165,7 @@ impl Filter {
 }
 
 /// One dead letter in a list.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Summary {
     pub id: Uuid,
     pub command_id: Option<Uuid>,
@@ -182,7 +182,7 @@ pub struct Summary {
 }
 
 /// One dead letter in full.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DeadLetter {
     #[serde(flatten)]
     #[sqlx(flatten)]
@@ -286,7 +286,7 @@ pub async fn get_for_update(tx: &mut PgConnection, id: Uuid) -> Result<Option<De
 }
 
 /// A group of dead letters with one cause.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Group {
     pub fingerprint: String,
     pub command_type: Option<String>,

@@ -8,13 +8,14 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// A configured sender of webhooks. `Debug` shows how many secrets, never them.
-#[derive(Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Source {
     pub name: String,
     pub tenant: String,
     /// `standard`, `github`, `stripe` or `hmac`.
     pub scheme: String,
     #[serde(skip_serializing)]
+    #[schema(ignore)]
     pub secrets: Vec<String>,
     pub tolerance_secs: i32,
     pub command_type: String,
@@ -173,7 +174,7 @@ pub async fn mark_accepted(pool: &PgPool, id: Uuid) -> Result<(), StoreError> {
 }
 
 /// A delivery as listed.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: Uuid,
     pub delivery_id: Option<String>,
