@@ -20,11 +20,16 @@ ENV SQLX_OFFLINE=true \
 
 # 1) Dependency cache: build all dependencies against a dummy crate. This layer
 #    is only invalidated when Cargo.toml or Cargo.lock change.
+#    The workspace's other member (examples/orders) only needs its manifest and
+#    empty targets for cargo to load the workspace; it is not built.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+COPY examples/orders/Cargo.toml ./examples/orders/
+RUN mkdir src examples/orders/src \
  && echo 'fn main() {}' > src/main.rs \
  && : > src/lib.rs \
- && cargo build --release --locked --bin sluice \
+ && echo 'fn main() {}' > examples/orders/src/main.rs \
+ && : > examples/orders/src/lib.rs \
+ && cargo build --release --locked -p sluice --bin sluice \
  && rm -rf src \
            target/release/sluice target/release/sluice.d target/release/libsluice.* \
            target/release/deps/sluice-* target/release/deps/libsluice-* \
@@ -36,7 +41,7 @@ COPY src ./src
 COPY migrations ./migrations
 COPY schemas ./schemas
 COPY config ./config
-RUN cargo build --release --locked --bin sluice \
+RUN cargo build --release --locked -p sluice --bin sluice \
  && cp target/release/sluice /usr/local/bin/sluice
 
 ############################ runtime ##########################################
