@@ -65,6 +65,8 @@ pub mod fuzz;
 pub mod handlers;
 /// This process's heartbeat, outcome counts for the dashboard, and queue pauses read back.
 pub mod heartbeat;
+/// Ingest's use cases: a command, a batch or a webhook delivery made durable in RabbitMQ.
+pub mod ingest;
 /// JSON parsed within a budget of values and memory.
 pub mod json;
 /// Operator actions: dead-letter replay and discard, queue pause, all audited.

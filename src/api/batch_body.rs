@@ -6,25 +6,14 @@
 use super::body::{read_bytes, ShapeLimit};
 use super::error::ApiError;
 use super::ApiState;
+use crate::ingest::BatchOptions as Options;
 use crate::json::Budget;
 use axum::extract::Request;
 use axum::http::header;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
 use serde_json::Value;
 use std::cell::Cell;
 use std::fmt;
-
-/// Options of a batch, from the JSON body or (for NDJSON) the query string.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct Options {
-    #[serde(default)]
-    pub all_or_nothing: bool,
-    pub callback_url: Option<String>,
-    /// Standard Webhooks secret (`whsec_` + base64) the callback is signed with.
-    pub callback_secret: Option<String>,
-}
 
 /// The refusal of a batch with more than `max` items.
 pub(super) fn too_many(max: usize) -> ApiError {

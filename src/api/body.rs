@@ -53,7 +53,7 @@ async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Option<Value>, 
 pub fn parse_json(bytes: &[u8], limits: ShapeLimit) -> Result<Value, ApiError> {
     let budget = limits.budget();
     let value = crate::json::parse(bytes, &[&budget]).map_err(|e| json_error(&e, &[&budget], "body"))?;
-    super::limits::check_shape(&value, limits.depth, limits.string_bytes, "")?;
+    crate::ingest::shape::check_shape(&value, limits.depth, limits.string_bytes, "")?;
     Ok(value)
 }
 

@@ -6,9 +6,8 @@ use super::error::ApiError;
 use super::error::ErrorBody;
 use super::openapi::KeyedErrors;
 use super::ApiState;
-use crate::broker::wire::{new_traceparent, trace_id, Outgoing, TRACEPARENT_HEADER};
-use crate::command::Envelope;
-use crate::schemas::{PayloadError, SchemaRegistry, Violation};
+use crate::broker::wire::{new_traceparent, trace_id, TRACEPARENT_HEADER};
+use crate::ingest::{valid_idempotency_key, Accepted, CommandRequest, MAX_IDEMPOTENCY_KEY};
 use crate::store::commands::{self, CommandStatus};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -20,25 +19,6 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
-
-/// Longest accepted `Idempotency-Key`.
-pub(super) const MAX_IDEMPOTENCY_KEY: usize = 255;
-
-/// The answer to an accepted command.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Accepted {
-    pub id: Uuid,
-    pub status: AcceptedStatus,
-    /// Where the command's status is read.
-    pub status_url: String,
-}
-
-/// Always `accepted`: RabbitMQ confirmed the command, so it is durable.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum AcceptedStatus {
-    Accepted,
-}
 
 /// A command's status as its tenant reads it. The fields after `detail` are there once a
 /// worker has taken the command (a `pending` or `pruned` command has no row to show).
@@ -93,7 +73,6 @@ pub struct CommandView {
         KeyedErrors,
     )
 )]
-#[tracing::instrument(skip_all, fields(tenant, command_id, kind, trace_id))]
 pub async fn submit(
     State(state): State<ApiState>,
     principal: Principal,
@@ -101,91 +80,15 @@ pub async fn submit(
     JsonBody(body): JsonBody,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Submit)?;
-    let started = std::time::Instant::now();
-    let key = idempotency_key(&headers)?;
-    let (kind, payload) = match validate(&state.schemas, body) {
-        Ok(ok) => ok,
-        Err(e) => {
-            metrics::counter!("sluice_ingest_rejected_total", "reason" => "invalid").increment(1);
-            return Err(e);
-        }
-    };
-    state.backpressure.check()?;
-    let cmd = Envelope::new(&principal.tenant, &kind, payload, key);
-    tracing::Span::current().record("command_id", tracing::field::display(cmd.id)).record("kind", kind.as_str());
-    // The caller's trace context, or a new one: ingest and processing log the same trace id.
     let traceparent = traceparent_of(&headers);
-    tracing::Span::current().record("trace_id", trace_id(&traceparent).unwrap_or_default());
-    let out = Outgoing::first_attempt(state.broker.topology(), &cmd, &traceparent);
-    if let Err(e) = state.broker.publish(out.message()).await {
-        metrics::counter!("sluice_ingest_rejected_total", "reason" => e.reason()).increment(1);
-        return Err(e.into());
-    }
-    metrics::counter!("sluice_ingest_accepted_total", "type" => kind).increment(1);
-    state.reporter.accepted();
-    metrics::histogram!("sluice_ingest_seconds").record(started.elapsed());
-    let url = format!("/v1/commands/{}", cmd.id);
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, url.clone())],
-        Json(Accepted { id: cmd.id, status: AcceptedStatus::Accepted, status_url: url }),
-    ))
-}
-
-/// Checks the body's shape and the payload against its type's schema.
-pub(super) fn validate(schemas: &SchemaRegistry, body: Value) -> Result<(String, Value), ApiError> {
-    let Value::Object(mut obj) = body else {
-        return Err(unprocessable("invalid_command", "body must be a JSON object", "", "expected an object"));
+    let req = CommandRequest {
+        tenant: &principal.tenant,
+        body,
+        idempotency_key: idempotency_key(&headers)?,
+        traceparent: &traceparent,
     };
-    let kind = match obj.remove("type") {
-        Some(Value::String(s)) => s,
-        Some(_) => return Err(unprocessable("invalid_command", "type must be a string", "/type", "expected a string")),
-        None => return Err(unprocessable("invalid_command", "type is required", "/type", "missing")),
-    };
-    let payload = match obj.remove("payload") {
-        Some(p @ Value::Object(_)) => p,
-        Some(_) => {
-            return Err(unprocessable(
-                "invalid_command",
-                "payload must be an object",
-                "/payload",
-                "expected an object",
-            ));
-        }
-        None => return Err(unprocessable("invalid_command", "payload is required", "/payload", "missing")),
-    };
-    if let Some(extra) = obj.keys().next() {
-        let path = format!("/{extra}");
-        return Err(unprocessable("invalid_command", "unknown field in command", &path, "not allowed"));
-    }
-    if schemas.knows(&kind) && !schemas.submittable(&kind) {
-        return Err(ApiError::Unprocessable {
-            code: "not_submittable",
-            message: format!("{kind} commands are made by sluice itself (e.g. from verified webhooks)"),
-            violations: vec![Violation { path: "/type".into(), message: "not submittable".into() }],
-        });
-    }
-    match schemas.validate(&kind, &payload) {
-        Ok(()) => Ok((kind, payload)),
-        Err(PayloadError::UnknownType(k)) => Err(ApiError::Unprocessable {
-            code: "unknown_type",
-            message: format!("unknown command type {k:?}; known types: {}", schemas.kinds().join(", ")),
-            violations: vec![Violation { path: "/type".into(), message: "unknown command type".into() }],
-        }),
-        Err(PayloadError::Invalid { kind, violations }) => Err(ApiError::Unprocessable {
-            code: "invalid_payload",
-            message: format!("payload does not match the schema of {kind}"),
-            violations,
-        }),
-    }
-}
-
-fn unprocessable(code: &'static str, message: &str, path: &str, detail: &str) -> ApiError {
-    ApiError::Unprocessable {
-        code,
-        message: message.to_owned(),
-        violations: vec![Violation { path: path.to_owned(), message: detail.to_owned() }],
-    }
+    let accepted = state.ingest.submit(req).await?;
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, accepted.status_url.clone())], Json(accepted)))
 }
 
 /// The caller's `traceparent` when it is valid, else a new one.
@@ -196,6 +99,7 @@ pub(super) fn traceparent_of(headers: &HeaderMap) -> String {
     }
 }
 
+/// The `Idempotency-Key` header, when there is one and it is valid.
 pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -203,7 +107,7 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiEr
     let where_ = Some("header Idempotency-Key");
     let key =
         v.to_str().map_err(|_| ApiError::bad_request("invalid_idempotency_key", "must be visible ASCII", where_))?;
-    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !key.bytes().all(|b| b.is_ascii_graphic()) {
+    if !valid_idempotency_key(key) {
         return Err(ApiError::bad_request(
             "invalid_idempotency_key",
             format!("must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),

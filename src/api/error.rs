@@ -1,6 +1,7 @@
 //! The API's one error type: every failure becomes a JSON body that says what and where.
 
 use crate::broker::PublishError;
+use crate::ingest::{IngestError, ItemRefusal};
 use crate::ops::OpsError;
 use crate::schemas::Violation;
 use crate::store::StoreError;
@@ -16,6 +17,9 @@ pub enum ApiError {
     BadRequest { code: &'static str, message: String, location: Option<String> },
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String, violations: Vec<Violation> },
+    /// No item of a batch was published; why each was refused.
+    #[error("{message}")]
+    BatchRefused { message: String, items: Vec<ItemRefusal> },
     #[error("request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
     /// JSON that would take more values or memory than its budget allows.
@@ -56,6 +60,7 @@ impl ApiError {
         match self {
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            Self::BatchRefused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "batch_rejected"),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::JsonTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "json_too_large"),
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
@@ -136,6 +141,30 @@ impl From<PublishError> for ApiError {
     }
 }
 
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::BadRequest { code, message, location } => Self::BadRequest { code, message, location },
+            IngestError::Invalid { code, message, violations } => Self::Unprocessable { code, message, violations },
+            IngestError::BatchRefused { message, items } => Self::BatchRefused { message, items },
+            IngestError::Unauthorized(why) => Self::Unauthorized(why),
+            IngestError::Behind { message, retry_after_secs } => Self::Unavailable { message, retry_after_secs },
+            IngestError::Unconfirmed { message, certain: true } => Self::Unavailable { message, retry_after_secs: 2 },
+            IngestError::Unconfirmed { message, certain: false } => {
+                Self::OutcomeUnknown { message, retry_after_secs: 2 }
+            }
+            IngestError::Publish(e) => e.into(),
+            IngestError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::ingest::shape::ShapeError> for ApiError {
+    fn from(e: crate::ingest::shape::ShapeError) -> Self {
+        Self::BadRequest { code: e.code, message: e.message, location: Some(e.location) }
+    }
+}
+
 impl From<OpsError> for ApiError {
     fn from(e: OpsError) -> Self {
         match e {
@@ -183,7 +212,7 @@ pub struct ErrorDetail {
     pub limit_ms: Option<u64>,
     /// Per item of a refused batch: why each was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub items: Option<Vec<super::batches::ItemRefusal>>,
+    pub items: Option<Vec<ItemRefusal>>,
 }
 
 impl IntoResponse for ApiError {
@@ -193,6 +222,7 @@ impl IntoResponse for ApiError {
         match &self {
             Self::BadRequest { location, .. } => detail.location = location.clone(),
             Self::Unprocessable { violations, .. } => detail.violations = Some(violations.clone()),
+            Self::BatchRefused { items, .. } => detail.items = Some(items.clone()),
             Self::TooLarge { limit } => detail.limit_bytes = Some(*limit),
             Self::JsonTooLarge { location, .. } => detail.location = Some(location.clone()),
             Self::Forbidden(scope) => detail.required_scope = Some((*scope).to_owned()),

@@ -1,16 +1,10 @@
-//! What keeps ingest honest under load: per-key token buckets (429), backpressure from the
-//! work queue's depth and wait (503), and limits on the shape of JSON bodies (400).
+//! Per-key token buckets (429): what keeps one API key from taking every request slot.
 
 use super::error::ApiError;
-use crate::broker::Broker;
 use crate::config::LimitSettings;
-use serde_json::Value;
-use sqlx::PgPool;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 /// Per-key token buckets; rates per tenant from configuration.
 pub struct RateLimiter {
@@ -85,129 +79,10 @@ impl RateLimiter {
     }
 }
 
-/// The work queue's state as last sampled, for refusing ingest before it cannot keep up.
-pub struct Backpressure {
-    max_depth: u64,
-    max_wait_ms: i64,
-    depth: AtomicU64,
-    wait_ms: AtomicI64,
-}
-
-impl Backpressure {
-    /// Bounds from configuration (0 = that bound is off).
-    pub fn new(settings: &LimitSettings) -> Self {
-        Self {
-            max_depth: settings.max_queue_depth,
-            max_wait_ms: settings.max_queue_wait_ms,
-            depth: AtomicU64::new(0),
-            wait_ms: AtomicI64::new(0),
-        }
-    }
-
-    /// Fails with 503 while the queue is past a bound.
-    pub fn check(&self) -> Result<(), ApiError> {
-        let depth = self.depth.load(Ordering::Relaxed);
-        let wait = self.wait_ms.load(Ordering::Relaxed);
-        let reason = if self.max_depth > 0 && depth > self.max_depth {
-            format!("the work queue holds {depth} commands (limit {})", self.max_depth)
-        } else if self.max_wait_ms > 0 && wait > self.max_wait_ms {
-            format!("commands wait {wait} ms in the queue (limit {} ms)", self.max_wait_ms)
-        } else {
-            return Ok(());
-        };
-        metrics::counter!("sluice_ingest_rejected_total", "reason" => "backpressure").increment(1);
-        Err(ApiError::Unavailable { message: format!("sluice is behind: {reason}; retry later"), retry_after_secs: 5 })
-    }
-
-    /// Samples the queue every second until `cancel`: depth from RabbitMQ, wait from the
-    /// workers' heartbeats.
-    pub async fn run(&self, broker: Broker, pool: PgPool, cancel: CancellationToken) {
-        if self.max_depth == 0 && self.max_wait_ms == 0 {
-            return;
-        }
-        let work = broker.topology().work_queue();
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                () = cancel.cancelled() => return,
-            }
-            if self.max_depth > 0 {
-                if let Ok(Ok(stats)) = tokio::time::timeout(Duration::from_secs(1), broker.queue_stats()).await {
-                    if let Some(q) = stats.iter().find(|q| q.name == work) {
-                        self.depth.store(u64::from(q.messages), Ordering::Relaxed);
-                    }
-                }
-            }
-            if self.max_wait_ms > 0 {
-                if let Ok(wait) = crate::store::processes::queue_wait_ms(&pool).await {
-                    self.wait_ms.store(wait.unwrap_or(0), Ordering::Relaxed);
-                }
-            }
-        }
-    }
-}
-
-/// Refuses JSON nested deeper than `max_depth` or holding a string (or key) longer than
-/// `max_string`, naming where (a JSON pointer under `at`).
-pub fn check_shape(v: &Value, max_depth: usize, max_string: usize, at: &str) -> Result<(), ApiError> {
-    fn walk(v: &Value, depth: usize, max_depth: usize, max_string: usize, path: &mut String) -> Result<(), ApiError> {
-        if depth > max_depth {
-            return Err(ApiError::bad_request(
-                "too_deep",
-                format!("JSON is nested deeper than {max_depth} levels"),
-                Some(&format!("body {path}")),
-            ));
-        }
-        let long = |s: &str, path: &str| {
-            ApiError::bad_request(
-                "string_too_long",
-                format!("a string is {} bytes; the limit is {max_string}", s.len()),
-                Some(&format!("body {path}")),
-            )
-        };
-        let nul = |path: &str| {
-            ApiError::bad_request("nul_character", "strings may not contain U+0000", Some(&format!("body {path}")))
-        };
-        match v {
-            Value::String(s) if s.len() > max_string => Err(long(s, path)),
-            // Postgres cannot store U+0000 in text or jsonb; refused here, not by a worker later.
-            Value::String(s) if s.contains('\0') => Err(nul(path)),
-            Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    let len = path.len();
-                    path.push_str(&format!("/{i}"));
-                    walk(item, depth + 1, max_depth, max_string, path)?;
-                    path.truncate(len);
-                }
-                Ok(())
-            }
-            Value::Object(map) => {
-                for (k, item) in map {
-                    let len = path.len();
-                    path.push('/');
-                    path.push_str(&k.replace('~', "~0").replace('/', "~1"));
-                    if k.len() > max_string {
-                        return Err(long(k, path));
-                    }
-                    if k.contains('\0') {
-                        return Err(nul(path));
-                    }
-                    walk(item, depth + 1, max_depth, max_string, path)?;
-                    path.truncate(len);
-                }
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-    walk(v, 1, max_depth, max_string, &mut at.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{LimitSettings, TenantLimit};
-    use serde_json::json;
 
     fn settings(rate: f64, burst: f64) -> LimitSettings {
         LimitSettings {
@@ -250,25 +125,6 @@ mod tests {
                 assert_eq!(retry_after_secs, 9, "80 tokens of debt at 10/s")
             }
             other => panic!("expected 429, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn deep_nesting_and_long_strings_are_refused_with_their_location() {
-        let ok = json!({"a": {"b": ["short"]}});
-        assert!(check_shape(&ok, 4, 8, "").is_ok());
-        let deep = json!({"a": {"b": {"c": {"d": 1}}}});
-        match check_shape(&deep, 4, 8, "") {
-            Err(ApiError::BadRequest { code, location, .. }) => {
-                assert_eq!((code, location.as_deref()), ("too_deep", Some("body /a/b/c/d")));
-            }
-            other => panic!("{other:?}"),
-        }
-        match check_shape(&json!({"a": ["ok", "far too long"]}), 4, 8, "/payload") {
-            Err(ApiError::BadRequest { code, location, .. }) => {
-                assert_eq!((code, location.as_deref()), ("string_too_long", Some("body /payload/a/1")));
-            }
-            other => panic!("{other:?}"),
         }
     }
 }

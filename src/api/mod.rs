@@ -48,7 +48,8 @@ pub struct ApiState {
     pub batch_settings: Arc<crate::config::BatchSettings>,
     pub limits: Arc<crate::config::LimitSettings>,
     pub limiter: Arc<limits::RateLimiter>,
-    pub backpressure: Arc<limits::Backpressure>,
+    /// The use cases the submit and webhook routes adapt.
+    pub ingest: crate::ingest::Ingest,
     /// Until it is finished, only health, metrics and the API document are served.
     pub startup: Arc<Startup>,
     /// The sources directory and rate limits of unauthenticated webhook deliveries.
@@ -86,7 +87,7 @@ pub fn check_command_body(
     bytes: &[u8],
 ) -> Result<(String, serde_json::Value), error::ApiError> {
     let value = body::parse_json(bytes, ShapeLimit::from(limits))?;
-    commands::validate(schemas, value)
+    Ok(crate::ingest::parse_command(schemas, value)?)
 }
 
 /// The `/v1` operations but batches, as documented routes.

@@ -9,75 +9,14 @@ use super::error::ErrorBody;
 use super::openapi::{KeyedErrors, OpenErrors};
 use super::reads::{decode_cursor, encode_cursor, limit_param};
 use super::ApiState;
-use crate::broker::wire::{new_traceparent, Outgoing};
-use crate::command::Envelope;
-use crate::store::webhooks::{self, NewDelivery, Source};
-use crate::webhooks::inbound::{self, clean_event};
+use crate::ingest::{Delivery, DeliveryAccepted};
+use crate::store::webhooks::{self, Source};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
-use uuid::Uuid;
-
-/// Namespace of command ids derived from (source, sender's delivery id).
-const DELIVERY_NAMESPACE: Uuid = Uuid::from_u128(0x9d2e_6a41_0b7c_4f53_a8e1_3c5d_7f90_2b14);
-
-/// Headers kept with a delivery: what a sender sends, not what proxies add (and no cookies).
-fn kept_headers(headers: &HeaderMap) -> Value {
-    let mut out = Map::new();
-    for (name, value) in headers {
-        let n = name.as_str();
-        if matches!(n, "authorization" | "cookie" | "proxy-authorization") {
-            continue;
-        }
-        if let Ok(v) = value.to_str() {
-            out.insert(n.to_owned(), Value::String(v.chars().take(1024).collect()));
-        }
-    }
-    Value::Object(out)
-}
-
-/// The few headers kept with a refused delivery: enough to see who sent what.
-fn refusal_headers(headers: &HeaderMap) -> Value {
-    let mut out = Map::new();
-    for name in ["user-agent", "content-type", "content-length", "x-forwarded-for", "webhook-id", "x-github-delivery"] {
-        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
-            out.insert(name.to_owned(), Value::String(v.chars().take(256).collect()));
-        }
-    }
-    Value::Object(out)
-}
-
-/// At most this many refusals a second are recorded per source; the rest are only counted.
-const REFUSALS_PER_SECOND: u32 = 20;
-
-fn refusals_may_be_recorded(source: &str) -> bool {
-    static WINDOWS: std::sync::Mutex<Option<(u64, std::collections::HashMap<String, u32>)>> =
-        std::sync::Mutex::new(None);
-    let second = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let mut w = WINDOWS.lock().unwrap_or_else(|e| e.into_inner());
-    let (at, counts) = w.get_or_insert_with(|| (second, std::collections::HashMap::new()));
-    if *at != second {
-        *at = second;
-        counts.clear();
-    }
-    let n = counts.entry(source.to_owned()).or_insert(0);
-    *n += 1;
-    *n <= REFUSALS_PER_SECOND
-}
-
-/// The answer to a delivery: durable in RabbitMQ.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeliveryAccepted {
-    pub status: super::commands::AcceptedStatus,
-    pub command_id: Uuid,
-    /// A re-delivery of one already accepted (applied once all the same).
-    pub duplicate: bool,
-}
 
 /// Receive a webhook (authenticated by its signature, not an API key)
 ///
@@ -102,7 +41,6 @@ pub struct DeliveryAccepted {
         OpenErrors,
     )
 )]
-#[tracing::instrument(skip_all, fields(source = %name))]
 pub async fn receive(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -118,92 +56,8 @@ pub async fn receive(
     gate.admit_source(&name)?;
     let headers = req.headers().clone();
     let body = read_bytes(req, &state).await?;
-    let now = chrono::Utc::now().timestamp();
-    let verified = match inbound::verify(&source, &headers, &body, now) {
-        Ok(v) => v,
-        Err(e) => {
-            metrics::counter!("sluice_webhooks_refused_total", "source" => name.clone()).increment(1);
-            // Refused deliveries keep no body: only when, a few headers and why; and at most
-            // a few a second per source, so unsigned traffic cannot fill the table.
-            let error = e.to_string();
-            if refusals_may_be_recorded(&name) {
-                webhooks::record(
-                    &state.pool,
-                    &NewDelivery {
-                        id: Uuid::now_v7(),
-                        source: &name,
-                        delivery_id: None,
-                        verified: false,
-                        error: Some(&error),
-                        headers: refusal_headers(&headers),
-                        body: None,
-                        command_id: None,
-                    },
-                )
-                .await?;
-                webhooks::trim_refused(&state.pool, &name, gate.refused_kept()).await?;
-            }
-            return Err(ApiError::Unauthorized(match e {
-                crate::webhooks::VerifyError::Missing(_) => "webhook signature headers are missing",
-                crate::webhooks::VerifyError::OutsideTolerance(_) => "webhook timestamp is outside the tolerance",
-                _ => "webhook signature does not verify",
-            }));
-        }
-    };
-    let command_id = Uuid::new_v5(&DELIVERY_NAMESPACE, format!("{name}\u{0}{}", verified.dedupe_key).as_bytes());
-    // A body that is not JSON, or more JSON than a command may hold, travels as text; the
-    // shape check below then refuses what is too long.
-    let budget = super::body::ShapeLimit::from(state.limits.as_ref()).budget();
-    let parsed = crate::json::parse(&body, &[&budget])
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-    let payload = json!({
-        "source": name,
-        "delivery_id": verified.delivery_id.chars().take(255).collect::<String>(),
-        "event": clean_event(&verified.event),
-        "body": parsed,
-    });
-    // A verified delivery is recorded (raw bytes) even when it cannot become a command, so
-    // nothing a sender signed is lost; it is then refused with 422.
-    let l = &state.limits;
-    let problem = super::limits::check_shape(&payload["body"], l.max_json_depth, l.max_string_bytes, "")
-        .err()
-        .map(|e| e.to_string())
-        .or_else(|| state.schemas.validate(&source.command_type, &payload).err().map(|e| e.to_string()));
-    let fresh = webhooks::record(
-        &state.pool,
-        &NewDelivery {
-            id: command_id,
-            source: &name,
-            delivery_id: Some(&verified.delivery_id),
-            verified: true,
-            error: problem.as_deref(),
-            headers: kept_headers(&headers),
-            body: Some(&body),
-            command_id: problem.is_none().then_some(command_id),
-        },
-    )
-    .await?;
-    if !fresh && problem.is_none() {
-        webhooks::mark_accepted(&state.pool, command_id).await?;
-    }
-    if let Some(problem) = problem {
-        return Err(ApiError::Unprocessable {
-            code: "invalid_payload",
-            message: format!(
-                "the delivery was recorded but cannot become a {} command: {problem}",
-                source.command_type
-            ),
-            violations: Vec::new(),
-        });
-    }
-    let mut cmd = Envelope::new(&source.tenant, &source.command_type, payload, None);
-    cmd.id = command_id;
-    let out = Outgoing::first_attempt(state.broker.topology(), &cmd, &new_traceparent());
-    // Published again on a re-delivery: if the first publish failed the sender retries, and
-    // the worker's inbox absorbs a second copy.
-    state.broker.publish(out.message()).await?;
-    metrics::counter!("sluice_webhooks_accepted_total", "source" => name.clone()).increment(1);
-    Ok(Json(DeliveryAccepted { status: super::commands::AcceptedStatus::Accepted, command_id, duplicate: !fresh }))
+    let delivery = Delivery { source: &source, headers: &headers, body: &body };
+    Ok(Json(state.ingest.receive_webhook(delivery).await?))
 }
 
 /// Body of `PUT /v1/webhook-sources/{name}`.

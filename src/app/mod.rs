@@ -11,6 +11,7 @@ use crate::auth::Authenticator;
 use crate::broker::{Broker, Topology};
 use crate::config::Settings;
 use crate::heartbeat::Reporter;
+use crate::ingest::{Backpressure, Ingest};
 use crate::store;
 use crate::worker::{self, retry::RetryPolicy, WorkerCtx};
 use anyhow::Context;
@@ -84,17 +85,29 @@ impl Application {
         if !sealer.is_configured() {
             tracing::warn!("SLUICE_SECRETS_KEYS is not set: webhook and callback secrets are stored in clear");
         }
+        let schemas = Arc::new(schemas);
+        let ingest = Ingest {
+            pool: pool.clone(),
+            broker: broker.clone(),
+            schemas: schemas.clone(),
+            limits: Arc::new(settings.limits.clone()),
+            batches: Arc::new(settings.batches.clone()),
+            webhooks: Arc::new(settings.webhooks.clone()),
+            backpressure: Arc::new(Backpressure::new(&settings.limits)),
+            sealer: sealer.clone(),
+            reporter: reporter.clone(),
+        };
         let state = ApiState {
             pool: pool.clone(),
             broker: broker.clone(),
             worker_broker: worker_broker.clone(),
-            schemas: Arc::new(schemas),
+            schemas,
             auth: Arc::new(auth),
             reporter: reporter.clone(),
-            batch_settings: Arc::new(settings.batches.clone()),
-            limits: Arc::new(settings.limits.clone()),
+            batch_settings: ingest.batches.clone(),
+            limits: ingest.limits.clone(),
             limiter: Arc::new(api::limits::RateLimiter::new(settings.limits.clone())),
-            backpressure: Arc::new(api::limits::Backpressure::new(&settings.limits)),
+            ingest: ingest.clone(),
             startup: startup.clone(),
             webhook_gate: Arc::new(api::WebhookGate::new(&settings.webhooks, sealer.clone())),
             sealer: sealer.clone(),
@@ -131,7 +144,8 @@ impl Application {
         }
         startup.finished();
         if serves_api {
-            let (bp, broker, pool, cancel) = (state.backpressure.clone(), broker.clone(), pool.clone(), cancel.clone());
+            let (bp, broker, pool, cancel) =
+                (state.ingest.backpressure.clone(), broker.clone(), pool.clone(), cancel.clone());
             tokio::spawn(async move { bp.run(broker, pool, cancel).await });
         }
         let worker = matches!(roles, Roles::All | Roles::Worker).then(|| {
