@@ -20,15 +20,21 @@ ENV SQLX_OFFLINE=true \
 
 # 1) Dependency cache: build all dependencies against a dummy crate. This layer
 #    is only invalidated when Cargo.toml or Cargo.lock change.
-#    The workspace's other member (examples/orders) only needs its manifest and
-#    empty targets for cargo to load the workspace; it is not built.
+#    The workspace's other members (examples/orders, crates/bench, crates/harness)
+#    only need their manifests and empty targets for cargo to load the workspace;
+#    they are not built.
 COPY Cargo.toml Cargo.lock ./
 COPY examples/orders/Cargo.toml ./examples/orders/
-RUN mkdir src examples/orders/src \
+COPY crates/bench/Cargo.toml ./crates/bench/
+COPY crates/harness/Cargo.toml ./crates/harness/
+RUN mkdir -p src examples/orders/src crates/bench/src crates/harness/src/bin \
  && echo 'fn main() {}' > src/main.rs \
  && : > src/lib.rs \
  && echo 'fn main() {}' > examples/orders/src/main.rs \
  && : > examples/orders/src/lib.rs \
+ && echo 'fn main() {}' > crates/bench/src/main.rs \
+ && echo 'fn main() {}' > crates/harness/src/bin/sluice-fault-node.rs \
+ && : > crates/harness/src/lib.rs \
  && cargo build --release --locked -p sluice --bin sluice \
  && rm -rf src \
            target/release/sluice target/release/sluice.d target/release/libsluice.* \

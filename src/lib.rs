@@ -43,8 +43,6 @@ pub mod api;
 pub mod app;
 /// API keys: verification, scopes, creation and revocation.
 pub mod auth;
-/// Load generator comparing sluice with the raw broker + database pipeline.
-pub mod bench;
 /// RabbitMQ: connection supervision, topology, confirmed publishing.
 pub mod broker;
 /// Operator subcommands of the binary (`sluice dlq`).
@@ -55,9 +53,6 @@ pub mod command;
 pub mod config;
 /// The operator dashboard: server-rendered pages behind an admin login.
 pub mod dashboard;
-/// Test-only fault hooks for the fault-injection suite.
-#[cfg(feature = "fault-hooks")]
-pub mod fault;
 /// The properties the fuzz targets check (shared with the crash-regression tests).
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;

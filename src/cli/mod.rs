@@ -52,8 +52,6 @@ enum Command {
     },
     /// Run one retention pass now (what worker processes do every retention.interval_secs).
     Prune,
-    /// Measure throughput and latency against the raw broker + database pipeline.
-    Bench(crate::bench::BenchArgs),
     /// Exit 0 if URL answers 200 (for container health checks without curl).
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:8080/readyz")]
@@ -115,7 +113,6 @@ async fn run(cli: Cli, app: impl FnOnce(Settings) -> AppBuilder) -> anyhow::Resu
             let (settings, schemas) = schemas(app)?;
             secrets::run(settings, schemas, command).await
         }
-        Command::Bench(args) => crate::bench::run(app.settings().clone(), args).await,
         Command::Prune => {
             let pool = crate::store::ready_pool(&app.settings().database).await?;
             let cancel = tokio_util::sync::CancellationToken::new();

@@ -2,10 +2,10 @@
 //! cannot succeed: they end with one line and a non-zero exit instead of retrying for ever.
 
 use crate::helpers::{eventually, remove_test_resources, spawn_on, test_settings, Probe, DEADLINE, PG_ADMIN};
-use crate::proxy::Proxy;
 use serde_json::Value;
 use sluice::app::{Application, Catalog, Roles};
 use sluice::config::Secret;
+use sluice_harness::proxy::Proxy;
 use sqlx::{Connection, PgConnection};
 
 async fn database_exists(name: &str) -> bool {

@@ -1,5 +1,6 @@
-//! Integration tests against the real local RabbitMQ and Postgres. Tests under `fault::`
-//! disturb shared services and run one at a time after the others (see scripts/test).
+//! Integration tests against the real local RabbitMQ and Postgres. Tests under `serial::`
+//! disturb shared services and run one at a time after the others, with the fault suite
+//! (crates/harness; see scripts/test).
 
 mod auth;
 mod batch_submissions;
@@ -8,9 +9,6 @@ mod cli;
 mod commands;
 mod dashboard;
 mod dead_letters;
-// The fault-injection suite needs the binary's test-only hooks (`--features fault-hooks`).
-#[cfg(feature = "fault-hooks")]
-mod fault;
 mod first_run;
 #[cfg(feature = "fuzzing")]
 mod fuzz_regressions;
@@ -21,10 +19,10 @@ mod ledger;
 mod openapi;
 mod operators;
 mod outages;
-mod proxy;
 mod retention;
 mod retries;
 mod secrets;
+mod serial;
 mod tenants;
 mod validation;
 mod webhooks;

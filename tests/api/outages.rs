@@ -2,9 +2,9 @@
 //! 503 instead of 202, workers hold their work, and everything resumes by itself.
 
 use crate::helpers::{eventually, spawn_app_with, Probe, DEADLINE};
-use crate::proxy::Proxy;
 use serde_json::{json, Value};
 use sluice::config::Secret;
+use sluice_harness::proxy::Proxy;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_broker_gets_503_with_retry_after_and_ingest_recovers_by_itself() {

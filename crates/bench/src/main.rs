@@ -1,5 +1,6 @@
-//! `sluice bench`: how fast sluice is, as a ratio to what this machine's broker and database
-//! can do with no HTTP and no business logic in between.
+//! `sluice-bench`: how fast a sluice binary is, as a ratio to what this machine's broker and
+//! database can do with no HTTP and no business logic in between. It is a crate of its own so
+//! the service carries none of the load generator's dependencies (hyper's client among them).
 
 mod client;
 mod http;
@@ -11,18 +12,26 @@ mod summary;
 
 use http::{Load, SluiceFigures};
 
-use crate::config::Settings;
 use anyhow::Context;
+use sluice::config::Settings;
 use sqlx::{Connection, PgConnection};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Options of `sluice bench`. One invocation runs, each on a fresh database and broker
+/// Options of `sluice-bench`. One invocation runs, each on a fresh database and broker
 /// names: (a) the raw pipeline, (b) single-command POSTs, (c) batches, (d) single commands
 /// paced at half of (b)'s ingest rate (latency at a sustainable load), and with `--prefill`,
 /// (e) draining a pre-filled work queue.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    version,
+    about = "Measure a sluice binary's throughput and latency against the raw broker + database pipeline"
+)]
 pub struct BenchArgs {
+    /// The sluice binary to measure (`serve` is run on it): the shipped one or an
+    /// application's. Default: `sluice` beside this binary (`cargo build --release` builds both).
+    #[arg(long, env = "SLUICE_BENCH_BINARY")]
+    pub sluice: Option<std::path::PathBuf>,
     /// Commands to submit per run (and messages for the raw pipeline).
     #[arg(long, default_value_t = 20_000)]
     pub commands: usize,
@@ -93,8 +102,25 @@ async fn drop_database(args: &BenchArgs, name: &str) {
     }
 }
 
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = <BenchArgs as clap::Parser>::parse();
+    // The broker and the retry tiers come from the same settings a sluice process reads.
+    let settings = Settings::load().context("loading configuration")?;
+    sluice::telemetry::init_tracing(&settings.log);
+    let beside = std::env::current_exe().context("finding this binary")?.with_file_name("sluice");
+    let binary = args.sluice.take().unwrap_or(beside);
+    anyhow::ensure!(
+        binary.is_file(),
+        "no sluice binary at {}: build it first (cargo build --release -p sluice) or pass --sluice",
+        binary.display()
+    );
+    args.sluice = Some(binary);
+    run(settings, args).await
+}
+
 /// Runs the benchmark and prints its figures.
-pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
+async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.commands > 0 && !args.concurrency.is_empty() && args.concurrency.iter().all(|&c| c > 0),
         "--commands and every --concurrency must be > 0"
@@ -184,7 +210,8 @@ async fn one_run(
     let db = format!("sluice_bench_{label}_{id}");
     let url = create_database(args, &db).await?;
     let prefix = format!("bench-{label}-{id}");
-    let r = http::run(settings, &load, &url, &prefix).await;
+    let binary = args.sluice.as_deref().context("no sluice binary to run")?;
+    let r = http::run(binary, settings, &load, &url, &prefix).await;
     drop_database(args, &db).await;
     drop_topology(settings, &prefix).await;
     let r = r?;
@@ -195,7 +222,7 @@ async fn one_run(
 /// Deletes the queues and exchanges the sluice under test declared.
 async fn drop_topology(settings: &Settings, prefix: &str) {
     let w = &settings.worker;
-    let topology = crate::broker::Topology::new(prefix, &w.retry_tiers_ms, settings.broker.delivery_limit);
+    let topology = sluice::broker::Topology::new(prefix, &w.retry_tiers_ms, settings.broker.delivery_limit);
     let props = lapin::ConnectionProperties::default();
     if let Ok(conn) = lapin::Connection::connect(settings.broker.url.expose(), props).await {
         if let Ok(ch) = conn.create_channel().await {

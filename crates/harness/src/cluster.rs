@@ -1,10 +1,11 @@
-//! sluice as separate OS processes (one API, several workers) built with the `fault-hooks`
-//! feature, so a scenario can SIGKILL a worker the way an orchestrator or the OOM killer would.
+//! sluice as separate OS processes (one API, several workers) of the fault node binary, so a
+//! scenario can SIGKILL a worker the way an orchestrator or the OOM killer would.
 
-use crate::helpers::{create_database, test_settings};
 use sluice::config::Settings;
+use sluice::testkit::{eventually, isolated_settings, remove_resources};
 use sqlx::PgPool;
 use std::collections::HashMap;
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,6 +46,8 @@ struct Proc {
 /// A running sluice cluster with its own database and broker names, removed on drop.
 pub struct Cluster {
     pub name: String,
+    /// The sluice binary every process runs.
+    binary: PathBuf,
     pub base: String,
     pub key: String,
     pub tenant: String,
@@ -64,14 +67,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Creates the database, starts the API, waits until it is ready, then starts the workers.
-    pub async fn start(name: &str, opts: Options) -> Self {
-        let (settings, db_name) = test_settings();
-        create_database(&db_name).await;
+    /// Starts the API of `binary` (a sluice binary with [`crate::hooks`]; it creates the
+    /// database), waits until it is ready, then starts the workers.
+    pub async fn start(binary: &Path, name: &str, opts: Options) -> Self {
+        let settings = isolated_settings();
         let b = &settings.broker;
         let env: Vec<(String, String)> = [
             ("SLUICE_ENV", "test".to_owned()),
-            ("SLUICE_CONFIG_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/config").to_owned()),
+            ("SLUICE_CONFIG_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/../../config").to_owned()),
             ("SLUICE__DATABASE__URL", settings.database.url.expose().to_owned()),
             ("SLUICE__DATABASE__MAX_CONNECTIONS", "10".to_owned()),
             (
@@ -102,9 +105,11 @@ impl Cluster {
         } else {
             tokio::spawn(async {})
         };
-        let pool = PgPool::connect(settings.database.url.expose()).await.expect("test pool");
+        // Lazy: the API process creates the database.
+        let pool = PgPool::connect_lazy(settings.database.url.expose()).expect("test pool");
         let mut cluster = Self {
             name: name.to_owned(),
+            binary: binary.to_owned(),
             base: String::new(),
             key: settings.auth.bootstrap_key.expose().to_owned(),
             tenant: settings.auth.bootstrap_tenant.clone(),
@@ -141,10 +146,10 @@ impl Cluster {
         let n = self.starts.fetch_add(1, Ordering::SeqCst) + 1;
         let name = format!("{role}-{n}");
         let port = free_port();
-        let log_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/fault-logs");
+        let log_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/fault-logs");
         std::fs::create_dir_all(&log_dir).expect("log dir");
         let log = std::fs::File::create(log_dir.join(format!("{}-{name}.log", self.name))).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let child = Command::new(&self.binary)
             .arg(subcommand)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("SLUICE__HTTP__ADDR", format!("127.0.0.1:{port}"))
@@ -160,7 +165,7 @@ impl Cluster {
 
     async fn wait_ready(&self, port: u16) {
         let url = format!("http://127.0.0.1:{port}/readyz");
-        crate::helpers::eventually(Duration::from_secs(60), || async {
+        eventually(Duration::from_secs(60), || async {
             let r = self.http.get(&url).send().await.ok()?;
             r.status().is_success().then_some(())
         })
@@ -252,7 +257,7 @@ impl Drop for Cluster {
         }
         drop(workers);
         let _ = std::fs::remove_file(commits_log(&self.settings.broker.prefix));
-        crate::helpers::remove_test_resources(&self.settings);
+        remove_resources(&self.settings);
     }
 }
 

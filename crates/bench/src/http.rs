@@ -7,12 +7,13 @@ use super::rate;
 use super::raw::RawFigures;
 use super::stats::Percentiles;
 use super::BenchArgs;
-use crate::config::Settings;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use sluice::config::Settings;
 use sqlx::PgPool;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -128,13 +129,20 @@ impl SluiceFigures {
 }
 
 /// Starts sluice on `db_url`, loads it, and measures.
-pub async fn run(settings: &Settings, load: &Load, db_url: &str, prefix: &str) -> anyhow::Result<SluiceFigures> {
+/// One run of `load` against `binary serve` on `db_url` with broker names under `prefix`.
+pub async fn run(
+    binary: &Path,
+    settings: &Settings,
+    load: &Load,
+    db_url: &str,
+    prefix: &str,
+) -> anyhow::Result<SluiceFigures> {
     if load.prefill > 0 {
         super::prefill::fill(settings, prefix, load.prefill, &load.kind).await?;
     }
     let port = free_port()?;
     let key = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let mut child = spawn_sluice(settings, db_url, prefix, port, &key, load.prefill > 0)?;
+    let mut child = spawn_sluice(binary, settings, db_url, prefix, port, &key, load.prefill > 0)?;
     let result = measure(load, db_url, port, &key, &child)
         .await
         .with_context(|| format!("sluice's log: {}", log_path(prefix).display()));
@@ -157,6 +165,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 fn spawn_sluice(
+    binary: &Path,
     settings: &Settings,
     db_url: &str,
     prefix: &str,
@@ -164,9 +173,8 @@ fn spawn_sluice(
     key: &str,
     prefilled: bool,
 ) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe().context("finding the sluice binary")?;
     let log = std::fs::File::create(log_path(prefix))?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(binary);
     if prefilled {
         // A pre-filled queue of a million would trip the depth bound; this run measures work.
         cmd.env("SLUICE__LIMITS__MAX_QUEUE_DEPTH", "0");

@@ -2,7 +2,7 @@
 //! few accounts and events, each with an idempotency key, so even a request whose answer was
 //! lost names the command it would have been.
 
-use super::cluster::Cluster;
+use crate::cluster::Cluster;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde_json::json;
@@ -87,7 +87,7 @@ impl Sent {
     }
 
     /// Whether the request was in flight at some point of `w`.
-    pub fn overlaps(&self, w: &super::check::Window) -> bool {
+    pub fn overlaps(&self, w: &crate::check::Window) -> bool {
         self.sent_at() <= w.to && self.answered_at >= w.from
     }
 }
@@ -103,7 +103,7 @@ pub async fn open_accounts(c: &Cluster, accounts: usize) {
             .expect("answer");
         assert_eq!(r.status(), 202);
     }
-    super::cluster::until(Duration::from_secs(60), "accounts opened", || async {
+    crate::cluster::until(Duration::from_secs(60), "accounts opened", || async {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts").fetch_one(&c.pool).await.unwrap_or(0);
         n == accounts as i64
     })

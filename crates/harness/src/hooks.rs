@@ -1,5 +1,6 @@
-//! Test-only fault hooks, compiled in only with the `fault-hooks` feature (the fault-injection
-//! suite in `tests/api/fault` builds the binary with it; release builds never carry it).
+//! The fault node's hooks: what `sluice-fault-node` adds to the shipped command types so the
+//! fault suite can crash it where it matters and count what it applied. The shipped `sluice`
+//! binary never carries them.
 //!
 //! - `SLUICE_FAULT_ABORT_AFTER_COMMITS=N`: the process aborts right after its N-th commit,
 //!   before the ack: the window in which a crash must not lead to a second effect.
@@ -10,10 +11,10 @@
 //!   delays.
 //! - `fault.slow`: a command type that sleeps `payload.millis` inside its transaction.
 
-use crate::app::AppBuilder;
-use crate::command::Envelope;
-use crate::handlers::{Handler, HandlerError, HandlerFuture, HandlerManyFuture, Outcome};
-use crate::worker::hooks::AfterCommit;
+use sluice::app::AppBuilder;
+use sluice::command::Envelope;
+use sluice::handlers::{Handler, HandlerError, HandlerFuture, HandlerManyFuture, Outcome};
+use sluice::worker::hooks::AfterCommit;
 use sqlx::PgConnection;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

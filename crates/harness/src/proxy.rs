@@ -15,7 +15,6 @@ enum Mode {
     Cut,
     /// Keeps every socket open but moves no byte: a partition the peers must detect with
     /// heartbeats, since no FIN or RST ever arrives.
-    #[cfg_attr(not(feature = "fault-hooks"), allow(dead_code))] // used by the fault suite only
     Stall,
 }
 
@@ -75,7 +74,6 @@ impl Proxy {
     }
 
     /// Stops moving bytes without closing anything.
-    #[cfg_attr(not(feature = "fault-hooks"), allow(dead_code))] // used by the fault suite only
     pub fn stall(&self) {
         self.mode.send_replace(Mode::Stall);
     }

@@ -1,9 +1,9 @@
 //! A work queue filled before sluice starts: how draining behaves when the backlog is deep.
 
-use crate::command::Envelope;
-use crate::config::Settings;
 use lapin::options::ConfirmSelectOptions;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
+use sluice::command::Envelope;
+use sluice::config::Settings;
 use std::time::Instant;
 
 /// Publishes awaiting confirmation at once.
@@ -13,7 +13,7 @@ const WINDOW: usize = 2000;
 /// as sluice's API would have, with confirms.
 pub async fn fill(settings: &Settings, prefix: &str, n: usize, kind: &str) -> anyhow::Result<()> {
     let w = &settings.worker;
-    let topology = crate::broker::Topology::new(prefix, &w.retry_tiers_ms, settings.broker.delivery_limit);
+    let topology = sluice::broker::Topology::new(prefix, &w.retry_tiers_ms, settings.broker.delivery_limit);
     let conn = Connection::connect(settings.broker.url.expose(), ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
     topology.declare(&ch).await?;
@@ -21,7 +21,7 @@ pub async fn fill(settings: &Settings, prefix: &str, n: usize, kind: &str) -> an
     let started = Instant::now();
     let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
     let bodies = (0..n).map(|i| Envelope::new("bench", kind, super::http::payload(kind, i), None).encode());
-    let key = crate::broker::topology::WORK_KEY;
+    let key = sluice::broker::topology::WORK_KEY;
     super::raw::publish_confirmed(&ch, &topology.work_exchange(), key, &props, WINDOW, bodies).await?;
     println!("pre-filled {n} commands in {:.1} s", started.elapsed().as_secs_f64());
     let _ = ch.close(200, "prefilled".into()).await;

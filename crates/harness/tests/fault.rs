@@ -1,28 +1,28 @@
-//! The fault-injection suite: sluice runs as separate processes (one API, several workers)
-//! while a load of transfers and events goes through its HTTP API and a fault is injected;
-//! then everything drains and a total-queue check runs (see `check`). Each scenario prints a
-//! row of a table, also appended to `target/fault-report.md`.
+//! The fault-injection suite: sluice runs as separate processes (one API, several workers) of
+//! the fault node binary while a load of transfers and events goes through its HTTP API and a
+//! fault is injected; then everything drains and a total-queue check runs (see `check`). Each
+//! scenario prints a row of a table, also appended to `target/fault-report.md`.
 //!
 //! These tests stop and break the shared RabbitMQ and PostgreSQL, so scripts/test runs them
-//! one at a time after the others; each restores what it touched, even when it fails. They
-//! need the binary's test-only hooks: `cargo nextest run --features fault-hooks`.
+//! one at a time after the others; each restores what it touched, even when it fails.
 //! `SLUICE_FAULT_SCALE=10` makes every load and fault count ten times larger.
 
-mod alarm_retry;
-mod check;
-mod cluster;
-mod load;
-mod services;
-
-use check::{drain, verify, window, Window};
 use chrono::{DateTime, Utc};
-use cluster::{until, Cluster, Options};
-use load::{drive, open_accounts, Kind, Mix, Sent};
-use services::{must, BrokerGuard, PostgresGuard};
+use sluice_harness::check::{self, drain, verify, window, Window};
+use sluice_harness::cluster::{self, until, Cluster, Options};
+use sluice_harness::load::{drive, open_accounts, Kind, Mix, Sent};
+use sluice_harness::proxy::Proxy;
+use sluice_harness::services::{self, must, BrokerGuard, PostgresGuard};
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// The sluice binary with the fault hooks, built beside this test.
+fn node() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_sluice-fault-node"))
+}
 
 /// How much larger than the CI size to make loads and fault counts.
 fn scale() -> u64 {
@@ -61,7 +61,7 @@ where
 
 /// Starts a cluster with the mix's accounts opened.
 async fn cluster(name: &str, opts: Options, accounts: usize) -> Arc<Cluster> {
-    let c = Cluster::start(name, opts).await;
+    let c = Cluster::start(node(), name, opts).await;
     if accounts > 0 {
         open_accounts(&c, accounts).await;
     }
@@ -170,11 +170,13 @@ async fn workers_killed_repeatedly_even_between_commit_and_ack_apply_each_comman
     })
     .await;
     drain(&c, &sent).await;
+    // Replayed while the supervisor still restarts the workers that keep aborting.
+    let replays = check::replay_delivery_limit_casualties(&c).await;
     stop.cancel();
     supervisor.await.expect("supervisor");
     let crashes = crashed.load(std::sync::atomic::Ordering::SeqCst);
-    let r =
-        verify(&c, &sent, &windows, mix.accounts, &format!("{kills} SIGKILLs, {crashes} aborts after commit")).await;
+    let notes = format!("{kills} SIGKILLs, {crashes} aborts after commit; {replays} replays of parked commands");
+    let r = verify(&c, &sent, &windows, mix.accounts, &notes).await;
     assert!(crashes > 0, "the commit-to-ack crash hook fired");
     assert!(r.redeliveries > 0.0, "killed workers' messages were redelivered");
     assert!(r.absorbed > 0.0, "commands committed before a crash came back and were absorbed by the inbox");
@@ -269,7 +271,7 @@ async fn hot_account_contention_is_waited_out_and_nothing_is_dead_lettered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_silently_stops_answering_is_detected_by_heartbeats_and_everything_recovers() {
-    let proxy = crate::proxy::Proxy::start("127.0.0.1:5672".parse().expect("addr")).await;
+    let proxy = Proxy::start("127.0.0.1:5672".parse().expect("addr")).await;
     let mix = Mix::default();
     let heartbeat = 2;
     let opts = Options { broker_port: proxy.port, heartbeat_secs: heartbeat, ..Options::default() };

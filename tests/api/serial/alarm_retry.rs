@@ -4,10 +4,10 @@
 //! which would run it twice (once from the queue, once from the retry) or, with publishers
 //! known to be blocked, again and again with no backoff, toward the queue's delivery limit.
 
-use super::services::{must, BrokerGuard};
 use crate::helpers::{eventually, spawn_app_with, Probe, DEADLINE};
 use crate::operators::work_queue;
 use serde_json::json;
+use sluice_harness::services::{must, BrokerGuard};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
