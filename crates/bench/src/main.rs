@@ -29,7 +29,7 @@ use uuid::Uuid;
 )]
 pub struct BenchArgs {
     /// The sluice binary to measure (`serve` is run on it): the shipped one or an
-    /// application's. Default: `sluice` beside this binary (`cargo build --release` builds both).
+    /// application's. Default: `sluice` beside this binary (`cargo build --release -p sluice -p sluice-bench` builds both).
     #[arg(long, env = "SLUICE_BENCH_BINARY")]
     pub sluice: Option<std::path::PathBuf>,
     /// Commands to submit per run (and messages for the raw pipeline).
