@@ -35,10 +35,10 @@ pub(super) async fn read_batch(state: &ApiState, req: Request) -> Result<(Vec<Va
         .unwrap_or_default();
     let query = req.uri().query().unwrap_or("").to_owned();
     let secret_header = req.headers().get("sluice-callback-secret").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let max = state.batch_settings.max_commands;
-    let b = &state.batch_settings;
+    let max = state.ingest.batches.max_commands;
+    let b = &state.ingest.batches;
     let budgets = Budgets {
-        item: ShapeLimit::from(state.limits.as_ref()),
+        item: ShapeLimit::from(state.ingest.limits.as_ref()),
         total: Budget::new(b.max_json_values, b.max_json_bytes),
     };
     match content_type.as_str() {

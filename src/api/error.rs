@@ -161,7 +161,7 @@ impl From<IngestError> for ApiError {
 
 impl From<crate::ingest::shape::ShapeError> for ApiError {
     fn from(e: crate::ingest::shape::ShapeError) -> Self {
-        Self::BadRequest { code: e.code, message: e.message, location: Some(e.location) }
+        IngestError::from(e).into()
     }
 }
 

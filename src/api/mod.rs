@@ -45,10 +45,9 @@ pub struct ApiState {
     pub schemas: Arc<SchemaRegistry>,
     pub auth: Arc<Authenticator>,
     pub reporter: Arc<crate::heartbeat::Reporter>,
-    pub batch_settings: Arc<crate::config::BatchSettings>,
-    pub limits: Arc<crate::config::LimitSettings>,
     pub limiter: Arc<limits::RateLimiter>,
-    /// The use cases the submit and webhook routes adapt.
+    /// The use cases the submit and webhook routes adapt; its limits and batch settings are
+    /// the API's too.
     pub ingest: crate::ingest::Ingest,
     /// Until it is finished, only health, metrics and the API document are served.
     pub startup: Arc<Startup>,
@@ -146,10 +145,10 @@ pub fn router(state: ApiState, http: &crate::config::HttpSettings, pages: Router
     let v1 = v1
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::Extension(BodyLimit(body_limit)))
-        .layer(axum::Extension(ShapeLimit::from(state.limits.as_ref())));
+        .layer(axum::Extension(ShapeLimit::from(state.ingest.limits.as_ref())));
     // Batches get a limit of their own, so a 10,000-command batch fits and a single command
     // keeps the small one.
-    let batch_limit = state.batch_settings.body_limit_bytes;
+    let batch_limit = state.ingest.batches.body_limit_bytes;
     let (batches, _) = batch_routes().split_for_parts();
     let batches = batches.layer(DefaultBodyLimit::max(batch_limit)).layer(axum::Extension(BodyLimit(batch_limit)));
     let startup = state.startup.clone();

@@ -97,7 +97,7 @@ pub async fn events(
         to: p.to.as_deref().map(|s| time_param(s, "to")).transpose()?,
         after: p.cursor.as_deref().map(decode_cursor).transpose()?,
         limit,
-        max_bytes: i64::try_from(state.limits.max_page_bytes).unwrap_or(i64::MAX),
+        max_bytes: i64::try_from(state.ingest.limits.max_page_bytes).unwrap_or(i64::MAX),
     };
     let page = events::list(&state.pool, &principal.tenant, &q).await?;
     let next = page.more.then(|| page.events.last().map(|e| encode_cursor(e.occurred_at, e.id))).flatten();

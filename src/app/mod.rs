@@ -104,8 +104,6 @@ impl Application {
             schemas,
             auth: Arc::new(auth),
             reporter: reporter.clone(),
-            batch_settings: ingest.batches.clone(),
-            limits: ingest.limits.clone(),
             limiter: Arc::new(api::limits::RateLimiter::new(settings.limits.clone())),
             ingest: ingest.clone(),
             startup: startup.clone(),
@@ -121,7 +119,7 @@ impl Application {
                 ops: state.ops(),
                 auth: state.auth.clone(),
                 dashboard: Arc::new(settings.dashboard.clone()),
-                limits: state.limits.clone(),
+                limits: state.ingest.limits.clone(),
                 retention: state.retention.clone(),
             });
             api::router(state.clone(), &settings.http, pages)
