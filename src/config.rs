@@ -45,6 +45,7 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     pub secrets: SecretsSettings,
     pub retention: RetentionSettings,
+    pub commands: CommandsSettings,
     pub log: LogSettings,
 }
 
@@ -168,6 +169,12 @@ pub struct RetentionSettings {
     pub dead_letters_days: u32,
     pub webhook_deliveries_days: u32,
     pub refused_deliveries_days: u32,
+}
+
+/// `[commands]`
+#[derive(Clone, Debug, Deserialize)]
+pub struct CommandsSettings {
+    pub dir: PathBuf,
 }
 
 /// `[secrets]`

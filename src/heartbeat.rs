@@ -43,6 +43,8 @@ pub struct Reporter {
     /// Per command type, per 10-second bucket (looked up by `&str`: no allocation per command).
     counts: Mutex<HashMap<String, HashMap<DateTime<Utc>, Counts>>>,
     paused: Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// Remote types whose circuit is not closed: type → `open` or `half_open`.
+    circuits: Mutex<std::collections::BTreeMap<String, &'static str>>,
 }
 
 impl Reporter {
@@ -63,6 +65,7 @@ impl Reporter {
             consuming: AtomicBool::new(false),
             counts: Mutex::new(HashMap::new()),
             paused: Mutex::new(HashMap::new()),
+            circuits: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 
@@ -117,6 +120,16 @@ impl Reporter {
         }
     }
 
+    /// The circuit of remote type `kind` is now `state` (`closed`, `open`, `half_open`).
+    pub fn circuit(&self, kind: &str, state: &'static str) {
+        let mut circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
+        if state == "closed" {
+            circuits.remove(kind);
+        } else {
+            circuits.insert(kind.to_owned(), state);
+        }
+    }
+
     /// Follows whether operators paused `queue` (true = paused).
     pub fn pause_signal(&self, queue: &str) -> watch::Receiver<bool> {
         let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
@@ -155,6 +168,10 @@ impl Reporter {
             tx.send_if_modified(|v| std::mem::replace(v, now) != now);
         }
         let wait = self.queue_wait_ms.load(Ordering::Relaxed);
+        let circuits = {
+            let c = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
+            serde_json::to_value(&*c).unwrap_or_default()
+        };
         processes::beat(
             pool,
             &Heartbeat {
@@ -169,6 +186,7 @@ impl Reporter {
                 accepted: self.accepted.load(Ordering::Relaxed),
                 queue_wait_ms: (wait >= 0).then_some(wait),
                 consuming: self.consuming.load(Ordering::Relaxed),
+                circuits,
             },
         )
         .await?;

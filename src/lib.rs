@@ -53,6 +53,8 @@ pub mod command;
 pub mod config;
 /// The operator dashboard: server-rendered pages behind an admin login.
 pub mod dashboard;
+/// Command types declared in files: an HTTP endpoint or a Postgres function as handler.
+pub mod declared;
 /// The properties the fuzz targets check (shared with the crash-regression tests).
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;

@@ -38,6 +38,8 @@ pub enum BuildError {
     Namespace(#[from] BadNamespace),
     #[error("migration namespace {0:?} is given twice")]
     DuplicateNamespace(String),
+    #[error(transparent)]
+    Declared(#[from] crate::declared::Problems),
 }
 
 /// A sluice process being assembled. Registration mistakes (a type given twice, a schema
@@ -151,9 +153,11 @@ impl AppBuilder {
         if let Some(problem) = self.problem {
             return Err(problem);
         }
+        let (catalog, declared) = with_declared(&self.settings, self.catalog)?;
         Ok(Parts {
             settings: self.settings,
-            catalog: self.catalog,
+            catalog,
+            declared,
             migrations: self.migrations,
             after_commit: self.after_commit,
         })
@@ -166,10 +170,21 @@ impl AppBuilder {
     }
 }
 
+/// `catalog` with the types declared in `commands.dir` added, and those declarations.
+pub(super) fn with_declared(
+    settings: &Settings,
+    mut catalog: Catalog,
+) -> Result<(Catalog, Vec<crate::declared::Declaration>), BuildError> {
+    let declared = crate::declared::load_into(&mut catalog, &settings.commands)?;
+    Ok((catalog, declared))
+}
+
 /// What a checked builder hands to [`Application::start`].
 pub(super) struct Parts {
     pub settings: Settings,
     pub catalog: Catalog,
+    /// The declared types in `catalog`, whose SQL functions are checked once the database is up.
+    pub declared: Vec<crate::declared::Declaration>,
     pub migrations: Vec<AppMigrations>,
     pub after_commit: Option<CommitHook>,
 }

@@ -25,7 +25,35 @@ pub enum CatalogError {
     BadName(String),
 }
 
+/// A command type as operators see it listed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TypeInfo {
+    pub kind: String,
+    /// What runs it (`Rust handler`, `HTTP POST …`, `SQL function …`).
+    pub handler: String,
+    /// False for types only sluice makes (`webhook.received`).
+    pub submittable: bool,
+    pub retry: Option<crate::handlers::RetryOverride>,
+}
+
 impl Catalog {
+    /// Every type, sorted by name.
+    pub fn describe(&self) -> Vec<TypeInfo> {
+        self.handlers
+            .kinds()
+            .into_iter()
+            .filter_map(|kind| {
+                let handler = self.handlers.get(kind)?;
+                Some(TypeInfo {
+                    kind: kind.to_owned(),
+                    handler: handler.describe(),
+                    submittable: self.schemas.submittable(kind),
+                    retry: self.handlers.retry(kind),
+                })
+            })
+            .collect()
+    }
+
     /// No command types at all.
     pub fn empty() -> Self {
         Self { schemas: SchemaRegistry::default(), handlers: Handlers::default() }
@@ -63,6 +91,11 @@ impl Catalog {
     /// its payload schema).
     pub fn register(&mut self, kind: &str, schema_json: &str, handler: impl Handler) -> Result<(), CatalogError> {
         let schema = serde_json::from_str(schema_json).map_err(|e| SchemaError::new(kind, format!("not JSON: {e}")))?;
+        self.insert(kind, schema, true, handler)
+    }
+
+    /// Adds a declared type (`commands.dir`), whose schema was read from its file.
+    pub fn declare(&mut self, kind: &str, schema: Value, handler: impl Handler) -> Result<(), CatalogError> {
         self.insert(kind, schema, true, handler)
     }
 

@@ -4,7 +4,7 @@ mod builder;
 mod catalog;
 
 pub use builder::{App, AppBuilder, BuildError};
-pub use catalog::{Catalog, CatalogError};
+pub use catalog::{Catalog, CatalogError, TypeInfo};
 
 use crate::api::{self, ApiState};
 use crate::auth::Authenticator;
@@ -13,7 +13,7 @@ use crate::config::Settings;
 use crate::heartbeat::Reporter;
 use crate::ingest::{Backpressure, Ingest};
 use crate::store;
-use crate::worker::{self, retry::RetryPolicy, WorkerCtx};
+use crate::worker::{self, gate::Gate, retry::Policies, WorkerCtx};
 use anyhow::Context;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -49,13 +49,15 @@ impl Application {
     /// supervisors, then waits for the database (creating it if missing) and migrates it; the
     /// API proper answers 503 until that is done. Fails when the database cannot be made
     /// ready: missing and not creatable, refused, or unreachable past its start-up timeout.
+    /// The types declared in `commands.dir` are added to `catalog`.
     pub async fn build(settings: Settings, roles: Roles, catalog: Catalog) -> anyhow::Result<Self> {
-        let parts = builder::Parts { settings, catalog, migrations: Vec::new(), after_commit: None };
+        let (catalog, declared) = builder::with_declared(&settings, catalog)?;
+        let parts = builder::Parts { settings, catalog, declared, migrations: Vec::new(), after_commit: None };
         Self::start(parts, roles).await
     }
 
     async fn start(parts: builder::Parts, roles: Roles) -> anyhow::Result<Self> {
-        let builder::Parts { settings, catalog, migrations, after_commit } = parts;
+        let builder::Parts { settings, catalog, declared, migrations, after_commit } = parts;
         let cancel = CancellationToken::new();
         let pool = store::pool(&settings.database)?;
         let b = &settings.broker;
@@ -73,6 +75,7 @@ impl Application {
         let a = &settings.auth;
         let bootstrap = Some((a.bootstrap_key.expose(), a.bootstrap_tenant.as_str()));
         let auth = Authenticator::new(pool.clone(), bootstrap, a);
+        let types = Arc::new(catalog.describe());
         let Catalog { schemas, handlers } = catalog;
         let role_names = match roles {
             Roles::All => "api+worker",
@@ -121,6 +124,8 @@ impl Application {
                 dashboard: Arc::new(settings.dashboard.clone()),
                 limits: state.ingest.limits.clone(),
                 retention: state.retention.clone(),
+                schemas: state.schemas.clone(),
+                types: types.clone(),
             });
             api::router(state.clone(), &settings.http, pages)
         } else {
@@ -135,10 +140,14 @@ impl Application {
             tokio::spawn(async move { api::server::serve(listener, router, &http, stop).await })
         };
         let progress = |what| startup.waiting_for(what);
-        if let Err(e) = store::bootstrap::prepare(&pool, &settings.database, &migrations, &cancel, &progress).await {
+        let ready = match store::bootstrap::prepare(&pool, &settings.database, &migrations, &cancel, &progress).await {
+            Ok(()) => check_declared(&pool, &declared).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = ready {
             cancel.cancel();
             let _ = server.await;
-            return Err(e.into());
+            return Err(e);
         }
         startup.finished();
         if serves_api {
@@ -150,8 +159,10 @@ impl Application {
             Arc::new(WorkerCtx {
                 pool: pool.clone(),
                 broker: worker_broker.clone().unwrap_or_else(|| broker.clone()),
+                policies: Policies::new(&settings.worker, &handlers),
+                gates: gates(&handlers, &reporter),
+                remote_tasks: Default::default(),
                 handlers,
-                policy: RetryPolicy::new(&settings.worker),
                 settings: settings.worker.clone(),
                 reporter: reporter.clone(),
                 batch_settings: settings.batches.clone(),
@@ -212,4 +223,37 @@ impl Application {
         pool.close().await;
         Ok(())
     }
+}
+
+/// Refuses to start while a declared SQL type's function is missing or has another signature.
+async fn check_declared(pool: &PgPool, declared: &[crate::declared::Declaration]) -> anyhow::Result<()> {
+    use crate::declared::HandlerSpec;
+    let functions: Vec<_> = declared
+        .iter()
+        .filter_map(|d| match &d.handler {
+            HandlerSpec::Sql(spec) => Some((d.file.as_str(), spec)),
+            HandlerSpec::Http(_) => None,
+        })
+        .collect();
+    let problems = crate::declared::check_functions(pool, &functions).await?;
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::declared::Problems(problems).into())
+    }
+}
+
+/// A gate for each remote type: its in-flight bound and circuit in this process.
+fn gates(
+    handlers: &crate::handlers::Handlers,
+    reporter: &Arc<Reporter>,
+) -> std::collections::HashMap<String, Arc<Gate>> {
+    handlers
+        .kinds()
+        .into_iter()
+        .filter_map(|kind| {
+            let remote = handlers.get(kind)?.remote()?;
+            Some((kind.to_owned(), Arc::new(Gate::new(kind, remote.limits(), reporter.clone()))))
+        })
+        .collect()
 }

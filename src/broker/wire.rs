@@ -76,6 +76,18 @@ impl Outgoing {
         }
     }
 
+    /// The delivery `received` again after `delay_ms` through that retry tier, as the same
+    /// attempt: it was put aside, not tried.
+    pub fn deferred(topology: &Topology, received: &Received<'_>, delay_ms: u64) -> Self {
+        Self {
+            exchange: topology.retry_exchange(),
+            routing_key: topology.tier_queue(delay_ms),
+            body: received.body.to_vec(),
+            message_id: received.message_id.clone(),
+            headers: received.headers.cloned().unwrap_or_default(),
+        }
+    }
+
     /// The delivery `received` parked as a dead letter: `kind` of failure, `error`, and a fresh
     /// dead-letter id.
     pub fn dead_letter(topology: &Topology, received: &Received<'_>, kind: &str, error: &str) -> Self {
@@ -152,6 +164,11 @@ impl<'a> Received<'a> {
     /// The trace id of its `traceparent` ("" if none or malformed).
     pub fn trace_id(&self) -> String {
         get_str(self.headers, TRACEPARENT_HEADER).as_deref().and_then(trace_id).unwrap_or_default().to_owned()
+    }
+
+    /// Its `traceparent`, if well-formed.
+    pub fn traceparent(&self) -> Option<String> {
+        get_str(self.headers, TRACEPARENT_HEADER).filter(|tp| trace_id(tp).is_some())
     }
 
     /// Whether it is an operator's replay of a dead letter.

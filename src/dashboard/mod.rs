@@ -8,6 +8,7 @@ mod dead_letters;
 mod layout;
 mod overview;
 mod session;
+mod types;
 
 use crate::auth::Authenticator;
 use crate::broker::Broker;
@@ -41,6 +42,10 @@ pub struct DashboardState {
     pub limits: Arc<LimitSettings>,
     /// How long records are kept (to tell a pruned command from a missing one).
     pub retention: Arc<RetentionSettings>,
+    /// The payload schemas, for the list of command types.
+    pub schemas: Arc<crate::schemas::SchemaRegistry>,
+    /// Every command type with what handles it.
+    pub types: Arc<Vec<crate::app::TypeInfo>>,
 }
 
 /// Every dashboard route with its state, and headers that keep its pages out of frames,
@@ -65,6 +70,7 @@ pub fn router(state: DashboardState) -> Router {
         .route("/dashboard/commands/{id}", get(commands::detail))
         .route("/dashboard/live/commands/{id}", get(commands::live_status))
         .route("/dashboard/audit", get(audit::index))
+        .route("/dashboard/types", get(types::index))
         .layer(SetResponseHeaderLayer::overriding(
             CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(

@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod ledger;
+pub mod remote;
 pub mod typed;
 pub mod webhooks;
 
@@ -94,18 +95,50 @@ pub trait Handler: Send + Sync + 'static {
             Ok(outcomes)
         })
     }
+
+    /// The call out when the work is done by another service; the worker then never calls
+    /// [`Handler::handle`] for it.
+    fn remote(&self) -> Option<&dyn remote::Remote> {
+        None
+    }
+
+    /// What runs this type, for operators (the dashboard's list of types).
+    fn describe(&self) -> String {
+        "Rust handler".into()
+    }
+}
+
+/// Per-type retry settings, over `[worker]`'s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryOverride {
+    /// Attempts before a transiently failing command is dead-lettered.
+    pub max_attempts: Option<u32>,
+    /// The first retry's delay (ms); each later one doubles, rounded to a retry tier.
+    pub base_ms: Option<u64>,
 }
 
 /// Command type → handler.
 #[derive(Clone, Default)]
 pub struct Handlers {
     map: HashMap<String, Arc<dyn Handler>>,
+    retries: HashMap<String, RetryOverride>,
 }
 
 impl Handlers {
     /// Sets the handler of a command type.
     pub fn register(&mut self, kind: &str, handler: impl Handler) {
         self.map.insert(kind.to_owned(), Arc::new(handler));
+    }
+
+    /// Gives `kind` retry settings of its own.
+    pub fn set_retry(&mut self, kind: &str, retry: RetryOverride) {
+        self.retries.insert(kind.to_owned(), retry);
+    }
+
+    /// The retry settings `kind` has of its own.
+    pub fn retry(&self, kind: &str) -> Option<RetryOverride> {
+        self.retries.get(kind).copied()
     }
 
     /// The handler of `kind`.

@@ -254,6 +254,16 @@ async fn upsert_unfinished<'e>(
     Ok(())
 }
 
+/// Whether the command has a final outcome (succeeded or rejected) already.
+pub async fn is_final(pool: &PgPool, id: Uuid) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar::<_, bool>(
+        "SELECT EXISTS (SELECT 1 FROM commands WHERE id = $1 AND status IN ('succeeded', 'rejected'))",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await?)
+}
+
 /// One command of one tenant.
 pub async fn find(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<CommandRow>, StoreError> {
     Ok(sqlx::query_as::<_, CommandRow>(

@@ -21,17 +21,21 @@ pub struct Heartbeat<'a> {
     pub accepted: i64,
     pub queue_wait_ms: Option<i64>,
     pub consuming: bool,
+    /// Remote types whose circuit is not closed, `{"type": "open" | "half_open"}`.
+    pub circuits: serde_json::Value,
 }
 
 /// Inserts or refreshes a process's row.
 pub async fn beat(pool: &PgPool, h: &Heartbeat<'_>) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO processes
-                (id, roles, host, pid, concurrency, prefetch, in_flight, processed, accepted, queue_wait_ms, consuming)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                (id, roles, host, pid, concurrency, prefetch, in_flight, processed, accepted, queue_wait_ms, consuming,
+                 circuits)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (id) DO UPDATE
             SET in_flight = EXCLUDED.in_flight, processed = EXCLUDED.processed, accepted = EXCLUDED.accepted,
-                queue_wait_ms = EXCLUDED.queue_wait_ms, consuming = EXCLUDED.consuming, last_seen = now()",
+                queue_wait_ms = EXCLUDED.queue_wait_ms, consuming = EXCLUDED.consuming,
+                circuits = EXCLUDED.circuits, last_seen = now()",
     )
     .bind(h.id)
     .bind(h.roles)
@@ -44,6 +48,7 @@ pub async fn beat(pool: &PgPool, h: &Heartbeat<'_>) -> Result<(), StoreError> {
     .bind(h.accepted)
     .bind(h.queue_wait_ms)
     .bind(h.consuming)
+    .bind(&h.circuits)
     .execute(pool)
     .await?;
     Ok(())
@@ -84,6 +89,17 @@ pub async fn recent(pool: &PgPool) -> Result<Vec<Process>, StoreError> {
         "SELECT id, roles, host, pid, concurrency, prefetch, in_flight, processed, accepted, queue_wait_ms,
                 consuming, started_at, last_seen, last_seen > now() - interval '15 seconds' AS alive
            FROM processes WHERE last_seen > now() - interval '1 hour' ORDER BY last_seen DESC LIMIT 200",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Per remote type, the live processes whose circuit for it is not closed, and in what state.
+pub async fn open_circuits(pool: &PgPool) -> Result<Vec<(String, String, String)>, StoreError> {
+    Ok(sqlx::query_as::<_, (String, String, String)>(
+        "SELECT c.key, c.value, p.host || ':' || p.pid
+           FROM processes p, jsonb_each_text(p.circuits) c
+          WHERE p.last_seen > now() - interval '15 seconds' ORDER BY c.key, p.host, p.pid",
     )
     .fetch_all(pool)
     .await?)

@@ -29,6 +29,9 @@ pub struct Options {
     pub drain: Duration,
     /// Told whether deliveries are flowing (subscribed) or not (paused, reconnecting, stopped).
     pub on_consuming: Box<dyn Fn(bool) + Send + Sync>,
+    /// Tasks that `work` spawned off with deliveries of this channel, which must settle them
+    /// before the channel closes at shutdown.
+    pub outstanding: Option<tokio_util::task::TaskTracker>,
 }
 
 /// Consumes a queue with at most `prefetch` unacked deliveries and `concurrency` running
@@ -46,7 +49,7 @@ pub async fn consume<F, Fut>(
     F: Fn(Vec<Delivery>, Arc<Acks>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Options { queue, prefetch, batch_size, linger, concurrency, drain, on_consuming } = opts;
+    let Options { queue, prefetch, batch_size, linger, concurrency, drain, on_consuming, outstanding } = opts;
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut last: Option<Arc<Link>> = None;
     let mut open: Option<(Channel, String)> = None;
@@ -121,8 +124,15 @@ pub async fn consume<F, Fut>(
         let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
     }
     let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
-    match tokio::time::timeout(drain, permits.acquire_many(all)).await {
-        Ok(_) => tracing::info!(%queue, "drained"),
+    let finished = async {
+        let _ = permits.acquire_many(all).await;
+        if let Some(tasks) = &outstanding {
+            tasks.close();
+            tasks.wait().await;
+        }
+    };
+    match tokio::time::timeout(drain, finished).await {
+        Ok(()) => tracing::info!(%queue, "drained"),
         Err(_) => {
             tracing::warn!(%queue, "drain timed out; unfinished messages will be redelivered")
         }

@@ -5,8 +5,10 @@ mod acks;
 mod callbacks;
 mod consume;
 mod dead_letters;
+pub mod gate;
 pub mod hooks;
 mod process;
+mod remote;
 pub mod retry;
 pub mod route;
 pub mod settle;
@@ -19,12 +21,14 @@ use crate::heartbeat::{Ended, Reporter};
 use acks::Acks;
 use futures_util::FutureExt;
 use lapin::message::Delivery;
-use retry::RetryPolicy;
+use retry::Policies;
 use sqlx::PgPool;
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 /// What every worker task shares.
@@ -32,7 +36,12 @@ pub struct WorkerCtx {
     pub pool: PgPool,
     pub broker: Broker,
     pub handlers: Handlers,
-    pub policy: RetryPolicy,
+    /// The retry policy of each command type.
+    pub policies: Policies,
+    /// Per remote (HTTP) type: its in-flight bound and circuit.
+    pub gates: HashMap<String, Arc<gate::Gate>>,
+    /// Remote calls running off the worker's slots; the drain waits for them.
+    pub remote_tasks: TaskTracker,
     pub settings: WorkerSettings,
     pub reporter: Arc<Reporter>,
     pub batch_settings: crate::config::BatchSettings,
@@ -84,6 +93,7 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
             let reporter = ctx.reporter.clone();
             Box::new(move |yes| reporter.consuming(yes))
         },
+        outstanding: Some(ctx.remote_tasks.clone()),
     };
     let dead_queue = consume::Options {
         queue: topology.dead_letter_queue(),
@@ -93,6 +103,7 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
         concurrency: 4,
         drain,
         on_consuming: Box::new(|_| {}),
+        outstanding: None,
     };
     let callbacks = {
         let (ctx, cancel) = (ctx.clone(), cancel.clone());
@@ -123,7 +134,7 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
 
 /// Deliveries that arrived together: one transaction for all of them when nothing goes
 /// wrong, otherwise each on its own.
-async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel: &CancellationToken) {
+async fn handle_batch(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, batch: Vec<Delivery>, cancel: &CancellationToken) {
     let n = batch.len();
     metrics::gauge!("sluice_worker_in_flight").increment(n as f64);
     ctx.reporter.in_flight(n as i64);
@@ -140,7 +151,11 @@ async fn handle_batch(ctx: &WorkerCtx, acks: &Acks, batch: Vec<Delivery>, cancel
                 if let Some(since) = timed_since(&delivery, &job.cmd) {
                     ctx.reporter.delivered(since);
                 }
-                jobs.push((delivery, job));
+                if job.handler.remote().is_some() {
+                    remote::spawn(ctx, acks, delivery, job, cancel);
+                } else {
+                    jobs.push((delivery, job));
+                }
             }
             Err(verdict) => {
                 if let process::Verdict::Dead { cmd: Some(cmd), .. } = &verdict {
@@ -259,17 +274,7 @@ async fn handle_one(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, job: proc
             (job.cmd.kind.clone(), timed_since(delivery, &job.cmd), job.cmd.batch.map(|b| b.id));
         match AssertUnwindSafe(process::decide(ctx, job, cancel)).catch_unwind().await {
             Ok(verdict) => {
-                let outcome = match &verdict {
-                    process::Verdict::Done { outcome } => Some(*outcome),
-                    process::Verdict::Retry { .. } if ctx.policy.allows_another(attempt) => Some(Label::Retried),
-                    process::Verdict::Retry { .. } | process::Verdict::Dead { .. } => Some(Label::Dead),
-                    process::Verdict::GiveBack => None,
-                };
-                if let Some(outcome) = outcome {
-                    tally(ctx, &kind, submitted_at, outcome);
-                }
-                route::route(&route::Routing { ctx, acks, cancel }, delivery, attempt, verdict).await;
-                ctx.touched.add(batch);
+                settle_verdict(ctx, acks, delivery, (&kind, submitted_at, batch), attempt, verdict, cancel).await
             }
             Err(_) => {
                 tracing::error!("handler panicked; returning the message to the queue");
@@ -280,6 +285,45 @@ async fn handle_one(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, job: proc
     }
     .instrument(span)
     .await;
+}
+
+/// Counts and carries out the verdict on a delivery of `cmd` that was decided outside
+/// [`handle_one`] (a remote call's failure, a duplicate, a deferral).
+async fn conclude(
+    ctx: &WorkerCtx,
+    acks: &Acks,
+    delivery: &Delivery,
+    cmd: &crate::command::Envelope,
+    attempt: u32,
+    verdict: process::Verdict,
+    cancel: &CancellationToken,
+) {
+    let about = (cmd.kind.as_str(), timed_since(delivery, cmd), cmd.batch.map(|b| b.id));
+    settle_verdict(ctx, acks, delivery, about, attempt, verdict, cancel).await;
+}
+
+type About<'a> = (&'a str, Option<chrono::DateTime<chrono::Utc>>, Option<uuid::Uuid>);
+
+async fn settle_verdict(
+    ctx: &WorkerCtx,
+    acks: &Acks,
+    delivery: &Delivery,
+    (kind, submitted_at, batch): About<'_>,
+    attempt: u32,
+    verdict: process::Verdict,
+    cancel: &CancellationToken,
+) {
+    let outcome = match &verdict {
+        process::Verdict::Done { outcome } => Some(*outcome),
+        process::Verdict::Retry { .. } if ctx.policies.of(kind).allows_another(attempt) => Some(Label::Retried),
+        process::Verdict::Retry { .. } | process::Verdict::Dead { .. } => Some(Label::Dead),
+        process::Verdict::GiveBack | process::Verdict::Defer { .. } => None,
+    };
+    if let Some(outcome) = outcome {
+        tally(ctx, kind, submitted_at, outcome);
+    }
+    route::route(&route::Routing { ctx, acks, cancel }, delivery, attempt, verdict).await;
+    ctx.touched.add(batch);
 }
 
 /// Backoff while the database is unreachable: work is held, never failed, so it has no end.

@@ -20,7 +20,10 @@ pub enum Verdict {
     Done { outcome: Label },
     /// Failed in a way that may pass later: retry through a delay tier (or dead-letter when
     /// attempts are exhausted).
-    Retry { cmd: Box<Envelope>, error: String },
+    Retry { cmd: Box<Envelope>, error: String, after: Option<Duration> },
+    /// Not attempted: put aside for about `delay_ms` through a retry tier, the attempt
+    /// unchanged (a remote type at its bound, or its circuit open).
+    Defer { delay_ms: u64 },
     /// Will never work: dead-letter now.
     Dead { cmd: Option<Box<Envelope>>, kind: &'static str, error: String },
     /// Shutting down while the database is away, or the after-commit hook asked for a
@@ -130,6 +133,18 @@ pub async fn decide(ctx: &WorkerCtx, job: Job, cancel: &CancellationToken) -> Ve
         let started = Instant::now();
         let result = apply(ctx, handler.as_ref(), &cmd, attempt).await;
         metrics::histogram!("sluice_handler_seconds", "type" => cmd.kind.clone()).record(started.elapsed());
+        // A redelivery of a command that is already applied can fail in its handler before
+        // the inbox row would have told (a unique key the first delivery wrote, or a lock it
+        // waited on): it is a duplicate, not a failure. Asked only when something failed.
+        let result = match result {
+            Err(e) if !matches!(e, HandlerError::Store(StoreError::Unavailable(_))) => {
+                match commands::is_final(&ctx.pool, cmd.id).await {
+                    Ok(true) => Ok(Applied::Duplicate),
+                    _ => Err(e),
+                }
+            }
+            other => other,
+        };
         let wait = match result {
             Ok(Applied::Fresh(Outcome::Succeeded(_))) => return Verdict::Done { outcome: Label::Succeeded },
             Ok(Applied::Fresh(Outcome::Rejected { .. })) => return Verdict::Done { outcome: Label::Rejected },
@@ -138,14 +153,18 @@ pub async fn decide(ctx: &WorkerCtx, job: Job, cancel: &CancellationToken) -> Ve
             Err(HandlerError::Permanent(error)) => {
                 return Verdict::Dead { cmd: Some(Box::new(cmd)), kind: "permanent", error }
             }
-            Err(HandlerError::Transient(error)) => return Verdict::Retry { cmd: Box::new(cmd), error },
+            Err(HandlerError::Transient(error)) => return Verdict::Retry { cmd: Box::new(cmd), error, after: None },
             Err(HandlerError::Store(StoreError::Conflict(e))) => match conflicts.next() {
                 Some(delay) => {
                     metrics::counter!("sluice_tx_conflicts_total").increment(1);
                     delay
                 }
                 None => {
-                    return Verdict::Retry { cmd: Box::new(cmd), error: format!("transaction kept conflicting: {e}") }
+                    return Verdict::Retry {
+                        cmd: Box::new(cmd),
+                        error: format!("transaction kept conflicting: {e}"),
+                        after: None,
+                    }
                 }
             },
             Err(HandlerError::Store(StoreError::Unavailable(e))) => {
@@ -157,7 +176,8 @@ pub async fn decide(ctx: &WorkerCtx, job: Job, cancel: &CancellationToken) -> Ve
                 delay
             }
             Err(HandlerError::Store(StoreError::Timeout(e))) => {
-                return Verdict::Retry { cmd: Box::new(cmd), error: format!("statement timed out: {e}") };
+                let error = format!("statement timed out: {e}");
+                return Verdict::Retry { cmd: Box::new(cmd), error, after: None };
             }
             Err(HandlerError::Store(e @ (StoreError::Other(_) | StoreError::Invalid(_)))) => {
                 return Verdict::Dead { cmd: Some(Box::new(cmd)), kind: "database_error", error: e.to_string() };

@@ -1,6 +1,8 @@
 //! When to retry: exponential backoff with jitter, mapped onto the fixed-delay tier queues.
 
 use crate::config::WorkerSettings;
+use crate::handlers::{Handlers, RetryOverride};
+use std::collections::HashMap;
 
 /// Chooses the delay tier for the next attempt.
 #[derive(Clone, Debug)]
@@ -19,6 +21,20 @@ impl RetryPolicy {
         tiers_ms.sort_unstable();
         tiers_ms.dedup();
         Self { tiers_ms, base_ms: s.retry_base_ms.max(1), jitter: s.retry_jitter, max_attempts: s.max_attempts }
+    }
+
+    /// This policy with a type's own settings over it.
+    pub fn with(&self, o: RetryOverride) -> Self {
+        let mut p = self.clone();
+        p.max_attempts = o.max_attempts.unwrap_or(p.max_attempts).max(1);
+        p.base_ms = o.base_ms.unwrap_or(p.base_ms).max(1);
+        p
+    }
+
+    /// The shortest tier that delays by at least `ms`, or the longest tier.
+    pub fn tier_at_least(&self, ms: u64) -> u64 {
+        let longest = self.tiers_ms.last().copied().unwrap_or(self.base_ms);
+        self.tiers_ms.iter().copied().find(|t| *t >= ms).unwrap_or(longest)
     }
 
     /// Whether a command that failed on `attempt` gets another one.
@@ -46,6 +62,31 @@ impl RetryPolicy {
     }
 }
 
+/// The policy of each command type: `[worker]`'s, or a declared type's own.
+#[derive(Clone, Debug)]
+pub struct Policies {
+    default: RetryPolicy,
+    by_kind: HashMap<String, RetryPolicy>,
+}
+
+impl Policies {
+    /// `[worker]`'s policy, with the overrides `handlers` carry.
+    pub fn new(s: &WorkerSettings, handlers: &Handlers) -> Self {
+        let default = RetryPolicy::new(s);
+        let by_kind = handlers
+            .kinds()
+            .into_iter()
+            .filter_map(|k| handlers.retry(k).map(|o| (k.to_owned(), default.with(o))))
+            .collect();
+        Self { default, by_kind }
+    }
+
+    /// The policy of `kind`.
+    pub fn of(&self, kind: &str) -> &RetryPolicy {
+        self.by_kind.get(kind).unwrap_or(&self.default)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +110,22 @@ mod tests {
             assert!((200..=800).contains(&d), "attempt 3 jittered to {d}");
         }
         assert_ne!(p.delay_ms(3, 0.0), p.delay_ms(3, 0.999));
+    }
+
+    #[test]
+    fn a_types_own_settings_change_attempts_and_base_delay_only() {
+        let p = policy(0.0).with(RetryOverride { max_attempts: Some(8), base_ms: Some(400) });
+        assert!(p.allows_another(7) && !p.allows_another(8));
+        assert_eq!(p.delay_ms(1, 0.5), 400);
+        assert_eq!(p.delay_ms(3, 0.5), 1600);
+    }
+
+    #[test]
+    fn a_delay_asked_for_is_met_by_the_next_tier_up_within_the_cap() {
+        let p = policy(0.0);
+        assert_eq!(p.tier_at_least(150), 200);
+        assert_eq!(p.tier_at_least(200), 200);
+        assert_eq!(p.tier_at_least(10_000), 1600);
     }
 
     #[test]

@@ -24,8 +24,8 @@ pub async fn route(r: &Routing<'_>, delivery: &Delivery, attempt: u32, verdict: 
     match verdict {
         // Counted by the caller, which knows the command.
         Verdict::Done { .. } => acks.ack(&[delivery]).await,
-        Verdict::Retry { cmd, error } if ctx.policy.allows_another(attempt) => {
-            retry(r, delivery, &cmd, attempt, &error).await
+        Verdict::Retry { cmd, error, after } if ctx.policies.of(&cmd.kind).allows_another(attempt) => {
+            retry(r, delivery, &cmd, attempt, &error, after).await
         }
         Verdict::Retry { error, .. } => {
             let error = format!("gave up after {attempt} attempts; last error: {error}");
@@ -33,12 +33,25 @@ pub async fn route(r: &Routing<'_>, delivery: &Delivery, attempt: u32, verdict: 
         }
         Verdict::Dead { kind, error, .. } => dead_letter(r, delivery, attempt, kind, &error).await,
         Verdict::GiveBack => acks.give_back(delivery).await,
+        Verdict::Defer { delay_ms } => defer(r, delivery, delay_ms).await,
     }
 }
 
-async fn retry(r: &Routing<'_>, delivery: &Delivery, cmd: &Envelope, attempt: u32, error: &str) {
+async fn retry(
+    r: &Routing<'_>,
+    delivery: &Delivery,
+    cmd: &Envelope,
+    attempt: u32,
+    error: &str,
+    after: Option<std::time::Duration>,
+) {
     let (ctx, acks) = (r.ctx, r.acks);
-    let delay = ctx.policy.delay_ms(attempt, rand::random::<f64>());
+    let policy = ctx.policies.of(&cmd.kind);
+    let mut delay = policy.delay_ms(attempt, rand::random::<f64>());
+    if let Some(after) = after {
+        // The service said when to come back (Retry-After): no sooner, within the longest tier.
+        delay = delay.max(policy.tier_at_least(u64::try_from(after.as_millis()).unwrap_or(u64::MAX)));
+    }
     tracing::info!(attempt, delay_ms = delay, %error, "transient failure; retrying later");
     if let Err(e) = commands::mark_retrying(&ctx.pool, cmd, attempt, error).await {
         // The status row is informational; the retry itself must not depend on it.
@@ -52,6 +65,22 @@ async fn retry(r: &Routing<'_>, delivery: &Delivery, cmd: &Envelope, attempt: u3
         }
         Err(e) => {
             tracing::warn!(error = %e, "could not schedule the retry; giving the message back");
+            acks.give_back(delivery).await;
+        }
+    }
+}
+
+/// Puts a delivery aside through the tier nearest above `delay_ms`, as the same attempt.
+async fn defer(r: &Routing<'_>, delivery: &Delivery, delay_ms: u64) {
+    let (ctx, acks) = (r.ctx, r.acks);
+    let received = Received::of(delivery);
+    let kind = received.envelope().map(|c| c.kind).unwrap_or_default();
+    let tier = ctx.policies.of(&kind).tier_at_least(delay_ms);
+    let out = Outgoing::deferred(ctx.broker.topology(), &received, tier);
+    match ctx.broker.publish_held(out.message(), r.cancel).await {
+        Ok(()) => acks.ack(&[delivery]).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not defer; giving the message back");
             acks.give_back(delivery).await;
         }
     }

@@ -76,9 +76,19 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings), probe: &Probe) ->
 
 /// Starts sluice with given settings on an existing (or to-be-migrated) database.
 pub async fn spawn_on(settings: Settings, db_name: String, roles: Roles, probe: &Probe) -> TestApp {
+    install_telemetry(&settings);
+    let app = Application::build(settings.clone(), roles, test_catalog(probe)).await.expect("app builds");
+    serve(app, settings, &db_name).await
+}
+
+/// Logs and the metrics recorder, which must be in place before an app is built.
+pub fn install_telemetry(settings: &Settings) {
     sluice::telemetry::init_tracing(&settings.log);
     sluice::telemetry::metrics_handle();
-    let app = Application::build(settings.clone(), roles, test_catalog(probe)).await.expect("app builds");
+}
+
+/// Runs a built application (built after [`install_telemetry`]) as a test's app.
+pub async fn serve(app: Application, settings: Settings, db_name: &str) -> TestApp {
     let base = format!("http://127.0.0.1:{}", app.port());
     let pool = PgPool::connect(&format!("postgres://postgres@127.0.0.1:5432/{db_name}")).await.expect("test pool");
     let token = app.shutdown_token();
@@ -223,6 +233,21 @@ pub fn remove_test_resources(settings: &Settings) {
 }
 
 pub use sluice::testkit::eventually;
+
+/// A fresh directory for `commands.dir`, with `{"type": "object"}` as `any.schema.json`.
+pub fn commands_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-commands-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("commands dir");
+    std::fs::write(dir.join("any.schema.json"), r#"{"type": "object"}"#).expect("schema");
+    dir
+}
+
+/// Writes `<kind>.toml` declaring `kind` with `any.schema.json` and the handler `table`
+/// (TOML text starting with `[http]` or `[sql]`).
+pub fn declare(dir: &Path, kind: &str, table: &str) {
+    let text = format!("type = \"{kind}\"\nschema = \"any.schema.json\"\n{table}\n");
+    std::fs::write(dir.join(format!("{kind}.toml")), text).expect("declaration");
+}
 
 /// What the test handlers saw: call times per command, and how often to fail.
 #[derive(Clone, Default)]

@@ -9,6 +9,10 @@ mod cli;
 mod commands;
 mod dashboard;
 mod dead_letters;
+mod declared_http;
+mod declared_sql;
+mod declared_types;
+mod endpoint;
 mod first_run;
 #[cfg(feature = "fuzzing")]
 mod fuzz_regressions;
