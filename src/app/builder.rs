@@ -175,7 +175,7 @@ pub(super) fn with_declared(
     settings: &Settings,
     mut catalog: Catalog,
 ) -> Result<(Catalog, Vec<crate::declared::Declaration>), BuildError> {
-    let declared = crate::declared::load_into(&mut catalog, &settings.commands)?;
+    let declared = super::declared::load_into(&mut catalog, &settings.commands)?;
     Ok((catalog, declared))
 }
 

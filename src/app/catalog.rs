@@ -1,7 +1,7 @@
 //! The command types a process knows: each one's payload schema and handler.
 
 use crate::handlers::typed::{CommandType, Handle, PayloadSchema, Typed};
-use crate::handlers::{events, ledger, webhooks, Handler, Handlers};
+use crate::handlers::{events, ledger, webhooks, Handler, Handlers, TypeInfo};
 use crate::schemas::{SchemaError, SchemaRegistry};
 use serde_json::Value;
 
@@ -23,17 +23,6 @@ pub enum CatalogError {
          separated by '.', at most 100 bytes (e.g. order.place)"
     )]
     BadName(String),
-}
-
-/// A command type as operators see it listed.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TypeInfo {
-    pub kind: String,
-    /// What runs it (`Rust handler`, `HTTP POST …`, `SQL function …`).
-    pub handler: String,
-    /// False for types only sluice makes (`webhook.received`).
-    pub submittable: bool,
-    pub retry: Option<crate::handlers::RetryOverride>,
 }
 
 impl Catalog {

@@ -2,9 +2,10 @@
 
 mod builder;
 mod catalog;
+mod declared;
 
 pub use builder::{App, AppBuilder, BuildError};
-pub use catalog::{Catalog, CatalogError, TypeInfo};
+pub use catalog::{Catalog, CatalogError};
 
 use crate::api::{self, ApiState};
 use crate::auth::Authenticator;

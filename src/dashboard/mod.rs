@@ -45,7 +45,7 @@ pub struct DashboardState {
     /// The payload schemas, for the list of command types.
     pub schemas: Arc<crate::schemas::SchemaRegistry>,
     /// Every command type with what handles it.
-    pub types: Arc<Vec<crate::app::TypeInfo>>,
+    pub types: Arc<Vec<crate::handlers::TypeInfo>>,
 }
 
 /// Every dashboard route with its state, and headers that keep its pages out of frames,

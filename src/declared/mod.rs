@@ -12,7 +12,6 @@ pub use file::{Declaration, HandlerSpec, HttpSpec, SqlSpec};
 pub use http::HttpEndpoint;
 pub use sql::{check_functions, SqlFunction};
 
-use crate::app::Catalog;
 use crate::config::CommandsSettings;
 use std::path::Path;
 
@@ -24,18 +23,10 @@ const DEFAULT_DIR: &str = "config/commands";
 #[error("declared command types are invalid:\n{}", .0.join("\n"))]
 pub struct Problems(pub Vec<String>);
 
-/// Reads every `*.toml` in `commands.dir`, in name order, and adds the types to `catalog`;
-/// every problem of every file (and every name `catalog` already has) is reported at once.
-pub fn load_into(catalog: &mut Catalog, settings: &CommandsSettings) -> Result<Vec<Declaration>, Problems> {
-    let (declared, mut problems) = load_dir(&settings.dir, &|var| std::env::var(var).ok());
-    if let Err(more) = add_to(catalog, &declared) {
-        problems.extend(more.0);
-    }
-    if problems.is_empty() {
-        Ok(declared)
-    } else {
-        Err(Problems(problems))
-    }
+/// Reads every `*.toml` in `commands.dir`, in name order: the sound declarations, and one
+/// line per problem of the others.
+pub fn load(settings: &CommandsSettings) -> (Vec<Declaration>, Vec<String>) {
+    load_dir(&settings.dir, &|var| std::env::var(var).ok())
 }
 
 /// The declarations in `dir` that are sound, and one line per problem of the others; `env`
@@ -65,38 +56,25 @@ pub fn load_dir(dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> (Vec<Declar
     (declared, problems)
 }
 
-/// Adds the declared types to `catalog`; a name it already has (a built-in type, or one the
-/// application registered) is a problem, as is a name sluice does not accept.
-pub fn add_to(catalog: &mut Catalog, declared: &[Declaration]) -> Result<(), Problems> {
-    let mut problems = Vec::new();
-    for d in declared {
-        if catalog.schemas.knows(&d.kind) {
-            problems
-                .push(format!("{}: type {:?} is already a built-in command type; choose another name", d.file, d.kind));
-            continue;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_declares_a_working_type_once_renamed() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/commands");
+        let dir = std::env::temp_dir().join(format!("sluice-example-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["order.place.toml", "order.place.schema.json.example"] {
+            let from = if name.ends_with(".toml") { format!("{name}.example") } else { name.to_owned() };
+            std::fs::copy(shipped.join(from), dir.join(name)).unwrap();
         }
-        let added = match &d.handler {
-            HandlerSpec::Http(spec) => match HttpEndpoint::new(spec) {
-                Ok(h) => catalog.declare(&d.kind, d.schema.clone(), h),
-                Err(e) => {
-                    problems.push(format!("{}: the HTTP client cannot be built: {e}", d.file));
-                    continue;
-                }
-            },
-            HandlerSpec::Sql(spec) => catalog.declare(&d.kind, d.schema.clone(), SqlFunction::new(spec.clone())),
-        };
-        match added {
-            Ok(()) => {
-                if d.retry != Default::default() {
-                    catalog.handlers.set_retry(&d.kind, d.retry);
-                }
-            }
-            Err(e) => problems.push(format!("{}: {e}", d.file)),
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Problems(problems))
+        let secret = |v: &str| (v == "ORDERS_SECRET").then(|| "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned());
+        let (declared, problems) = load_dir(&dir, &secret);
+        assert_eq!(problems, Vec::<String>::new());
+        assert_eq!(declared.len(), 1);
+        assert!(matches!(declared[0].handler, HandlerSpec::Http(_)));
+        let (declared, problems) = load_dir(&shipped, &secret);
+        assert!(declared.is_empty() && problems.is_empty(), "the shipped directory declares nothing");
     }
 }

@@ -108,6 +108,17 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
+/// A command type as operators see it listed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TypeInfo {
+    pub kind: String,
+    /// What runs it (`Rust handler`, `HTTP POST …`, `SQL function …`).
+    pub handler: String,
+    /// False for types only sluice makes (`webhook.received`).
+    pub submittable: bool,
+    pub retry: Option<RetryOverride>,
+}
+
 /// Per-type retry settings, over `[worker]`'s.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]

@@ -257,3 +257,19 @@ async fn a_worker_killed_after_the_endpoint_answered_calls_again_with_the_same_w
     let _ = second.wait().await;
     crate::helpers::remove_test_resources(&settings);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_types_own_max_attempts_replaces_the_workers() {
+    let endpoint = Endpoint::start().await;
+    let dir = commands_dir();
+    std::fs::write(
+        dir.join("order.place.toml"),
+        format!("type = \"order.place\"\nschema = \"any.schema.json\"\n[retry]\nmax_attempts = 2\n[http]\nurl = \"{}\"\nsecret = \"{SECRET}\"\n", endpoint.url),
+    )
+    .unwrap();
+    let app = spawn_app_with(|s| s.commands.dir = dir, &Probe::default()).await;
+    let id = app.accept("order.place", json!({"respond": [500]})).await;
+    let status = app.status_becomes(id, "dead").await;
+    assert_eq!(status["attempts"], 2, "the test profile's [worker] allows 4");
+    assert_eq!(endpoint.calls_of(id).len(), 2);
+}
