@@ -41,6 +41,8 @@ pub struct Load {
     /// (succeeded or rejected) before its next POST, so a batch is accepted on a quiet system,
     /// not while its predecessors are being processed.
     pub quiet: bool,
+    /// `commands.dir` of the sluice under test (declared types), if any.
+    pub commands_dir: Option<std::path::PathBuf>,
 }
 
 impl Load {
@@ -54,6 +56,7 @@ impl Load {
             rate: None,
             prefill: 0,
             quiet: false,
+            commands_dir: None,
         }
     }
 
@@ -142,7 +145,7 @@ pub async fn run(
     }
     let port = free_port()?;
     let key = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let mut child = spawn_sluice(binary, settings, db_url, prefix, port, &key, load.prefill > 0)?;
+    let mut child = spawn_sluice(binary, settings, db_url, prefix, port, &key, load)?;
     let result = measure(load, db_url, port, &key, &child)
         .await
         .with_context(|| format!("sluice's log: {}", log_path(prefix).display()));
@@ -171,11 +174,14 @@ fn spawn_sluice(
     prefix: &str,
     port: u16,
     key: &str,
-    prefilled: bool,
+    load: &Load,
 ) -> anyhow::Result<Child> {
     let log = std::fs::File::create(log_path(prefix))?;
     let mut cmd = Command::new(binary);
-    if prefilled {
+    if let Some(dir) = &load.commands_dir {
+        cmd.env("SLUICE__COMMANDS__DIR", dir);
+    }
+    if load.prefill > 0 {
         // A pre-filled queue of a million would trip the depth bound; this run measures work.
         cmd.env("SLUICE__LIMITS__MAX_QUEUE_DEPTH", "0");
     }

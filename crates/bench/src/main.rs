@@ -3,6 +3,7 @@
 //! the service carries none of the load generator's dependencies (hyper's client among them).
 
 mod client;
+mod declared;
 mod http;
 mod machine;
 mod prefill;
@@ -83,6 +84,11 @@ pub struct BenchArgs {
     /// Skip every sluice run (raw reference only).
     #[arg(long)]
     pub skip_sluice: bool,
+    /// Also run the declared types `bench.http` (an HTTP handler posting to a minimal endpoint
+    /// in this process) and `bench.sql` (a one-insert SQL function), single commands at the
+    /// first --concurrency, each rated against event.record at that concurrency in its round.
+    #[arg(long)]
+    pub declared: bool,
     /// Postgres server URL without database; bench databases are created and dropped on it.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
     pub pg: String,
@@ -132,6 +138,7 @@ async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
         matches!(args.kind.as_str(), "event.record" | "ledger.transfer"),
         "--kind must be event.record or ledger.transfer"
     );
+    anyhow::ensure!(!args.declared || args.kind == "event.record", "--declared is rated against --kind event.record");
     let id = Uuid::new_v4().simple().to_string()[..10].to_owned();
     println!(
         "sluice bench: {} commands per run, type {}, {} cores",
@@ -161,6 +168,21 @@ async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
                 let load = Load::singles(&args, c);
                 let label = format!("singles{c}r{round}");
                 runs.push(("(b)", one_run(&settings, &args, &id, &label, load, raw.as_ref()).await?));
+            }
+        }
+        if !args.skip_sluice && args.declared {
+            let declared = declared::prepare().await?;
+            let c = args.concurrency[0];
+            let builtin =
+                runs.iter().find(|(tag, r)| *tag == "(b)" && r.load.concurrency == c).map(|(_, r)| r.e2e_rate);
+            for kind in ["bench.http", "bench.sql"] {
+                let load =
+                    Load { kind: kind.into(), commands_dir: Some(declared.dir.clone()), ..Load::singles(&args, c) };
+                let label = format!("{}r{round}", kind.replace('.', "_"));
+                let r = one_run(&settings, &args, &id, &label, load, raw.as_ref()).await?;
+                if let Some(base) = builtin {
+                    println!("  {kind}: end to end {:.0}% of event.record's in this round", 100.0 * r.e2e_rate / base);
+                }
             }
         }
         if !args.skip_sluice && !args.skip_batches {
@@ -209,6 +231,10 @@ async fn one_run(
 ) -> anyhow::Result<SluiceFigures> {
     let db = format!("sluice_bench_{label}_{id}");
     let url = create_database(args, &db).await?;
+    if load.kind == "bench.sql" {
+        let mut conn = PgConnection::connect(&url).await?;
+        sqlx::raw_sql(declared::SQL_FUNCTION).execute(&mut conn).await.context("creating bench_apply")?;
+    }
     let prefix = format!("bench-{label}-{id}");
     let binary = args.sluice.as_deref().context("no sluice binary to run")?;
     let r = http::run(binary, settings, &load, &url, &prefix).await;
