@@ -52,10 +52,7 @@ impl SchemaRegistry {
     /// Compiles and adds the schema of a command type; `submittable` is false for types only
     /// sluice itself makes.
     pub fn register(&mut self, kind: &str, schema: Value, submittable: bool) -> Result<(), SchemaError> {
-        let validator = jsonschema::options()
-            .should_validate_formats(true)
-            .build(&schema)
-            .map_err(|e| SchemaError::new(kind, e.to_string()))?;
+        let validator = compile(&schema).map_err(|e| SchemaError::new(kind, e))?;
         self.validators.insert(kind.to_owned(), validator);
         self.documents.insert(kind.to_owned(), schema);
         if !submittable {
@@ -101,6 +98,11 @@ impl SchemaRegistry {
             Err(PayloadError::Invalid { kind: kind.to_owned(), violations })
         }
     }
+}
+
+/// Compiles a payload schema as the registry does (formats are checked), or says why not.
+pub fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::options().should_validate_formats(true).build(schema).map_err(|e| e.to_string())
 }
 
 fn truncate(mut s: String) -> String {

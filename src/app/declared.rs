@@ -1,6 +1,6 @@
 //! Adding the types declared in `commands.dir` to a process's catalog.
 
-use super::Catalog;
+use super::{Catalog, CatalogError};
 use crate::config::CommandsSettings;
 use crate::declared::{HandlerSpec, HttpEndpoint, Problems, SqlFunction};
 
@@ -25,11 +25,6 @@ pub fn load_into(catalog: &mut Catalog, settings: &CommandsSettings) -> Result<V
 fn add_to(catalog: &mut Catalog, declared: &[Declaration]) -> Result<(), Problems> {
     let mut problems = Vec::new();
     for d in declared {
-        if catalog.schemas.knows(&d.kind) {
-            problems
-                .push(format!("{}: type {:?} is already a built-in command type; choose another name", d.file, d.kind));
-            continue;
-        }
         let added = match &d.handler {
             HandlerSpec::Http(spec) => match HttpEndpoint::new(spec) {
                 Ok(h) => catalog.declare(&d.kind, d.schema.clone(), h),
@@ -46,6 +41,8 @@ fn add_to(catalog: &mut Catalog, declared: &[Declaration]) -> Result<(), Problem
                     catalog.handlers.set_retry(&d.kind, d.retry);
                 }
             }
+            Err(CatalogError::Duplicate(kind)) => problems
+                .push(format!("{}: type {kind:?} is already a built-in command type; choose another name", d.file)),
             Err(e) => problems.push(format!("{}: {e}", d.file)),
         }
     }

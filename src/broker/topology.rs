@@ -48,6 +48,11 @@ impl Topology {
     pub fn tiers_ms(&self) -> &[u64] {
         &self.tiers_ms
     }
+    /// The shortest tier that delays by at least `ms`, or the longest tier.
+    pub fn tier_at_least(&self, ms: u64) -> u64 {
+        let longest = self.tiers_ms.last().copied().unwrap_or(ms);
+        self.tiers_ms.iter().copied().find(|t| *t >= ms).unwrap_or(longest)
+    }
     /// Exchange dead letters go to (from workers and from the broker's delivery limit).
     pub fn dead_letter_exchange(&self) -> String {
         format!("{}.dlx", self.prefix)
@@ -134,4 +139,17 @@ fn long(v: i64) -> AMQPValue {
 
 fn string(v: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delay_asked_for_is_met_by_the_next_tier_up_within_the_longest() {
+        let t = Topology::new("p", &[800, 100, 200, 1600, 400], 5);
+        assert_eq!(t.tier_at_least(150), 200);
+        assert_eq!(t.tier_at_least(200), 200);
+        assert_eq!(t.tier_at_least(10_000), 1600);
+    }
 }

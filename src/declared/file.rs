@@ -158,10 +158,7 @@ fn read_schema(declaration: &Path, relative: &str) -> Result<Value, String> {
     let path = declaration.parent().unwrap_or(Path::new(".")).join(relative);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("schema {relative:?} cannot be read: {e}"))?;
     let schema: Value = serde_json::from_str(&text).map_err(|e| format!("schema {relative:?} is not JSON: {e}"))?;
-    jsonschema::options()
-        .should_validate_formats(true)
-        .build(&schema)
-        .map_err(|e| format!("schema {relative:?} does not compile: {}", one_line(&e.to_string())))?;
+    crate::schemas::compile(&schema).map_err(|e| format!("schema {relative:?} does not compile: {}", one_line(&e)))?;
     Ok(schema)
 }
 

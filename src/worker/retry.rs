@@ -31,12 +31,6 @@ impl RetryPolicy {
         p
     }
 
-    /// The shortest tier that delays by at least `ms`, or the longest tier.
-    pub fn tier_at_least(&self, ms: u64) -> u64 {
-        let longest = self.tiers_ms.last().copied().unwrap_or(self.base_ms);
-        self.tiers_ms.iter().copied().find(|t| *t >= ms).unwrap_or(longest)
-    }
-
     /// Whether a command that failed on `attempt` gets another one.
     pub fn allows_another(&self, attempt: u32) -> bool {
         attempt < self.max_attempts
@@ -118,14 +112,6 @@ mod tests {
         assert!(p.allows_another(7) && !p.allows_another(8));
         assert_eq!(p.delay_ms(1, 0.5), 400);
         assert_eq!(p.delay_ms(3, 0.5), 1600);
-    }
-
-    #[test]
-    fn a_delay_asked_for_is_met_by_the_next_tier_up_within_the_cap() {
-        let p = policy(0.0);
-        assert_eq!(p.tier_at_least(150), 200);
-        assert_eq!(p.tier_at_least(200), 200);
-        assert_eq!(p.tier_at_least(10_000), 1600);
     }
 
     #[test]

@@ -45,12 +45,12 @@ async fn retry(
     error: &str,
     after: Option<std::time::Duration>,
 ) {
-    let (ctx, acks) = (r.ctx, r.acks);
-    let policy = ctx.policies.of(&cmd.kind);
-    let mut delay = policy.delay_ms(attempt, rand::random::<f64>());
+    let ctx = r.ctx;
+    let mut delay = ctx.policies.of(&cmd.kind).delay_ms(attempt, rand::random::<f64>());
     if let Some(after) = after {
         // The service said when to come back (Retry-After): no sooner, within the longest tier.
-        delay = delay.max(policy.tier_at_least(u64::try_from(after.as_millis()).unwrap_or(u64::MAX)));
+        let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        delay = delay.max(ctx.broker.topology().tier_at_least(after_ms));
     }
     tracing::info!(attempt, delay_ms = delay, %error, "transient failure; retrying later");
     if let Err(e) = commands::mark_retrying(&ctx.pool, cmd, attempt, error).await {
@@ -58,46 +58,38 @@ async fn retry(
         tracing::warn!(error = %e, "could not record the retrying status");
     }
     let out = Outgoing::retry(ctx.broker.topology(), &Received::of(delivery), delay, error);
-    match ctx.broker.publish_held(out.message(), r.cancel).await {
-        Ok(()) => {
-            metrics::counter!("sluice_retries_total").increment(1);
-            acks.ack(&[delivery]).await;
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "could not schedule the retry; giving the message back");
-            acks.give_back(delivery).await;
-        }
+    if publish_then_ack(r, delivery, &out, "schedule the retry").await {
+        metrics::counter!("sluice_retries_total").increment(1);
     }
 }
 
 /// Puts a delivery aside through the tier nearest above `delay_ms`, as the same attempt.
 async fn defer(r: &Routing<'_>, delivery: &Delivery, delay_ms: u64) {
-    let (ctx, acks) = (r.ctx, r.acks);
-    let received = Received::of(delivery);
-    let kind = received.envelope().map(|c| c.kind).unwrap_or_default();
-    let tier = ctx.policies.of(&kind).tier_at_least(delay_ms);
-    let out = Outgoing::deferred(ctx.broker.topology(), &received, tier);
-    match ctx.broker.publish_held(out.message(), r.cancel).await {
-        Ok(()) => acks.ack(&[delivery]).await,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not defer; giving the message back");
-            acks.give_back(delivery).await;
-        }
-    }
+    let topology = r.ctx.broker.topology();
+    let out = Outgoing::deferred(topology, &Received::of(delivery), topology.tier_at_least(delay_ms));
+    publish_then_ack(r, delivery, &out, "defer").await;
 }
 
 async fn dead_letter(r: &Routing<'_>, delivery: &Delivery, attempt: u32, kind: &str, error: &str) {
-    let (ctx, acks) = (r.ctx, r.acks);
     tracing::warn!(attempt, kind, %error, "dead-lettering command");
-    let out = Outgoing::dead_letter(ctx.broker.topology(), &Received::of(delivery), kind, error);
-    match ctx.broker.publish_held(out.message(), r.cancel).await {
+    let out = Outgoing::dead_letter(r.ctx.broker.topology(), &Received::of(delivery), kind, error);
+    if publish_then_ack(r, delivery, &out, "dead-letter").await {
+        metrics::counter!("sluice_dead_letters_total", "kind" => kind.to_owned()).increment(1);
+    }
+}
+
+/// Publishes `out` (with confirm) and then acks `delivery`, so the message is never in neither
+/// place; if the publish fails, gives the delivery back instead. True when published.
+async fn publish_then_ack(r: &Routing<'_>, delivery: &Delivery, out: &Outgoing, what: &str) -> bool {
+    match r.ctx.broker.publish_held(out.message(), r.cancel).await {
         Ok(()) => {
-            metrics::counter!("sluice_dead_letters_total", "kind" => kind.to_owned()).increment(1);
-            acks.ack(&[delivery]).await;
+            r.acks.ack(&[delivery]).await;
+            true
         }
         Err(e) => {
-            tracing::warn!(error = %e, "could not dead-letter; giving the message back");
-            acks.give_back(delivery).await;
+            tracing::warn!(error = %e, "could not {what}; giving the message back");
+            r.acks.give_back(delivery).await;
+            false
         }
     }
 }

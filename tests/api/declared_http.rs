@@ -187,18 +187,7 @@ async fn an_endpoint_that_keeps_failing_opens_its_circuit_and_commands_wait_inst
 
 /// `sluice serve` as a process of its own with `settings` and `commands.dir` = `dir`.
 fn serve_process(settings: &sluice::config::Settings, dir: &std::path::Path, port: u16) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("serve")
-        .env("SLUICE_ENV", "test")
-        .env("SLUICE__HTTP__ADDR", format!("127.0.0.1:{port}"))
-        .env("SLUICE__DATABASE__URL", settings.database.url.expose())
-        .env("SLUICE__BROKER__URL", settings.broker.url.expose())
-        .env("SLUICE__BROKER__PREFIX", &settings.broker.prefix)
-        .env("SLUICE__COMMANDS__DIR", dir)
-        .env("SLUICE_BOOTSTRAP_KEY", settings.auth.bootstrap_key.expose())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sluice starts")
+    crate::helpers::serve_command(settings, port).env("SLUICE__COMMANDS__DIR", dir).spawn().expect("sluice starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -234,6 +234,21 @@ pub fn remove_test_resources(settings: &Settings) {
 
 pub use sluice::testkit::eventually;
 
+/// `sluice serve` as a process of its own on `settings`' database and broker names, listening
+/// on `port`, in the test profile; the caller adds its own variables and spawns it.
+pub fn serve_command(settings: &Settings, port: u16) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.arg("serve")
+        .env("SLUICE_ENV", "test")
+        .env("SLUICE__HTTP__ADDR", format!("127.0.0.1:{port}"))
+        .env("SLUICE__DATABASE__URL", settings.database.url.expose())
+        .env("SLUICE__BROKER__URL", settings.broker.url.expose())
+        .env("SLUICE__BROKER__PREFIX", &settings.broker.prefix)
+        .env("SLUICE_BOOTSTRAP_KEY", settings.auth.bootstrap_key.expose())
+        .kill_on_drop(true);
+    cmd
+}
+
 /// A fresh directory for `commands.dir`, with `{"type": "object"}` as `any.schema.json`.
 pub fn commands_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("sluice-commands-{}", Uuid::new_v4().simple()));

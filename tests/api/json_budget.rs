@@ -29,16 +29,8 @@ async fn start() -> Sluice {
     let (settings, _) = test_settings();
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
     let key = settings.auth.bootstrap_key.expose().to_owned();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("serve")
-        .env("SLUICE_ENV", "test")
-        .env("SLUICE__HTTP__ADDR", format!("127.0.0.1:{port}"))
-        .env("SLUICE__DATABASE__URL", settings.database.url.expose())
-        .env("SLUICE__BROKER__URL", settings.broker.url.expose())
-        .env("SLUICE__BROKER__PREFIX", &settings.broker.prefix)
-        .env("SLUICE_BOOTSTRAP_KEY", &key)
+    let child = crate::helpers::serve_command(&settings, port)
         .env("SLUICE__LIMITS__RATE_PER_SECOND", "0")
-        .kill_on_drop(true)
         .spawn()
         .expect("sluice starts");
     let base = format!("http://127.0.0.1:{port}");
