@@ -155,6 +155,8 @@ struct Effects {
     commands: HashMap<Uuid, (String, i64, i64)>,
     /// Command id → fresh commits of it, from the workers' commit log.
     commits: HashMap<Uuid, i64>,
+    /// Command id → rows `fault.apply`'s function wrote for it.
+    applied: HashMap<Uuid, i64>,
 }
 
 async fn effects(c: &Cluster) -> Effects {
@@ -172,6 +174,10 @@ async fn effects(c: &Cluster) -> Effects {
     .fetch_all(&c.pool)
     .await
     .expect("commands");
+    let applied: Vec<(Uuid, i64)> = sqlx::query_as("SELECT command_id, count(*) FROM fault.applied GROUP BY 1")
+        .fetch_all(&c.pool)
+        .await
+        .expect("fault.applied");
     let mut commits = HashMap::new();
     let log = std::fs::read_to_string(crate::cluster::commits_log(&c.settings.broker.prefix)).unwrap_or_default();
     for id in log.lines().filter_map(|l| Uuid::parse_str(l.trim()).ok()) {
@@ -181,6 +187,7 @@ async fn effects(c: &Cluster) -> Effects {
         events: events.into_iter().map(|(s, n)| (s as u64, n)).collect(),
         commands: commands.into_iter().map(|(id, st, e, d)| (id, (st, e, d))).collect(),
         commits,
+        applied: applied.into_iter().collect(),
     }
 }
 
@@ -199,6 +206,7 @@ impl Effects {
             },
             Kind::Poison => row.map_or(0, |(st, _, dead)| if st == "dead" { *dead } else { 0 }),
             Kind::Slow => row.map_or(0, |(st, _, _)| i64::from(st == "succeeded")),
+            Kind::Sql => self.applied.get(&s.id).copied().unwrap_or(0),
         };
         stored.max(self.commits.get(&s.id).copied().unwrap_or(0))
     }
@@ -251,7 +259,8 @@ pub async fn verify(c: &Cluster, sent: &[Sent], windows: &[Window], accounts: us
     let ids: HashSet<Uuid> = sent.iter().map(|s| s.id).collect();
     let seqs: HashSet<u64> = sent.iter().map(|s| s.seq).collect();
     r.unexpected = fx.commands.keys().filter(|id| !ids.contains(id)).count()
-        + fx.events.keys().filter(|seq| !seqs.contains(seq)).count();
+        + fx.events.keys().filter(|seq| !seqs.contains(seq)).count()
+        + fx.applied.keys().filter(|id| !ids.contains(id)).count();
     r.retries = c.counter("sluice_retries_total").await;
     r.redeliveries = c.counter("sluice_redeliveries_total").await;
     r.absorbed = c.counter_where("sluice_commands_processed_total", "outcome=\"duplicate\"").await;

@@ -56,6 +56,8 @@ pub struct Cluster {
     pub http: reqwest::Client,
     env: Vec<(String, String)>,
     worker_env: Option<WorkerEnv>,
+    /// Where `fault.apply` is declared.
+    commands_dir: PathBuf,
     api: Option<Proc>,
     workers: Mutex<Vec<Option<Proc>>>,
     starts: AtomicUsize,
@@ -67,11 +69,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts the API of `binary` (a sluice binary with [`crate::hooks`]; it creates the
-    /// database), waits until it is ready, then starts the workers.
+    /// Creates the database with `fault.apply`'s function, starts the API of `binary` (a
+    /// sluice binary with [`crate::hooks`]; it migrates the database), waits until it is
+    /// ready, then starts the workers.
     pub async fn start(binary: &Path, name: &str, opts: Options) -> Self {
         let settings = isolated_settings();
         let b = &settings.broker;
+        crate::declared::prepare_database(settings.database.url.expose()).await;
+        let commands_dir = crate::declared::commands_dir(&b.prefix);
         let env: Vec<(String, String)> = [
             ("SLUICE_ENV", "test".to_owned()),
             ("SLUICE_CONFIG_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/../../config").to_owned()),
@@ -91,6 +96,7 @@ impl Cluster {
             ("SLUICE__LIMITS__BURST", "1000000".to_owned()),
             ("SLUICE__WORKER__DRAIN_TIMEOUT_MS", "5000".to_owned()),
             ("SLUICE_FAULT_COMMITS_LOG", commits_log(&b.prefix).display().to_string()),
+            ("SLUICE__COMMANDS__DIR", commands_dir.display().to_string()),
         ]
         .into_iter()
         .chain(opts.env)
@@ -105,7 +111,7 @@ impl Cluster {
         } else {
             tokio::spawn(async {})
         };
-        // Lazy: the API process creates the database.
+        // Lazy: the API process migrates the database.
         let pool = PgPool::connect_lazy(settings.database.url.expose()).expect("test pool");
         let mut cluster = Self {
             name: name.to_owned(),
@@ -117,6 +123,7 @@ impl Cluster {
             http,
             env,
             worker_env: opts.worker_env,
+            commands_dir,
             api: None,
             workers: Mutex::new(Vec::new()),
             starts: AtomicUsize::new(0),
@@ -257,6 +264,7 @@ impl Drop for Cluster {
         }
         drop(workers);
         let _ = std::fs::remove_file(commits_log(&self.settings.broker.prefix));
+        crate::declared::remove_commands_dir(&self.commands_dir);
         remove_resources(&self.settings);
     }
 }

@@ -7,6 +7,8 @@
 pub mod check;
 /// One API and several worker processes of a sluice binary.
 pub mod cluster;
+/// `fault.apply`: a declared command type whose handler is a Postgres function.
+pub mod declared;
 /// The fault node's extra command types and after-commit hook.
 pub mod hooks;
 /// The load of transfers and events a scenario drives.

@@ -18,6 +18,8 @@ pub enum Kind {
     Event,
     Poison,
     Slow,
+    /// `fault.apply`, the declared type whose handler is a SQL function.
+    Sql,
 }
 
 impl Kind {
@@ -27,6 +29,7 @@ impl Kind {
             Kind::Event => "event.record",
             Kind::Poison => "fault.poison",
             Kind::Slow => "fault.slow",
+            Kind::Sql => crate::declared::TYPE,
         }
     }
 }
@@ -53,8 +56,10 @@ pub struct Sent {
 pub struct Mix {
     /// Accounts transfers move money between (few = contention).
     pub accounts: usize,
-    /// Percent of commands that are transfers; the rest are events.
+    /// Percent of commands that are transfers.
     pub transfer_pct: u64,
+    /// Percent of commands that are `fault.apply` (a declared SQL type); the rest are events.
+    pub sql_pct: u64,
     /// Commands in 10,000 that are poison.
     pub poison_per_10k: u64,
     /// Requests per second over all clients (0 = as fast as they go).
@@ -71,6 +76,7 @@ impl Default for Mix {
         Self {
             accounts: 5,
             transfer_pct: 50,
+            sql_pct: 20,
             poison_per_10k: 0,
             rate: 400,
             concurrency: 16,
@@ -135,7 +141,8 @@ fn command(mix: &Mix, seq: u64) -> (Kind, serde_json::Value) {
     if mix.poison_per_10k > 0 && seq.wrapping_mul(7919) % 10_000 < mix.poison_per_10k {
         return (Kind::Poison, json!({"seq": seq}));
     }
-    if seq.wrapping_mul(2_654_435_761) % 100 < mix.transfer_pct {
+    let share = seq.wrapping_mul(2_654_435_761) % 100;
+    if share < mix.transfer_pct {
         let n = mix.accounts as u64;
         let from = seq % n;
         let to = (from + 1 + (seq / n) % (n - 1)) % n;
@@ -143,6 +150,8 @@ fn command(mix: &Mix, seq: u64) -> (Kind, serde_json::Value) {
         let payload =
             json!({"from": account(from as usize), "to": account(to as usize), "amount_cents": amount as i64});
         (Kind::Transfer, payload)
+    } else if share < mix.transfer_pct + mix.sql_pct {
+        (Kind::Sql, json!({"seq": seq}))
     } else {
         (Kind::Event, json!({"name": "fault.load", "data": {"seq": seq}}))
     }
