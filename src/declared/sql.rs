@@ -3,14 +3,10 @@
 
 use super::SqlSpec;
 use crate::command::Envelope;
-use crate::handlers::{Handler, HandlerError, HandlerFuture, Outcome};
+use crate::handlers::{Handler, HandlerFuture, HandlerManyFuture, Outcome};
 use crate::store::StoreError;
 use serde_json::Value;
-use sqlx::postgres::PgDatabaseError;
-use sqlx::{Connection, PgConnection, PgPool};
-
-/// SQLSTATE of `RAISE EXCEPTION` without an ERRCODE: the function refused the command.
-const RAISE_EXCEPTION: &str = "P0001";
+use sqlx::{PgConnection, PgPool};
 
 /// Calls `schema.name(payload, command_id, tenant)` and takes its jsonb as the result.
 pub struct SqlFunction {
@@ -22,45 +18,55 @@ impl SqlFunction {
     pub fn new(spec: SqlSpec) -> Self {
         Self { spec }
     }
+
+    /// Applies `cmds` in order with one statement (`sluice_call_declared`, in the migrations):
+    /// each command runs in a subtransaction there, so a refusal undoes only its own writes.
+    async fn apply(&self, tx: &mut PgConnection, cmds: &[&Envelope]) -> Result<Vec<Outcome>, StoreError> {
+        let payloads: Vec<&Value> = cmds.iter().map(|c| &c.payload).collect();
+        let ids: Vec<uuid::Uuid> = cmds.iter().map(|c| c.id).collect();
+        let tenants: Vec<&str> = cmds.iter().map(|c| c.tenant.as_str()).collect();
+        let outcomes: Vec<Value> = sqlx::query_scalar("SELECT sluice_call_declared($1, $2, $3, $4, $5)")
+            .bind(&self.spec.schema)
+            .bind(&self.spec.name)
+            .bind(&payloads)
+            .bind(&ids)
+            .bind(&tenants)
+            .fetch_one(tx)
+            .await?;
+        Ok(outcomes.into_iter().map(outcome).collect())
+    }
+}
+
+/// `{"result": v}` or `{"refused": message, "hint": hint}` as an outcome. A one-word HINT is
+/// the refusal's machine-readable reason.
+fn outcome(v: Value) -> Outcome {
+    match v.get("refused").and_then(Value::as_str) {
+        None => Outcome::Succeeded(v.get("result").cloned().unwrap_or(Value::Null)),
+        Some(message) => {
+            let reason = v
+                .get("hint")
+                .and_then(Value::as_str)
+                .filter(|h| !h.is_empty() && h.len() <= 64 && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or("refused");
+            Outcome::rejected(reason, message)
+        }
+    }
 }
 
 impl Handler for SqlFunction {
     fn handle<'a>(&'a self, tx: &'a mut PgConnection, cmd: &'a Envelope) -> HandlerFuture<'a> {
         Box::pin(async move {
-            // A savepoint per command: a refusal undoes only this command's writes, so the
-            // transaction (and the other commands of a worker batch in it) carries on.
-            let mut sp = tx.begin().await?;
-            let called = sqlx::query_scalar::<_, Option<Value>>("SELECT sluice_call_declared($1, $2, $3, $4, $5)")
-                .bind(&self.spec.schema)
-                .bind(&self.spec.name)
-                .bind(&cmd.payload)
-                .bind(cmd.id)
-                .bind(&cmd.tenant)
-                .fetch_one(&mut *sp)
-                .await;
-            match called {
-                Ok(result) => {
-                    sp.commit().await?;
-                    Ok(Outcome::Succeeded(result.unwrap_or(Value::Null)))
-                }
-                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(RAISE_EXCEPTION) => {
-                    sp.rollback().await?;
-                    let pg = db.try_downcast_ref::<PgDatabaseError>();
-                    // The HINT, when it is one word, is the machine-readable reason.
-                    let reason = pg
-                        .and_then(PgDatabaseError::hint)
-                        .filter(|h| {
-                            !h.is_empty() && h.len() <= 64 && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                        })
-                        .unwrap_or("refused")
-                        .to_owned();
-                    Ok(Outcome::Rejected { reason, message: db.message().to_owned() })
-                }
-                // Conflicts are retried at once, timeouts later, anything else is permanent:
-                // the store's own classification.
-                Err(e) => Err(HandlerError::Store(StoreError::from(e))),
-            }
+            let mut outcomes = self.apply(tx, &[cmd]).await?;
+            // The function returns one outcome per command given.
+            outcomes.pop().ok_or_else(|| StoreError::Invalid(sqlx::Error::RowNotFound).into())
         })
+    }
+
+    // Conflicts are retried at once, timeouts later, anything else is permanent: the store's
+    // own classification of the error. Any error rolls the worker's batch back, and its
+    // commands are then applied one per transaction, each getting its own treatment.
+    fn handle_many<'a>(&'a self, tx: &'a mut PgConnection, cmds: &'a [&'a Envelope]) -> HandlerManyFuture<'a> {
+        Box::pin(async move { Ok(self.apply(tx, cmds).await?) })
     }
 
     fn describe(&self) -> String {
@@ -91,4 +97,20 @@ pub async fn check_functions(pool: &PgPool, functions: &[(&str, &SqlSpec)]) -> R
         }
     }
     Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_result_or_a_refusal_with_a_one_word_hint_becomes_the_outcome() {
+        assert_eq!(outcome(serde_json::json!({"result": {"a": 1}})), Outcome::Succeeded(serde_json::json!({"a": 1})));
+        assert_eq!(outcome(serde_json::json!({"result": null})), Outcome::Succeeded(Value::Null));
+        let refused = serde_json::json!({"refused": "amount is negative", "hint": "negative_amount"});
+        assert_eq!(outcome(refused), Outcome::rejected("negative_amount", "amount is negative"));
+        let wordy = serde_json::json!({"refused": "no", "hint": "try a smaller amount"});
+        assert_eq!(outcome(wordy), Outcome::rejected("refused", "no"));
+        assert_eq!(outcome(serde_json::json!({"refused": "no", "hint": null})), Outcome::rejected("refused", "no"));
+    }
 }

@@ -231,7 +231,9 @@ async fn one_run(
 ) -> anyhow::Result<SluiceFigures> {
     let db = format!("sluice_bench_{label}_{id}");
     let url = create_database(args, &db).await?;
-    if load.kind == "bench.sql" {
+    // Both declared types are in one commands.dir, and sluice refuses to start while a declared
+    // function is missing: every run with it gets the function.
+    if load.commands_dir.is_some() {
         let mut conn = PgConnection::connect(&url).await?;
         sqlx::raw_sql(declared::SQL_FUNCTION).execute(&mut conn).await.context("creating bench_apply")?;
     }
