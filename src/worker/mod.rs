@@ -139,6 +139,7 @@ async fn handle_batch(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, batch: Vec<Deliver
     metrics::gauge!("sluice_worker_in_flight").increment(n as f64);
     ctx.reporter.in_flight(n as i64);
     let mut jobs = Vec::with_capacity(n);
+    let mut remote_jobs = Vec::new();
     for delivery in batch {
         if delivery.redelivered {
             // Handed out before and never acked: a worker died, its connection broke, or a
@@ -152,7 +153,7 @@ async fn handle_batch(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, batch: Vec<Deliver
                     ctx.reporter.delivered(since);
                 }
                 if job.handler.remote().is_some() {
-                    remote::spawn(ctx, acks, delivery, job, cancel);
+                    remote_jobs.push((delivery, job));
                 } else {
                     jobs.push((delivery, job));
                 }
@@ -165,6 +166,17 @@ async fn handle_batch(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, batch: Vec<Deliver
             }
         }
     }
+    if !remote_jobs.is_empty() {
+        remote::spawn(ctx, acks, remote_jobs, cancel);
+    }
+    run_jobs(ctx, acks, jobs, cancel).await;
+    metrics::gauge!("sluice_worker_in_flight").decrement(n as f64);
+    ctx.reporter.in_flight(-(n as i64));
+}
+
+/// Decoded jobs: one transaction for all of them when nothing goes wrong, otherwise each on
+/// its own.
+async fn run_jobs(ctx: &WorkerCtx, acks: &Acks, jobs: Vec<(Delivery, process::Job)>, cancel: &CancellationToken) {
     let batched = if jobs.len() > 1 {
         let only_jobs: Vec<&process::Job> = jobs.iter().map(|(_, j)| j).collect();
         let run = process::apply_batch(ctx, &only_jobs);
@@ -202,8 +214,6 @@ async fn handle_batch(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, batch: Vec<Deliver
             handle_one(ctx, acks, &delivery, job, cancel).await;
         }
     }
-    metrics::gauge!("sluice_worker_in_flight").decrement(n as f64);
-    ctx.reporter.in_flight(-(n as i64));
 }
 
 /// When a delivery's end-to-end latency counts from: the command's acceptance, except for an

@@ -1,7 +1,7 @@
 //! Deliveries of remote types (an HTTP endpoint decides them). They leave the worker's batch
-//! at once, so a slow endpoint holds no worker slot: each runs in a task of its own, waits for
-//! a call slot of its type, calls with no transaction open, then records the outcome in a
-//! transaction of its own, as any command's is recorded.
+//! at once, so a slow endpoint holds no worker slot: they run in a task of their own, each
+//! waits for a call slot of its type and calls with no transaction open, and the outcomes that
+//! are ready together are recorded as a worker batch is, in one transaction.
 
 use super::acks::Acks;
 use super::gate::Admit;
@@ -10,38 +10,75 @@ use super::{Label, WorkerCtx};
 use crate::broker::wire::Received;
 use crate::command::Envelope;
 use crate::handlers::remote::{Call, CallError};
-use crate::handlers::{Handler, HandlerFuture, Outcome};
+use crate::handlers::{Handler, HandlerError, HandlerFuture, Outcome};
 use crate::store::commands;
 use lapin::message::Delivery;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use uuid::Uuid;
 
-/// Runs `job` in a task the worker's drain waits for.
-pub fn spawn(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, delivery: Delivery, job: Job, cancel: &CancellationToken) {
-    let (ctx, acks, cancel) = (ctx.clone(), acks.clone(), cancel.clone());
+/// Runs the remote `jobs` of one batch in tasks the worker's drain waits for: each call goes
+/// on its own (waiting for a slot of its type), and the outcomes that are ready together are
+/// recorded in one transaction, as a worker batch is. The calls do not wait for the recording:
+/// an answer left unread while a transaction waits for a connection would time out.
+pub fn spawn(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, jobs: Vec<(Delivery, Job)>, cancel: &CancellationToken) {
     let tracker = ctx.remote_tasks.clone();
-    let span = tracing::info_span!(
-        "remote_command",
-        command_id = %job.cmd.id,
-        kind = %job.cmd.kind,
-        attempt = job.attempt,
-        trace_id = Received::of(&delivery).trace_id(),
-    );
-    tracker.spawn(
-        async move {
-            ctx.reporter.in_flight(1);
-            metrics::gauge!("sluice_worker_in_flight").increment(1.0);
-            run(&ctx, &acks, delivery, job, &cancel).await;
-            metrics::gauge!("sluice_worker_in_flight").decrement(1.0);
-            ctx.reporter.in_flight(-1);
+    let (decided, mut ready) = tokio::sync::mpsc::unbounded_channel();
+    let n = jobs.len();
+    ctx.reporter.in_flight(n as i64);
+    metrics::gauge!("sluice_worker_in_flight").increment(n as f64);
+    for (delivery, job) in jobs {
+        let (ctx, acks, cancel, decided) = (ctx.clone(), acks.clone(), cancel.clone(), decided.clone());
+        let span = tracing::info_span!(
+            "remote_command",
+            command_id = %job.cmd.id,
+            kind = %job.cmd.kind,
+            attempt = job.attempt,
+            trace_id = Received::of(&delivery).trace_id(),
+        );
+        tracker.spawn(
+            async move {
+                if let Some(done) = call(&ctx, &acks, delivery, job, &cancel).await {
+                    // The recorder outlives every sender.
+                    let _ = decided.send(done);
+                }
+            }
+            .instrument(span),
+        );
+    }
+    drop(decided);
+    let (ctx, acks, cancel) = (ctx.clone(), acks.clone(), cancel.clone());
+    tracker.spawn(async move {
+        let mut chunk = Vec::new();
+        while ready.recv_many(&mut chunk, ctx.settings.batch_size.max(1)).await > 0 {
+            let decided = std::mem::take(&mut chunk);
+            // One handler for all of them: the batch path runs a type's commands through the
+            // handler of its first.
+            let outcomes: HashMap<Uuid, Outcome> = decided.iter().map(|(_, j, o)| (j.cmd.id, o.clone())).collect();
+            let handler: Arc<dyn Handler> = Arc::new(Decided(outcomes));
+            let jobs = decided
+                .into_iter()
+                .map(|(d, j, _)| (d, Job { cmd: j.cmd, handler: handler.clone(), attempt: j.attempt }))
+                .collect();
+            super::run_jobs(&ctx, &acks, jobs, &cancel).await;
         }
-        .instrument(span),
-    );
+        metrics::gauge!("sluice_worker_in_flight").decrement(n as f64);
+        ctx.reporter.in_flight(-(n as i64));
+    });
 }
 
-async fn run(ctx: &WorkerCtx, acks: &Acks, delivery: Delivery, job: Job, cancel: &CancellationToken) {
+/// Calls out for one job: the endpoint's outcome to record, or `None` when the delivery was
+/// settled here (a duplicate, put aside, failed, or given back).
+async fn call(
+    ctx: &WorkerCtx,
+    acks: &Acks,
+    delivery: Delivery,
+    job: Job,
+    cancel: &CancellationToken,
+) -> Option<(Delivery, Job, Outcome)> {
     let (Some(remote), Some(gate)) = (job.handler.remote(), ctx.gates.get(&job.cmd.kind)) else {
         // Only jobs with a remote handler and a gate are sent here.
         let verdict = Verdict::Dead {
@@ -49,12 +86,14 @@ async fn run(ctx: &WorkerCtx, acks: &Acks, delivery: Delivery, job: Job, cancel:
             kind: "permanent",
             error: "no gate for a remote type".into(),
         };
-        return super::conclude(ctx, acks, &delivery, &job.cmd, job.attempt, verdict, cancel).await;
+        super::conclude(ctx, acks, &delivery, &job.cmd, job.attempt, verdict, cancel).await;
+        return None;
     };
     // Redelivered after its outcome committed (the ack was lost): do not call again.
     if let Ok(true) = commands::is_final(&ctx.pool, job.cmd.id).await {
         let verdict = Verdict::Done { outcome: Label::Duplicate };
-        return super::conclude(ctx, acks, &delivery, &job.cmd, job.attempt, verdict, cancel).await;
+        super::conclude(ctx, acks, &delivery, &job.cmd, job.attempt, verdict, cancel).await;
+        return None;
     }
     let probe = match gate.admit() {
         Admit::Go { probe } => probe,
@@ -62,7 +101,8 @@ async fn run(ctx: &WorkerCtx, acks: &Acks, delivery: Delivery, job: Job, cancel:
             metrics::counter!("sluice_remote_deferred_total", "type" => job.cmd.kind.clone(), "reason" => why)
                 .increment(1);
             let verdict = Verdict::Defer { delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX) };
-            return super::conclude(ctx, acks, &delivery, &job.cmd, job.attempt, verdict, cancel).await;
+            super::conclude(ctx, acks, &delivery, &job.cmd, job.attempt, verdict, cancel).await;
+            return None;
         }
     };
     let slot = tokio::select! {
@@ -71,7 +111,8 @@ async fn run(ctx: &WorkerCtx, acks: &Acks, delivery: Delivery, job: Job, cancel:
     };
     let Some(slot) = slot else {
         gate.not_called(probe);
-        return acks.give_back(&delivery).await;
+        acks.give_back(&delivery).await;
+        return None;
     };
     let received = Received::of(&delivery);
     let traceparent = received.traceparent();
@@ -82,12 +123,9 @@ async fn run(ctx: &WorkerCtx, acks: &Acks, delivery: Delivery, job: Job, cancel:
     metrics::histogram!("sluice_handler_seconds", "type" => job.cmd.kind.clone()).record(took);
     gate.called(!matches!(called, Err(CallError::Transient { .. })), probe, took);
     let verdict = match called {
-        Ok(outcome) => {
-            // Recorded like any outcome: the inbox row decides, conflicts and outages are
-            // waited out, and the endpoint is not called again for it.
-            let job = Job { cmd: job.cmd, handler: Arc::new(Decided(outcome)), attempt: job.attempt };
-            return super::handle_one(ctx, acks, &delivery, job, cancel).await;
-        }
+        // Recorded like any outcome: the inbox row decides, conflicts and outages are waited
+        // out, and the endpoint is not called again for it.
+        Ok(outcome) => return Some((delivery, job, outcome)),
         Err(CallError::Transient { error, retry_after }) => {
             Verdict::Retry { cmd: Box::new(job.cmd.clone()), error, after: retry_after }
         }
@@ -96,14 +134,18 @@ async fn run(ctx: &WorkerCtx, acks: &Acks, delivery: Delivery, job: Job, cancel:
         }
     };
     super::conclude(ctx, acks, &delivery, &job.cmd, job.attempt, verdict, cancel).await;
+    None
 }
 
-/// An outcome already decided by the endpoint, recorded by the ordinary transaction.
-struct Decided(Outcome);
+/// Outcomes already decided by the endpoint, by command id, recorded by the ordinary
+/// transaction.
+struct Decided(HashMap<Uuid, Outcome>);
 
 impl Handler for Decided {
-    fn handle<'a>(&'a self, _tx: &'a mut sqlx::PgConnection, _cmd: &'a Envelope) -> HandlerFuture<'a> {
-        let outcome = self.0.clone();
-        Box::pin(async move { Ok(outcome) })
+    fn handle<'a>(&'a self, _tx: &'a mut sqlx::PgConnection, cmd: &'a Envelope) -> HandlerFuture<'a> {
+        let outcome = self.0.get(&cmd.id).cloned();
+        Box::pin(
+            async move { outcome.ok_or_else(|| HandlerError::Permanent("no decided outcome for this command".into())) },
+        )
     }
 }
