@@ -16,18 +16,25 @@ use uuid::Uuid;
 
 /// `billing.apply_invoice`: records an invoice and returns it; a negative amount is refused
 /// (RAISE EXCEPTION with a HINT), `slow_calls` makes the first n calls sleep past any statement
-/// timeout, `divisor` divides by it (0 fails). Its call count is a sequence, which no rollback
-/// undoes.
+/// timeout, `divisor` divides by it (0 fails). Its call count is a sequence, and the first
+/// three calls' start times (Unix microseconds) are the sequences `started_<n>`: no rollback
+/// undoes a sequence.
 const BILLING: &str = r#"
 CREATE SCHEMA billing;
 CREATE TABLE billing.invoices (command_id uuid PRIMARY KEY, tenant text NOT NULL, amount int NOT NULL);
 CREATE SEQUENCE billing.calls;
+CREATE SEQUENCE billing.started_1;
+CREATE SEQUENCE billing.started_2;
+CREATE SEQUENCE billing.started_3;
 CREATE FUNCTION billing.apply_invoice(payload jsonb, command_id uuid, tenant text) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     n bigint := nextval('billing.calls');
     amount int := (payload->>'amount')::int;
 BEGIN
+    IF n <= 3 THEN
+        PERFORM setval(format('billing.started_%s', n)::regclass, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
+    END IF;
     INSERT INTO billing.invoices VALUES (command_id, tenant, amount);
     IF amount < 0 THEN
         RAISE EXCEPTION 'amount % is negative', amount USING HINT = 'negative_amount';
@@ -107,6 +114,19 @@ async fn a_statement_timeout_is_retried_with_growing_delays_and_then_succeeds() 
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(errors.iter().all(|e| e["error"].as_str().unwrap().contains("timed out")), "{errors:?}");
     assert_eq!(invoices(&app, id).await, 1, "the timed-out attempts wrote nothing");
+    let (s1, s2, s3): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT last_value FROM billing.started_1), (SELECT last_value FROM billing.started_2),
+                (SELECT last_value FROM billing.started_3)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let started = [s1, s2, s3];
+    // Each failed attempt took the statement timeout (1 s), then waited its tier (100 ms, then
+    // 200 ms in the test profile) before the next call started.
+    let delays: Vec<i64> = started.windows(2).map(|w| (w[1] - w[0]) / 1000 - 1000).collect();
+    assert!(delays[0] >= 100 && delays[1] >= 200, "delays after the timeout {delays:?} ms");
+    assert!(delays[0] < delays[1], "delays grow: {delays:?} ms");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
