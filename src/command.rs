@@ -18,6 +18,9 @@ pub struct Envelope {
     /// The batch this command was submitted in, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchRef>,
+    /// When it was scheduled for, if it was (`run_at` or `delay_ms` at ingest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<DateTime<Utc>>,
 }
 
 /// A command's place in a batch.
@@ -40,7 +43,15 @@ impl Envelope {
             Some(key) => command_id_for_key(tenant, key),
             None => Uuid::now_v7(),
         };
-        Self { id, tenant: tenant.to_owned(), kind: kind.to_owned(), payload, submitted_at: Utc::now(), batch: None }
+        Self {
+            id,
+            tenant: tenant.to_owned(),
+            kind: kind.to_owned(),
+            payload,
+            submitted_at: Utc::now(),
+            batch: None,
+            run_at: None,
+        }
     }
 
     /// The message body.

@@ -46,6 +46,7 @@ pub struct Settings {
     pub secrets: SecretsSettings,
     pub retention: RetentionSettings,
     pub commands: CommandsSettings,
+    pub scheduling: SchedulingSettings,
     pub log: LogSettings,
 }
 
@@ -169,6 +170,14 @@ pub struct RetentionSettings {
     pub dead_letters_days: u32,
     pub webhook_deliveries_days: u32,
     pub refused_deliveries_days: u32,
+}
+
+/// `[scheduling]`
+#[derive(Clone, Debug, Deserialize)]
+pub struct SchedulingSettings {
+    pub horizon_days: u32,
+    pub poll_interval_ms: u64,
+    pub dispatch_batch: i64,
 }
 
 /// `[commands]`

@@ -70,6 +70,8 @@ pub mod json;
 pub mod ops;
 /// Pruning finished records by age, by one process at a time.
 pub mod retention;
+/// Commands for later: the dispatcher of scheduled commands.
+pub mod schedule;
 /// JSON Schema registry for command payloads.
 pub mod schemas;
 /// Secrets at rest: sealing and opening webhook and callback secrets.

@@ -9,6 +9,7 @@ use super::error::ErrorBody;
 use super::openapi::KeyedErrors;
 use super::ApiState;
 use crate::ingest::{BatchAccepted, BatchRequest};
+use crate::ops::cancel::BatchCancelled;
 use crate::store::batches;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
@@ -91,17 +92,21 @@ pub struct BatchProgress {
     /// Commands published (items refused at ingest are not counted).
     pub total: i32,
     pub rejected_at_ingest: i32,
-    /// Not yet final: in the queue, being applied, or retrying.
+    /// Not yet final: scheduled, in the queue, being applied, or retrying.
     pub pending: i64,
     pub retrying: i64,
     pub succeeded: i64,
     pub rejected: i64,
     pub dead: i64,
+    pub cancelled: i64,
     pub created_at: DateTime<Utc>,
     /// When a worker first took one of its commands.
     pub started_at: Option<DateTime<Utc>>,
     /// When every command was final.
     pub finished_at: Option<DateTime<Utc>>,
+    /// When the batch was cancelled (`POST /v1/batches/{id}/cancel`), if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled_at: Option<DateTime<Utc>>,
     /// Rejected and dead items, in batch order (at most 1000).
     pub failed_items: Vec<batches::FailedItem>,
     /// The completion callback, when the batch asked for one.
@@ -145,9 +150,9 @@ pub async fn status(
         .ok_or_else(|| ApiError::NotFound(format!("no batch {id}")))?;
     let (counts, started_at) = batches::progress(&state.pool, id).await?;
     let count = |s: &str| counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
-    let (succeeded, rejected, dead, retrying) =
-        (count("succeeded"), count("rejected"), count("dead"), count("retrying"));
-    let pending = (i64::from(batch.total) - succeeded - rejected - dead).max(0);
+    let (succeeded, rejected, dead, retrying, cancelled) =
+        (count("succeeded"), count("rejected"), count("dead"), count("retrying"), count("cancelled"));
+    let pending = (i64::from(batch.total) - succeeded - rejected - dead - cancelled).max(0);
     let failed = batches::failed_items(&state.pool, id, 1000).await?;
     let callback = match (batch.callback_url, batches::callback_state(&state.pool, id).await?) {
         (None, _) => None,
@@ -165,10 +170,42 @@ pub async fn status(
         succeeded,
         rejected,
         dead,
+        cancelled,
         created_at: batch.created_at,
         started_at,
         finished_at: batch.finished_at,
+        cancelled_at: batch.cancelled_at,
         failed_items: failed,
         callback,
     }))
+}
+
+/// Cancel a batch
+///
+/// Needs an API key with the `submit` scope (or `admin` or `operator`). Every command of the
+/// batch not yet applied is cancelled: scheduled, retrying and dead ones at once, queued ones
+/// as workers take them. The answer counts what was cancelled and what had been applied; a
+/// batch that has finished answers 409.
+#[utoipa::path(
+    post,
+    path = "/v1/batches/{id}/cancel",
+    tag = "batches",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "Cancelled", body = BatchCancelled),
+        (status = 404, description = "No such batch", body = ErrorBody),
+        (status = 409, description = "The batch has finished", body = ErrorBody),
+        KeyedErrors,
+    )
+)]
+#[tracing::instrument(skip_all, fields(tenant = %principal.tenant))]
+pub async fn cancel(
+    State(state): State<ApiState>,
+    principal: Principal,
+    id: Result<Path<Uuid>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Scope::Submit)?;
+    let id = super::reads::path_id(id)?;
+    let ops = state.ops_within(crate::ops::Reach::Tenant(principal.tenant.clone()));
+    Ok(Json(ops.cancel_batch(id, &super::dead_letters::actor(&principal)).await?))
 }

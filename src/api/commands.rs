@@ -8,7 +8,10 @@ use super::openapi::KeyedErrors;
 use super::ApiState;
 use crate::broker::wire::{new_traceparent, trace_id, TRACEPARENT_HEADER};
 use crate::ingest::{valid_idempotency_key, Accepted, CommandRequest, MAX_IDEMPOTENCY_KEY};
+use crate::ops::cancel::Cancelled;
+use crate::ops::Reach;
 use crate::store::commands::{self, CommandStatus};
+use crate::store::scheduled;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -29,6 +32,9 @@ pub struct CommandView {
     /// Why a command without a row reads as `pending` or `pruned`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// When a scheduled command is due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<DateTime<Utc>>,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -119,9 +125,10 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiEr
 
 /// A command's status
 ///
-/// Needs an API key with the `read` scope (or `admin` or `operator`). A command not yet taken
-/// by a worker has no row and reads as `pending` (ingest writes nothing to Postgres); another
-/// tenant's command reads the same way.
+/// Needs an API key with the `read` scope (or `admin` or `operator`). A command accepted for a
+/// later `run_at` reads as `scheduled` until it is published; one not yet taken by a worker has
+/// no row and reads as `pending` (ingest writes nothing to Postgres); another tenant's command
+/// reads the same way.
 #[utoipa::path(
     get,
     path = "/v1/commands/{id}",
@@ -137,7 +144,6 @@ pub async fn status(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Read)?;
     let id = super::reads::path_id(id)?;
-    let stub = |status, detail: String| CommandView { id, status, detail: Some(detail), ..CommandView::default() };
     match commands::find(&state.pool, &principal.tenant, id).await? {
         Some(mut row) => {
             // The tenant's view: each attempt's error without the database's own words, which
@@ -154,6 +160,7 @@ pub async fn status(
                 id: row.id,
                 status: row.status,
                 detail: None,
+                run_at: None,
                 kind: Some(row.kind),
                 attempts: Some(row.attempts),
                 last_error: row.last_error,
@@ -165,6 +172,22 @@ pub async fn status(
                 errors: Some(row.errors),
             }))
         }
+        None => scheduled_or_not(&state, &principal.tenant, id).await,
+    }
+}
+
+/// A command without a row: scheduled, pruned or pending.
+async fn scheduled_or_not(state: &ApiState, tenant: &str, id: Uuid) -> Result<Json<CommandView>, ApiError> {
+    let stub = |status, detail: String| CommandView { id, status, detail: Some(detail), ..CommandView::default() };
+    match scheduled::find(&state.pool, Some(tenant), id).await? {
+        Some(s) => Ok(Json(CommandView {
+            id,
+            status: CommandStatus::Scheduled,
+            run_at: Some(s.run_at),
+            kind: Some(s.kind),
+            submitted_at: Some(s.created_at),
+            ..CommandView::default()
+        })),
         None if crate::retention::pruned_by_age(id, &state.retention) => Ok(Json(stub(
             CommandStatus::Pruned,
             format!(
@@ -180,4 +203,36 @@ pub async fn status(
                 .into(),
         ))),
     }
+}
+
+/// Cancel a command
+///
+/// Needs an API key with the `submit` scope (or `admin` or `operator`). A command that has not
+/// been applied (scheduled, queued, retrying or dead) becomes `cancelled` and will never be
+/// applied; a dead one's dead letter is closed. Cancelling twice is harmless. Once the
+/// command has succeeded or been rejected, or while its HTTP endpoint is being called
+/// (`processing`), the answer is 409 with that status. An id sluice has not seen yet is
+/// cancelled all the same, in case it is queued; another tenant's id answers the same way
+/// and changes nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/commands/{id}/cancel",
+    tag = "commands",
+    params(("id" = Uuid, Path, description = "The command's id")),
+    responses(
+        (status = 200, description = "Cancelled (or cancelled before)", body = Cancelled),
+        (status = 409, description = "Applied already, or being applied: `error.status` says which", body = ErrorBody),
+        KeyedErrors,
+    )
+)]
+#[tracing::instrument(skip_all, fields(tenant = %principal.tenant))]
+pub async fn cancel(
+    State(state): State<ApiState>,
+    principal: Principal,
+    id: Result<Path<Uuid>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require(Scope::Submit)?;
+    let id = super::reads::path_id(id)?;
+    let ops = state.ops_within(Reach::Tenant(principal.tenant.clone()));
+    Ok(Json(ops.cancel_command(id, &super::dead_letters::actor(&principal)).await?))
 }

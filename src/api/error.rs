@@ -35,6 +35,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A cancel came too late: the command is `status` (succeeded, rejected, processing) or
+    /// the batch has finished.
+    #[error("it is {status} and can no longer be cancelled")]
+    AlreadyFinal { status: String },
     #[error("{message}")]
     Unavailable { message: String, retry_after_secs: u32 },
     /// The command was sent but RabbitMQ never confirmed it: it may or may not be applied, so
@@ -68,6 +72,7 @@ impl ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::AlreadyFinal { .. } => (StatusCode::CONFLICT, "already_final"),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::OutcomeUnknown { .. } => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
@@ -170,6 +175,7 @@ impl From<OpsError> for ApiError {
         match e {
             OpsError::NotFound(m) => Self::NotFound(m),
             OpsError::Conflict(m) => Self::Conflict(m),
+            OpsError::AlreadyFinal { status } => Self::AlreadyFinal { status },
             OpsError::BadInput(m) => Self::bad_request("invalid_request", m, None),
             OpsError::Invalid { kind, violations } => Self::Unprocessable {
                 code: "invalid_payload",
@@ -210,6 +216,9 @@ pub struct ErrorDetail {
     pub required_scope: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_ms: Option<u64>,
+    /// The status that made a cancel too late (`already_final`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
     /// Per item of a refused batch: why each was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub items: Option<Vec<ItemRefusal>>,
@@ -227,6 +236,7 @@ impl IntoResponse for ApiError {
             Self::JsonTooLarge { location, .. } => detail.location = Some(location.clone()),
             Self::Forbidden(scope) => detail.required_scope = Some((*scope).to_owned()),
             Self::Timeout { limit_ms } => detail.limit_ms = Some(*limit_ms),
+            Self::AlreadyFinal { status } => detail.status = Some(status.clone()),
             Self::Internal(cause) => tracing::error!(%cause, "internal error"),
             _ => {}
         }

@@ -84,7 +84,7 @@ pub fn check_command_body(
     schemas: &SchemaRegistry,
     limits: &crate::config::LimitSettings,
     bytes: &[u8],
-) -> Result<(String, serde_json::Value), error::ApiError> {
+) -> Result<crate::ingest::ParsedCommand, error::ApiError> {
     let value = body::parse_json(bytes, ShapeLimit::from(limits))?;
     Ok(crate::ingest::parse_command(schemas, value)?)
 }
@@ -94,6 +94,7 @@ fn v1_routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(commands::submit))
         .routes(routes!(commands::status))
+        .routes(routes!(commands::cancel))
         .routes(routes!(reads::account))
         .routes(routes!(reads::events))
         .routes(routes!(dead_letters::list))
@@ -115,7 +116,10 @@ fn v1_routes() -> OpenApiRouter<ApiState> {
 
 /// Batches, which get a body limit of their own.
 fn batch_routes() -> OpenApiRouter<ApiState> {
-    OpenApiRouter::new().routes(routes!(batches::submit)).routes(routes!(batches::status))
+    OpenApiRouter::new()
+        .routes(routes!(batches::submit))
+        .routes(routes!(batches::status))
+        .routes(routes!(batches::cancel))
 }
 
 /// Health, metrics and the document: what every process serves.

@@ -125,8 +125,16 @@ pub fn document(api: &utoipa::openapi::OpenApi, registry: &SchemaRegistry, topol
         if registry.submittable(kind) {
             let variant = json!({
                 "type": "object",
-                "properties": {"type": {"const": kind}, "payload": {"$ref": format!("#/components/schemas/{key}")}},
+                "properties": {
+                    "type": {"const": kind},
+                    "payload": {"$ref": format!("#/components/schemas/{key}")},
+                    "run_at": {"type": "string", "format": "date-time",
+                               "description": "Publish at this time (RFC 3339), within scheduling.horizon_days"},
+                    "delay_ms": {"type": "integer", "minimum": 0,
+                                 "description": "Publish this many milliseconds from now"},
+                },
                 "required": ["type", "payload"],
+                "not": {"required": ["run_at", "delay_ms"]},
                 "additionalProperties": false,
             });
             let mut item = variant.clone();

@@ -97,6 +97,7 @@ impl Application {
             limits: Arc::new(settings.limits.clone()),
             batches: Arc::new(settings.batches.clone()),
             webhooks: Arc::new(settings.webhooks.clone()),
+            scheduling: Arc::new(settings.scheduling.clone()),
             backpressure: Arc::new(Backpressure::new(&settings.limits)),
             sealer: sealer.clone(),
             reporter: reporter.clone(),
@@ -170,6 +171,7 @@ impl Application {
                 touched: Default::default(),
                 sealer: sealer.clone(),
                 retention: settings.retention.clone(),
+                scheduling: settings.scheduling.clone(),
                 after_commit: after_commit.clone(),
             })
         });

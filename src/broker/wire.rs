@@ -49,6 +49,20 @@ impl Outgoing {
         Self::to_work(topology, cmd, headers)
     }
 
+    /// A scheduled command's first delivery: `body` is its envelope as encoded at ingest.
+    pub fn first_attempt_of(topology: &Topology, id: Uuid, body: Vec<u8>, traceparent: &str) -> Self {
+        let mut headers = FieldTable::default();
+        set_i64(&mut headers, ATTEMPT_HEADER, 1);
+        set_str(&mut headers, TRACEPARENT_HEADER, traceparent);
+        Self {
+            exchange: topology.work_exchange(),
+            routing_key: WORK_KEY.to_owned(),
+            body,
+            message_id: id.to_string(),
+            headers,
+        }
+    }
+
     /// An operator's replay of the dead letter `dead_letter`: attempt 1 again, in the trace of
     /// the original submission when it had one.
     pub fn replay(topology: &Topology, cmd: &Envelope, dead_letter: Uuid, traceparent: Option<&str>) -> Self {

@@ -1,11 +1,14 @@
 //! Recent commands, searchable by id, type and status (keyset-paginated, index-backed), and
-//! one command's status, refreshed live.
+//! one command's status, refreshed live, with a button that cancels it while it can be.
 
 use super::layout::{clipped, maybe_time, page, status_badge, time, PageError};
 use super::session::Operator;
 use super::DashboardState;
 use crate::store::commands::{self, CommandStatus, Search};
+use crate::store::scheduled;
 use axum::extract::{Path, Query, State};
+use axum::response::Redirect;
+use axum::Form;
 use chrono::{DateTime, Utc};
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -132,7 +135,7 @@ pub async fn detail(
     op: Operator,
     Path(id): Path<Uuid>,
 ) -> Result<Markup, PageError> {
-    let status = status_block(&state, id).await?;
+    let status = status_block(&state, &op.csrf, id).await?;
     Ok(page(
         "Command",
         "Commands",
@@ -147,19 +150,52 @@ pub async fn detail(
 /// `GET /dashboard/live/commands/{id}`: the status block alone, for htmx to refresh.
 pub async fn live_status(
     State(state): State<DashboardState>,
-    _op: Operator,
+    op: Operator,
     Path(id): Path<Uuid>,
 ) -> Result<Markup, PageError> {
-    status_block(&state, id).await
+    status_block(&state, &op.csrf, id).await
 }
 
-async fn status_block(state: &DashboardState, id: Uuid) -> Result<Markup, PageError> {
+/// `POST /dashboard/commands/{id}/cancel`
+pub async fn cancel(
+    State(state): State<DashboardState>,
+    op: Operator,
+    Path(id): Path<Uuid>,
+    Form(form): Form<super::session::CsrfForm>,
+) -> Result<Redirect, PageError> {
+    op.check_csrf(&form.csrf)?;
+    state.ops.cancel_command(id, &op.actor).await?;
+    Ok(Redirect::to(&format!("/dashboard/commands/{id}")))
+}
+
+async fn status_block(state: &DashboardState, csrf: &str, id: Uuid) -> Result<Markup, PageError> {
     let one = Search { id: Some(id), ..Search::default() };
     let row = commands::search(&state.pool, &one, None, 1, i64::MAX).await?.rows.into_iter().next();
+    let waiting = match row {
+        None => scheduled::find(&state.pool, None, id).await?,
+        Some(_) => None,
+    };
+    let cancellable = waiting.is_some()
+        || row.as_ref().is_some_and(|r| matches!(r.command.status, CommandStatus::Retrying | CommandStatus::Dead));
     let live = format!("/dashboard/live/commands/{id}");
     Ok(html! {
         div #command-status hx-get=(live) hx-trigger="every 1s" hx-swap="outerHTML" {
+            @if cancellable {
+                form.inline method="post" action=(format!("/dashboard/commands/{id}/cancel")) data-confirm="Cancel this command? It will never be applied." {
+                    (super::layout::csrf_field(csrf))
+                    button.danger type="submit" data-cancel-command { "Cancel command" }
+                }
+            }
             @match &row {
+                None if waiting.is_some() => {
+                    @let w = waiting.as_ref();
+                    p { "Status: " span data-command-status class="badge scheduled" { "scheduled" } }
+                    table {
+                        tr { th { "Runs at" } td { (w.map(|w| time(w.run_at)).unwrap_or_default()) } }
+                        tr { th { "Type / tenant" } td { (w.map(|w| w.kind.as_str()).unwrap_or("")) " / " (w.map(|w| w.tenant.as_str()).unwrap_or("")) } }
+                        tr { th { "Submitted" } td { (w.map(|w| time(w.created_at)).unwrap_or_default()) } }
+                    }
+                }
                 None if crate::retention::pruned_by_age(id, &state.retention) => {
                     p { "Status: " span data-command-status { "pruned" } }
                     p.muted { "The id is older than retention.commands_days: its record, if it had one, was pruned." }

@@ -137,6 +137,7 @@ impl From<OpsError> for PageError {
         match e {
             OpsError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, m),
             OpsError::Conflict(m) => Self::new(StatusCode::CONFLICT, m),
+            e @ OpsError::AlreadyFinal { .. } => Self::new(StatusCode::CONFLICT, format!("The command {e}.")),
             OpsError::BadInput(m) => Self::new(StatusCode::BAD_REQUEST, m),
             e @ OpsError::Invalid { .. } => Self::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
             OpsError::Publish(e) => {

@@ -68,6 +68,7 @@ pub fn router(state: DashboardState) -> Router {
         .route("/dashboard/dead-letters/{id}/discard", post(dead_letters::discard))
         .route("/dashboard/commands", get(commands::index))
         .route("/dashboard/commands/{id}", get(commands::detail))
+        .route("/dashboard/commands/{id}/cancel", post(commands::cancel))
         .route("/dashboard/live/commands/{id}", get(commands::live_status))
         .route("/dashboard/audit", get(audit::index))
         .route("/dashboard/types", get(types::index))

@@ -96,6 +96,13 @@ pub trait Handler: Send + Sync + 'static {
         })
     }
 
+    /// Whether its outcomes were decided before the transaction (a remote endpoint answered):
+    /// they are recorded even if the command's batch was cancelled since, because the effect
+    /// happened.
+    fn decided_before(&self) -> bool {
+        false
+    }
+
     /// The call out when the work is done by another service; the worker then never calls
     /// [`Handler::handle`] for it.
     fn remote(&self) -> Option<&dyn remote::Remote> {

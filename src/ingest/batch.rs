@@ -1,5 +1,6 @@
 //! A batch: every item checked like a command, the valid ones published pipelined with
-//! confirms, and a row that counts the batch's progress and holds its completion callback.
+//! confirms (those with a later run_at stored for the dispatcher in one statement), and a row
+//! that counts the batch's progress and holds its completion callback.
 
 use super::command::{parse_command, valid_idempotency_key, MAX_IDEMPOTENCY_KEY};
 use super::shape::check_shape;
@@ -9,6 +10,7 @@ use crate::broker::Message;
 use crate::command::{command_id_for_key, BatchRef, Envelope};
 use crate::schemas::Violation;
 use crate::store::batches::{self, NewBatch};
+use crate::store::scheduled::{self, NewScheduled};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -203,8 +205,10 @@ impl Ingest {
                 ))
             }
         };
-        let (kind, payload) = parse_command(&self.schemas, Value::Object(obj))?;
-        let mut cmd = Envelope::new(tenant, &kind, payload, None);
+        let parsed = parse_command(&self.schemas, Value::Object(obj))?;
+        let run_at = self.run_at(parsed.timing, "")?;
+        let mut cmd = Envelope::new(tenant, &parsed.kind, parsed.payload, None);
+        cmd.run_at = run_at;
         let index = u32::try_from(index).unwrap_or(u32::MAX);
         // Ids live in the batch's namespace (an item key names the item within its batch), so
         // every item gets a row of this batch and the batch's progress can reach its total.
@@ -227,11 +231,30 @@ impl Ingest {
         traceparent: &str,
     ) -> Result<(usize, Vec<NotPublished>), IngestError> {
         let topology = self.broker.topology();
-        let outgoing: Vec<Outgoing> = cmds.iter().map(|c| Outgoing::first_attempt(topology, c, traceparent)).collect();
+        let (later, now): (Vec<&Envelope>, Vec<&Envelope>) = cmds.iter().partition(|c| c.run_at.is_some());
+        let outgoing: Vec<Outgoing> = now.iter().map(|c| Outgoing::first_attempt(topology, c, traceparent)).collect();
         let msgs: Vec<Message> = outgoing.iter().map(Outgoing::message).collect();
-        let results = self.broker.publish_many(&msgs).await;
+        let mut results: Vec<Result<(), String>> = Vec::with_capacity(cmds.len());
+        let mut definitely_lost = 0;
+        for r in self.broker.publish_many(&msgs).await {
+            if matches!(&r, Err(e) if e.definitely_not_published()) {
+                definitely_lost += 1;
+            }
+            results.push(r.map_err(|e| e.public().into_owned()));
+        }
+        let rows: Vec<NewScheduled> =
+            later.iter().filter_map(|c| c.run_at.map(|run_at| NewScheduled { cmd: c, run_at, traceparent })).collect();
+        let stored = scheduled::insert_many(&self.pool, &rows).await.map_err(|e| {
+            tracing::warn!(error = %e, "scheduled items of a batch not stored");
+            "the database is unavailable; resubmit with the same Idempotency-Key".to_owned()
+        });
+        if stored.is_err() {
+            // Refused before or at commit: counted as lost, so the batch can still finish.
+            definitely_lost += rows.len();
+        }
+        results.extend(later.iter().map(|_| stored.as_ref().map(|_| ()).map_err(Clone::clone)));
         let mut failed = Vec::new();
-        for (cmd, r) in cmds.iter().zip(&results) {
+        for (cmd, r) in now.iter().chain(&later).zip(&results) {
             match r {
                 Ok(()) => {
                     metrics::counter!("sluice_ingest_accepted_total", "type" => cmd.kind.clone()).increment(1);
@@ -239,14 +262,14 @@ impl Ingest {
                 }
                 Err(e) => {
                     let index = cmd.batch.map_or(0, |b| b.index);
-                    failed.push(NotPublished { index, id: cmd.id, error: e.public().into_owned() });
+                    failed.push(NotPublished { index, id: cmd.id, error: e.clone() });
                 }
             }
         }
+        failed.sort_by_key(|f| f.index);
         let published = cmds.len() - failed.len();
         // Timeouts and channel errors leave it unknown whether the broker took the message;
         // only definite refusals shrink the batch (an unknown one may still arrive and count).
-        let definitely_lost = results.iter().filter(|r| matches!(r, Err(e) if e.definitely_not_published())).count();
         // Nothing got through: the client is told to retry, and the batch must not look finished.
         if published > 0 && (definitely_lost > 0 || !fresh) {
             let total = i32::try_from(cmds.len() - definitely_lost).unwrap_or(i32::MAX);

@@ -1,5 +1,5 @@
 //! Ingest's use cases: a command, a batch or a webhook delivery checked and made durable in
-//! RabbitMQ. They take and return typed values; the HTTP API is a thin adapter over them.
+//! RabbitMQ (or, for a later run_at, in Postgres). They take and return typed values; the HTTP API is a thin adapter over them.
 
 mod backpressure;
 mod batch;
@@ -11,13 +11,14 @@ mod webhook;
 pub use backpressure::Backpressure;
 pub use batch::{BatchAccepted, BatchOptions, BatchRequest, ItemRefusal, NotPublished};
 pub use command::{
-    parse_command, valid_idempotency_key, Accepted, AcceptedStatus, CommandRequest, MAX_IDEMPOTENCY_KEY,
+    parse_command, valid_idempotency_key, Accepted, AcceptedStatus, CommandRequest, ParsedCommand, Timing,
+    MAX_IDEMPOTENCY_KEY,
 };
 pub use error::IngestError;
 pub use webhook::{Delivery, DeliveryAccepted};
 
 use crate::broker::Broker;
-use crate::config::{BatchSettings, LimitSettings, WebhookSettings};
+use crate::config::{BatchSettings, LimitSettings, SchedulingSettings, WebhookSettings};
 use crate::heartbeat::Reporter;
 use crate::schemas::SchemaRegistry;
 use crate::secrets::Sealer;
@@ -34,6 +35,8 @@ pub struct Ingest {
     pub limits: Arc<LimitSettings>,
     pub batches: Arc<BatchSettings>,
     pub webhooks: Arc<WebhookSettings>,
+    /// How far ahead commands may be scheduled.
+    pub scheduling: Arc<SchedulingSettings>,
     /// Refuses ingest while the work queue is behind.
     pub backpressure: Arc<Backpressure>,
     /// Seals callback secrets before they are stored.

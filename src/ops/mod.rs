@@ -1,6 +1,7 @@
 //! Operator actions shared by the HTTP API, the dashboard and the CLI: dead-letter replay and
-//! discard, queue pause and resume. Each action is audited in the transaction that records it.
+//! discard, queue pause and resume, cancellation. Each action is audited in the transaction that records it.
 
+pub mod cancel;
 pub mod dead_letters;
 pub mod queues;
 pub mod secrets;
@@ -58,6 +59,9 @@ pub enum OpsError {
     /// The target is in a state the action does not apply to.
     #[error("{0}")]
     Conflict(String),
+    /// The command (or batch) is applied already, or being applied: `status` says which.
+    #[error("it is {status} and can no longer be cancelled")]
+    AlreadyFinal { status: String },
     /// The request itself is wrong (e.g. an unknown queue or a bad limit).
     #[error("{0}")]
     BadInput(String),

@@ -18,6 +18,8 @@ pub struct Batch {
     pub callback_secret: Option<crate::config::Secret>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// When it was cancelled, if it was.
+    pub cancelled_at: Option<DateTime<Utc>>,
 }
 
 /// A new batch.
@@ -68,7 +70,7 @@ pub async fn settle_total(pool: &PgPool, id: Uuid, published: i32, fresh: bool) 
 /// One batch of a tenant.
 pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Batch>, StoreError> {
     Ok(sqlx::query_as::<_, Batch>(
-        "SELECT id, total, rejected_at_ingest, callback_url, callback_secret, created_at, finished_at
+        "SELECT id, total, rejected_at_ingest, callback_url, callback_secret, created_at, finished_at, cancelled_at
            FROM batches WHERE id = $1 AND tenant = $2",
     )
     .bind(id)
@@ -154,7 +156,7 @@ pub async fn finish_if_done(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, St
         "WITH ended AS (
             SELECT c.batch_id, count(*) AS n
               FROM commands c
-             WHERE c.batch_id = ANY($1) AND c.status IN ('succeeded', 'rejected', 'dead')
+             WHERE c.batch_id = ANY($1) AND c.status IN ('succeeded', 'rejected', 'dead', 'cancelled')
              GROUP BY c.batch_id
          ), due AS (
             -- Locked in id order, so settlers in two processes finishing overlapping sets of

@@ -8,42 +8,48 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-/// Where a command stands, as producers read it. Only `processing` to `dead` are stored: a
-/// command without a row reads as `pending` (no worker has taken it yet) or, once its id is
-/// older than the retention period, `pruned`.
+/// Where a command stands, as producers read it. Only `processing` to `cancelled` are stored
+/// here: a command waiting for its `run_at` reads as `scheduled` (from `scheduled_commands`),
+/// one without a row as `pending` (no worker has taken it yet) or, once its id is older than
+/// the retention period, `pruned`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CommandStatus {
     #[default]
     Pending,
     Pruned,
+    Scheduled,
     Processing,
     Succeeded,
     Rejected,
     Retrying,
     Dead,
+    Cancelled,
 }
 
 impl CommandStatus {
     /// The states a command's row can hold, in the order the dashboard lists them.
-    pub const STORED: [Self; 5] = [Self::Succeeded, Self::Rejected, Self::Retrying, Self::Dead, Self::Processing];
+    pub const STORED: [Self; 6] =
+        [Self::Succeeded, Self::Rejected, Self::Retrying, Self::Dead, Self::Cancelled, Self::Processing];
 
     /// The word stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Pruned => "pruned",
+            Self::Scheduled => "scheduled",
             Self::Processing => "processing",
             Self::Succeeded => "succeeded",
             Self::Rejected => "rejected",
             Self::Retrying => "retrying",
             Self::Dead => "dead",
+            Self::Cancelled => "cancelled",
         }
     }
 
     /// Parses a stored or shown word.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Pruned].into_iter().chain(Self::STORED).find(|x| x.as_str() == s)
+        [Self::Pending, Self::Pruned, Self::Scheduled].into_iter().chain(Self::STORED).find(|x| x.as_str() == s)
     }
 }
 
@@ -113,8 +119,11 @@ pub async fn record_outcome(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, clock_timestamp(), $9, $10)
          ON CONFLICT (id) DO UPDATE
             SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
-                result = EXCLUDED.result, updated_at = clock_timestamp(), completed_at = clock_timestamp()
+                result = EXCLUDED.result, updated_at = clock_timestamp(), completed_at = clock_timestamp(),
+                tenant = EXCLUDED.tenant, type = EXCLUDED.type, submitted_at = EXCLUDED.submitted_at,
+                batch_id = EXCLUDED.batch_id, batch_index = EXCLUDED.batch_index
           WHERE commands.status NOT IN ('succeeded', 'rejected')
+            AND (commands.status <> 'cancelled' OR commands.tenant <> EXCLUDED.tenant)
          RETURNING id",
     )
     .bind(cmd.id)
@@ -192,8 +201,11 @@ pub async fn record_outcomes(tx: &mut PgConnection, o: &Outcomes) -> Result<usiz
              AS u(id, tenant, type, status, attempts, last_error, result, submitted_at, batch_id, batch_index)
          ON CONFLICT (id) DO UPDATE
             SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
-                result = EXCLUDED.result, updated_at = clock_timestamp(), completed_at = clock_timestamp()
-          WHERE commands.status NOT IN ('succeeded', 'rejected')",
+                result = EXCLUDED.result, updated_at = clock_timestamp(), completed_at = clock_timestamp(),
+                tenant = EXCLUDED.tenant, type = EXCLUDED.type, submitted_at = EXCLUDED.submitted_at,
+                batch_id = EXCLUDED.batch_id, batch_index = EXCLUDED.batch_index
+          WHERE commands.status NOT IN ('succeeded', 'rejected')
+            AND (commands.status <> 'cancelled' OR commands.tenant <> EXCLUDED.tenant)",
     )
     .bind(&o.ids)
     .bind(&o.tenants)
@@ -236,8 +248,12 @@ async fn upsert_unfinished<'e>(
          ON CONFLICT (id) DO UPDATE
             SET status = EXCLUDED.status, attempts = EXCLUDED.attempts,
                 last_error = EXCLUDED.last_error, updated_at = now(),
-                errors = commands.errors || EXCLUDED.errors
-          WHERE commands.status NOT IN ('succeeded', 'rejected')",
+                errors = CASE WHEN commands.tenant = EXCLUDED.tenant THEN commands.errors ELSE '[]' END
+                         || EXCLUDED.errors,
+                tenant = EXCLUDED.tenant, type = EXCLUDED.type, submitted_at = EXCLUDED.submitted_at,
+                batch_id = EXCLUDED.batch_id, batch_index = EXCLUDED.batch_index
+          WHERE commands.status NOT IN ('succeeded', 'rejected')
+            AND (commands.status <> 'cancelled' OR commands.tenant <> EXCLUDED.tenant)",
     )
     .bind(cmd.id)
     .bind(&cmd.tenant)
@@ -254,14 +270,98 @@ async fn upsert_unfinished<'e>(
     Ok(())
 }
 
-/// Whether the command has a final outcome (succeeded or rejected) already.
-pub async fn is_final(pool: &PgPool, id: Uuid) -> Result<bool, StoreError> {
-    Ok(sqlx::query_scalar::<_, bool>(
-        "SELECT EXISTS (SELECT 1 FROM commands WHERE id = $1 AND status IN ('succeeded', 'rejected'))",
+/// What stops a worker from applying `cmd`: an outcome already recorded (succeeded or
+/// rejected), or a cancel by its own tenant (a tombstone another tenant wrote for the same id
+/// does not count). Asked before a remote call and after a failed attempt.
+pub async fn settled(pool: &PgPool, cmd: &Envelope) -> Result<Option<CommandStatus>, StoreError> {
+    let status = sqlx::query_scalar::<_, String>(
+        "SELECT status FROM commands
+          WHERE id = $1 AND (status IN ('succeeded', 'rejected') OR (status = 'cancelled' AND tenant = $2))",
     )
-    .bind(id)
-    .fetch_one(pool)
-    .await?)
+    .bind(cmd.id)
+    .bind(&cmd.tenant)
+    .fetch_optional(pool)
+    .await?;
+    Ok(status.as_deref().and_then(CommandStatus::parse))
+}
+
+/// Marks a remote command `processing` before its endpoint is called, so that a cancel from
+/// then on answers 409 instead of winning over a call already under way. `None` when it was
+/// claimable; otherwise what stops it (see [`settled`]).
+pub async fn claim(pool: &PgPool, cmd: &Envelope, attempt: u32) -> Result<Option<CommandStatus>, StoreError> {
+    // The batch row is read under FOR SHARE, so a batch's cancel either came first (and is
+    // seen) or waits for this claim, and then counts the command as in flight.
+    let claimed = sqlx::query(
+        "WITH cancelled AS (
+            SELECT 1 FROM batches WHERE id = $6 AND cancelled_at IS NOT NULL FOR SHARE
+         )
+         INSERT INTO commands (id, tenant, type, status, attempts, submitted_at, batch_id, batch_index)
+         SELECT $1, $2, $3, 'processing', $4, $5, $6, $7 WHERE NOT EXISTS (SELECT 1 FROM cancelled)
+         ON CONFLICT (id) DO UPDATE
+            SET status = 'processing', attempts = EXCLUDED.attempts, updated_at = now(),
+                tenant = EXCLUDED.tenant, type = EXCLUDED.type
+          WHERE commands.status NOT IN ('succeeded', 'rejected')
+            AND (commands.status <> 'cancelled' OR commands.tenant <> EXCLUDED.tenant)
+         RETURNING id",
+    )
+    .bind(cmd.id)
+    .bind(&cmd.tenant)
+    .bind(&cmd.kind)
+    .bind(attempt_i32(attempt))
+    .bind(cmd.submitted_at)
+    .bind(cmd.batch.map(|b| b.id))
+    .bind(cmd.batch.map(|b| batch_index(b.index)))
+    .fetch_optional(pool)
+    .await?;
+    if claimed.is_some() {
+        return Ok(None);
+    }
+    if let Some(status) = settled(pool, cmd).await? {
+        return Ok(Some(status));
+    }
+    if cmd.batch.is_some() {
+        // Its batch was cancelled: record it so, for the batch's progress.
+        let mut tx = pool.begin().await?;
+        mark_cancelled(&mut tx, cmd, attempt).await?;
+        tx.commit().await?;
+        return Ok(Some(CommandStatus::Cancelled));
+    }
+    // The row changed in between; the caller puts the delivery aside and tries again.
+    Ok(Some(CommandStatus::Processing))
+}
+
+/// Records `cmd` as cancelled because its batch was (the row the batch's progress counts).
+pub async fn mark_cancelled(tx: &mut PgConnection, cmd: &Envelope, attempt: u32) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO commands
+                (id, tenant, type, status, attempts, submitted_at, completed_at, batch_id, batch_index)
+         VALUES ($1, $2, $3, 'cancelled', $4, $5, now(), $6, $7)
+         ON CONFLICT (id) DO UPDATE
+            SET status = 'cancelled', updated_at = now(), completed_at = now(),
+                tenant = EXCLUDED.tenant, type = EXCLUDED.type
+          WHERE commands.status NOT IN ('succeeded', 'rejected')",
+    )
+    .bind(cmd.id)
+    .bind(&cmd.tenant)
+    .bind(&cmd.kind)
+    .bind(attempt_i32(attempt))
+    .bind(cmd.submitted_at)
+    .bind(cmd.batch.map(|b| b.id))
+    .bind(cmd.batch.map(|b| batch_index(b.index)))
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Fills in the type of a cancel's tombstone once the command itself arrives.
+pub async fn name_tombstone(pool: &PgPool, cmd: &Envelope) -> Result<(), StoreError> {
+    sqlx::query("UPDATE commands SET type = $3 WHERE id = $1 AND tenant = $2 AND status = 'cancelled' AND type = ''")
+        .bind(cmd.id)
+        .bind(&cmd.tenant)
+        .bind(&cmd.kind)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// One command of one tenant.

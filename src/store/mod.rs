@@ -6,6 +6,7 @@ pub mod app_migrations;
 pub mod audit;
 pub mod batches;
 pub mod bootstrap;
+pub mod cancellation;
 pub mod commands;
 pub mod dead_letters;
 pub mod events;
@@ -13,6 +14,7 @@ pub mod locks;
 pub mod outcome_counts;
 pub mod processes;
 pub mod retention;
+pub mod scheduled;
 pub mod sessions;
 pub mod webhooks;
 

@@ -51,7 +51,7 @@ pub async fn prune(pool: &PgPool, table: Table, cutoff: DateTime<Utc>, limit: i6
     let sql = match table {
         Table::Commands => {
             "DELETE FROM commands WHERE id IN (
-               SELECT id FROM commands WHERE updated_at < $1 AND status IN ('succeeded', 'rejected', 'dead')
+               SELECT id FROM commands WHERE updated_at < $1 AND status IN ('succeeded', 'rejected', 'dead', 'cancelled')
                 ORDER BY updated_at LIMIT $2)"
         }
         Table::Batches => {

@@ -1,5 +1,5 @@
-//! The worker role: a pool consuming the work queue, and the recorder that moves dead
-//! letters from their queue into Postgres.
+//! The worker role: a pool consuming the work queue, the recorder that moves dead letters
+//! from their queue into Postgres, and the dispatcher of scheduled commands.
 
 mod acks;
 mod callbacks;
@@ -51,6 +51,8 @@ pub struct WorkerCtx {
     pub sealer: Arc<crate::secrets::Sealer>,
     /// What the pruner keeps and for how long.
     pub retention: crate::config::RetentionSettings,
+    /// How the dispatcher of scheduled commands polls.
+    pub scheduling: crate::config::SchedulingSettings,
     /// Run after each commit, before the ack.
     pub after_commit: Option<hooks::CommitHook>,
 }
@@ -110,6 +112,12 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
         tokio::spawn(async move { callbacks::run(&ctx, cancel).await })
     };
     tokio::spawn(crate::retention::run(ctx.pool.clone(), ctx.retention.clone(), cancel.clone()));
+    let dispatcher = tokio::spawn(crate::schedule::dispatch::run(
+        ctx.pool.clone(),
+        ctx.broker.clone(),
+        ctx.scheduling.clone(),
+        cancel.clone(),
+    ));
     // The settler outlives the consumers' drain, so batches finished by drained commands are
     // settled as the drain goes, not only at the very end.
     let settler_stop = CancellationToken::new();
@@ -130,6 +138,7 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
     settler_stop.cancel();
     let _ = settler.await;
     let _ = callbacks.await;
+    let _ = dispatcher.await;
 }
 
 /// Deliveries that arrived together: one transaction for all of them when nothing goes
@@ -229,6 +238,8 @@ pub enum Label {
     Rejected,
     /// Already applied by an earlier delivery: acked, nothing written.
     Duplicate,
+    /// Cancelled before it was applied: acked, nothing applied.
+    Cancelled,
     Retried,
     Dead,
 }
@@ -240,6 +251,7 @@ impl Label {
             Self::Succeeded => "succeeded",
             Self::Rejected => "rejected",
             Self::Duplicate => "duplicate",
+            Self::Cancelled => "cancelled",
             Self::Retried => "retried",
             Self::Dead => "dead",
         }
@@ -252,7 +264,7 @@ impl Label {
             Self::Rejected => Some(Ended::Rejected),
             Self::Retried => Some(Ended::Retried),
             Self::Dead => Some(Ended::Dead),
-            Self::Duplicate => None,
+            Self::Duplicate | Self::Cancelled => None,
         }
     }
 }

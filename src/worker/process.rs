@@ -4,7 +4,8 @@ use super::hooks::{self, AfterCommit};
 use super::{Label, WorkerCtx};
 use crate::command::Envelope;
 use crate::handlers::{Handler, HandlerError, Outcome};
-use crate::store::commands::{self, FinalStatus};
+use crate::store::cancellation;
+use crate::store::commands::{self, CommandStatus, FinalStatus};
 use crate::store::locks;
 use crate::store::StoreError;
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -68,6 +69,13 @@ pub async fn apply_batch(ctx: &WorkerCtx, jobs: &[&Job]) -> Result<(Vec<Label>, 
     }
     let started = Instant::now();
     let mut tx = ctx.pool.begin().await.map_err(StoreError::from)?;
+    let mut batch_ids: Vec<_> =
+        jobs.iter().filter(|j| !j.handler.decided_before()).filter_map(|j| j.cmd.batch.map(|b| b.id)).collect();
+    batch_ids.sort_unstable();
+    batch_ids.dedup();
+    if !batch_ids.is_empty() && !cancellation::cancelled_batches(&mut tx, &batch_ids).await?.is_empty() {
+        return fallback("a command of the batch belongs to a cancelled batch");
+    }
     let keys: Vec<String> = jobs.iter().flat_map(|j| j.handler.lock_keys(&j.cmd)).collect();
     locks::lock_all(&mut tx, &keys).await?;
     // Group by type, keeping positions, so each handler sees all of its commands at once.
@@ -138,8 +146,9 @@ pub async fn decide(ctx: &WorkerCtx, job: Job, cancel: &CancellationToken) -> Ve
         // waited on): it is a duplicate, not a failure. Asked only when something failed.
         let result = match result {
             Err(e) if !matches!(e, HandlerError::Store(StoreError::Unavailable(_))) => {
-                match commands::is_final(&ctx.pool, cmd.id).await {
-                    Ok(true) => Ok(Applied::Duplicate),
+                match commands::settled(&ctx.pool, &cmd).await {
+                    Ok(Some(CommandStatus::Cancelled)) => Ok(Applied::Cancelled),
+                    Ok(Some(_)) => Ok(Applied::Duplicate),
                     _ => Err(e),
                 }
             }
@@ -149,6 +158,7 @@ pub async fn decide(ctx: &WorkerCtx, job: Job, cancel: &CancellationToken) -> Ve
             Ok(Applied::Fresh(Outcome::Succeeded(_))) => return Verdict::Done { outcome: Label::Succeeded },
             Ok(Applied::Fresh(Outcome::Rejected { .. })) => return Verdict::Done { outcome: Label::Rejected },
             Ok(Applied::Duplicate) => return Verdict::Done { outcome: Label::Duplicate },
+            Ok(Applied::Cancelled) => return Verdict::Done { outcome: Label::Cancelled },
             Ok(Applied::Redeliver) => return Verdict::GiveBack,
             Err(HandlerError::Permanent(error)) => {
                 return Verdict::Dead { cmd: Some(Box::new(cmd)), kind: "permanent", error }
@@ -194,18 +204,33 @@ pub async fn decide(ctx: &WorkerCtx, job: Job, cancel: &CancellationToken) -> Ve
 enum Applied {
     Fresh(Outcome),
     Duplicate,
+    /// Cancelled (by its tenant, an operator or its batch's cancel) before it was applied.
+    Cancelled,
     /// Applied, and the after-commit hook asked for the delivery to go back unacked.
     Redeliver,
 }
 
 /// Business writes and the outcome row in one transaction. The outcome row is the inbox: if
-/// it shows the command already completed, everything is rolled back.
+/// it shows the command already completed or cancelled, everything is rolled back.
 async fn apply(ctx: &WorkerCtx, handler: &dyn Handler, cmd: &Envelope, attempt: u32) -> Result<Applied, HandlerError> {
     let mut tx = ctx.pool.begin().await.map_err(StoreError::from)?;
+    if let Some(batch) = cmd.batch.filter(|_| !handler.decided_before()) {
+        // Held under FOR SHARE to the commit: a batch's cancel waits for it, or came first.
+        if !cancellation::cancelled_batches(&mut tx, &[batch.id]).await?.is_empty() {
+            commands::mark_cancelled(&mut tx, cmd, attempt).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            return Ok(Applied::Cancelled);
+        }
+    }
     locks::lock_all(&mut tx, &handler.lock_keys(cmd)).await?;
     let outcome = handler.handle(&mut tx, cmd).await?;
     if !record(&mut tx, cmd, attempt, &outcome).await? {
         tx.rollback().await.map_err(StoreError::from)?;
+        // The row said final or cancelled; which, for the metrics and a tombstone's type.
+        if commands::settled(&ctx.pool, cmd).await? == Some(CommandStatus::Cancelled) {
+            commands::name_tombstone(&ctx.pool, cmd).await?;
+            return Ok(Applied::Cancelled);
+        }
         return Ok(Applied::Duplicate);
     }
     tx.commit().await.map_err(StoreError::from)?;

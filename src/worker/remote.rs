@@ -11,7 +11,7 @@ use crate::broker::wire::Received;
 use crate::command::Envelope;
 use crate::handlers::remote::{Call, CallError};
 use crate::handlers::{Handler, HandlerError, HandlerFuture, Outcome};
-use crate::store::commands;
+use crate::store::commands::{self, CommandStatus};
 use lapin::message::Delivery;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -89,9 +89,20 @@ async fn call(
         super::conclude(ctx, acks, &delivery, &job.cmd, job.attempt, verdict, cancel).await;
         return None;
     };
-    // Redelivered after its outcome committed (the ack was lost): do not call again.
-    if let Ok(true) = commands::is_final(&ctx.pool, job.cmd.id).await {
-        let verdict = Verdict::Done { outcome: Label::Duplicate };
+    // Claimed (`processing`) before the call, so a cancel from now on loses; redelivered
+    // after its outcome committed (the ack was lost) or cancelled: not called.
+    let settled = match commands::claim(&ctx.pool, &job.cmd, job.attempt).await {
+        Ok(None) => None,
+        Ok(Some(CommandStatus::Cancelled)) => Some(Label::Cancelled),
+        Ok(Some(CommandStatus::Processing)) | Err(_) => {
+            let verdict = Verdict::Defer { delay_ms: 1000 };
+            super::conclude(ctx, acks, &delivery, &job.cmd, job.attempt, verdict, cancel).await;
+            return None;
+        }
+        Ok(Some(_)) => Some(Label::Duplicate),
+    };
+    if let Some(outcome) = settled {
+        let verdict = Verdict::Done { outcome };
         super::conclude(ctx, acks, &delivery, &job.cmd, job.attempt, verdict, cancel).await;
         return None;
     }
@@ -147,5 +158,9 @@ impl Handler for Decided {
         Box::pin(
             async move { outcome.ok_or_else(|| HandlerError::Permanent("no decided outcome for this command".into())) },
         )
+    }
+
+    fn decided_before(&self) -> bool {
+        true
     }
 }

@@ -147,3 +147,28 @@ async fn the_commands_page_lists_recent_batches_with_their_progress() {
     let html = http.get(format!("{}/dashboard/commands", app.base)).send().await.unwrap().text().await.unwrap();
     assert!(html.contains(&format!("data-batch-id=\"{id}\"")), "the batch is listed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_cancels_a_scheduled_command_from_its_page_and_the_cancel_is_audited() {
+    let app = spawn_app().await;
+    let body = json!({"type": "event.record", "payload": {"name": "dash", "data": {}}, "delay_ms": 60_000});
+    let r = app.http.post(format!("{}/v1/commands", app.base)).bearer_auth(&app.key).json(&body).send().await.unwrap();
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let http = browser_like();
+    login(&app, &http, &app.key).await;
+    let page = http.get(format!("{}/dashboard/commands/{id}", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("scheduled") && page.contains("data-cancel-command"), "{page}");
+    let csrf = csrf_of(&app, &http, &format!("/dashboard/commands/{id}")).await;
+    let url = format!("{}/dashboard/commands/{id}/cancel", app.base);
+    assert_eq!(http.post(&url).form(&[("csrf", "0".repeat(64))]).send().await.unwrap().status(), 403);
+    assert_eq!(app.get_json(&format!("/v1/commands/{id}")).await["status"], "scheduled");
+    assert_eq!(http.post(&url).form(&[("csrf", csrf)]).send().await.unwrap().status(), 303);
+    assert_eq!(app.get_json(&format!("/v1/commands/{id}")).await["status"], "cancelled");
+    let page = http.get(format!("{}/dashboard/commands/{id}", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(!page.contains("data-cancel-command"), "no button once cancelled");
+    let audit = app.get_json("/v1/audit").await;
+    assert_eq!(
+        (audit["entries"][0]["action"].as_str(), audit["entries"][0]["actor"].as_str()),
+        (Some("command.cancel"), Some("dashboard:key:bootstrap"))
+    );
+}

@@ -5,6 +5,7 @@
 mod auth;
 mod batch_submissions;
 mod batches;
+mod cancellation;
 mod cli;
 mod commands;
 mod dashboard;
@@ -25,6 +26,7 @@ mod operators;
 mod outages;
 mod retention;
 mod retries;
+mod scheduling;
 mod secrets;
 mod serial;
 mod tenants;

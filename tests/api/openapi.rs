@@ -9,11 +9,13 @@ use std::collections::BTreeSet;
 /// Every operation of the HTTP API (method, path). The dashboard's HTML pages are not API.
 const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/commands"),
+    ("post", "/v1/commands/{id}/cancel"),
     ("get", "/v1/commands/{id}"),
     ("get", "/v1/accounts/{id}"),
     ("get", "/v1/events"),
     ("post", "/v1/batches"),
     ("get", "/v1/batches/{id}"),
+    ("post", "/v1/batches/{id}/cancel"),
     ("get", "/v1/dead-letters"),
     ("get", "/v1/dead-letters/groups"),
     ("post", "/v1/dead-letters/replay"),
@@ -96,7 +98,17 @@ async fn every_response_and_error_body_is_described_by_a_named_schema() {
     let status = &schemas["CommandStatus"]["enum"];
     assert_eq!(
         status,
-        &serde_json::json!(["pending", "pruned", "processing", "succeeded", "rejected", "retrying", "dead"])
+        &serde_json::json!([
+            "pending",
+            "pruned",
+            "scheduled",
+            "processing",
+            "succeeded",
+            "rejected",
+            "retrying",
+            "dead",
+            "cancelled"
+        ])
     );
     // Every keyed operation documents the shared failures, each with the Error body.
     let submit = &doc["paths"]["/v1/commands"]["post"]["responses"];

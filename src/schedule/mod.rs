@@ -1,0 +1,3 @@
+//! Commands for later: the dispatcher that publishes scheduled commands when their time comes.
+
+pub mod dispatch;
