@@ -21,6 +21,53 @@ pub struct Envelope {
     /// When it was scheduled for, if it was (`run_at` or `delay_ms` at ingest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<DateTime<Utc>>,
+    /// Which work queue it travels in.
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
+}
+
+/// A command's priority: each has a work queue of its own, and workers share their
+/// transaction slots between them by weight (see `worker::slots`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+impl Priority {
+    /// Every priority, highest first.
+    pub const ALL: [Self; 3] = [Self::High, Self::Normal, Self::Low];
+
+    /// The word submitted and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::High => "high",
+            Self::Normal => "normal",
+            Self::Low => "low",
+        }
+    }
+
+    /// Parses a submitted word.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// Its rank among [`Self::ALL`]: 0 for high.
+    pub fn class(self) -> usize {
+        match self {
+            Self::High => 0,
+            Self::Normal => 1,
+            Self::Low => 2,
+        }
+    }
+
+    /// Whether it is the default (left out of the message body).
+    pub fn is_normal(&self) -> bool {
+        *self == Self::Normal
+    }
 }
 
 /// A command's place in a batch.
@@ -51,6 +98,7 @@ impl Envelope {
             submitted_at: Utc::now(),
             batch: None,
             run_at: None,
+            priority: Priority::Normal,
         }
     }
 

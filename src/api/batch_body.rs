@@ -185,7 +185,7 @@ struct BatchSeed<'a> {
 }
 
 /// The fields a JSON batch may have.
-const FIELDS: &[&str] = &["commands", "all_or_nothing", "callback_url", "callback_secret"];
+const FIELDS: &[&str] = &["commands", "all_or_nothing", "callback_url", "callback_secret", "priority"];
 
 impl<'de> DeserializeSeed<'de> for BatchSeed<'_> {
     type Value = (Vec<Value>, Options);
@@ -205,6 +205,7 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut commands = None;
         let (mut all_or_nothing, mut callback_url, mut callback_secret) = (None, None, None);
+        let mut priority = None;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "commands" => {
@@ -229,6 +230,10 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
                     unset(&callback_secret, "callback_secret")?;
                     callback_secret = Some(map.next_value::<Option<String>>()?);
                 }
+                "priority" => {
+                    unset(&priority, "priority")?;
+                    priority = Some(map.next_value::<Option<crate::command::Priority>>()?);
+                }
                 other => return Err(de::Error::unknown_field(other, FIELDS)),
             }
         }
@@ -237,6 +242,7 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
             all_or_nothing: all_or_nothing.unwrap_or(false),
             callback_url: callback_url.flatten(),
             callback_secret: callback_secret.flatten(),
+            priority: priority.flatten(),
         };
         Ok((commands, options))
     }

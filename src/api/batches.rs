@@ -36,6 +36,8 @@ pub struct BatchBody {
     callback_url: Option<String>,
     /// `whsec_...`; required with `callback_url`.
     callback_secret: Option<String>,
+    /// Priority of the items that give none of their own (default normal).
+    priority: Option<crate::command::Priority>,
 }
 
 /// Submit up to batches.max_commands commands (JSON or NDJSON)
@@ -52,6 +54,7 @@ pub struct BatchBody {
          description = "Makes a retried request the same batch"),
         ("all_or_nothing" = Option<bool>, Query, description = "NDJSON only"),
         ("callback_url" = Option<String>, Query, description = "NDJSON only"),
+        ("priority" = Option<crate::command::Priority>, Query, description = "NDJSON only"),
         ("Sluice-Callback-Secret" = Option<String>, Header, description = "NDJSON only"),
     ),
     request_body(content(

@@ -132,6 +132,8 @@ pub fn document(api: &utoipa::openapi::OpenApi, registry: &SchemaRegistry, topol
                                "description": "Publish at this time (RFC 3339), within scheduling.horizon_days"},
                     "delay_ms": {"type": "integer", "minimum": 0,
                                  "description": "Publish this many milliseconds from now"},
+                    "priority": {"enum": ["high", "normal", "low"],
+                                 "description": "Which work queue it travels in (default normal)"},
                 },
                 "required": ["type", "payload"],
                 "not": {"required": ["run_at", "delay_ms"]},

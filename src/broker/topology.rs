@@ -6,7 +6,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
 
-/// Routing key of the work queue's binding.
+use crate::command::Priority;
+
+/// Routing key of the (normal priority) work queue's binding; retry tiers dead-letter to it.
 pub const WORK_KEY: &str = "work";
 /// Routing key of the dead-letter queue's binding.
 pub const DEAD_KEY: &str = "dead";
@@ -31,9 +33,24 @@ impl Topology {
     pub fn work_exchange(&self) -> String {
         format!("{}.work", self.prefix)
     }
-    /// Quorum queue the workers consume.
+    /// Quorum queue the workers consume (normal priority).
     pub fn work_queue(&self) -> String {
         format!("{}.work", self.prefix)
+    }
+    /// The work queue of `priority`: `<prefix>.work`, `.work.high` or `.work.low`.
+    pub fn work_queue_of(&self, priority: Priority) -> String {
+        match priority {
+            Priority::Normal => self.work_queue(),
+            p => format!("{}.work.{}", self.prefix, p.as_str()),
+        }
+    }
+    /// Routing key (on the work exchange) of the work queue of `priority`.
+    pub fn work_key(priority: Priority) -> &'static str {
+        match priority {
+            Priority::High => "work.high",
+            Priority::Normal => WORK_KEY,
+            Priority::Low => "work.low",
+        }
     }
     /// Exchange routing to the retry tiers.
     pub fn retry_exchange(&self) -> String {
@@ -63,7 +80,12 @@ impl Topology {
     }
     /// Every queue, for operators and for test clean-up.
     pub fn queues(&self) -> Vec<String> {
-        let mut q = vec![self.work_queue(), self.dead_letter_queue()];
+        let mut q = vec![
+            self.work_queue(),
+            self.work_queue_of(Priority::High),
+            self.work_queue_of(Priority::Low),
+            self.dead_letter_queue(),
+        ];
         q.extend(self.tiers_ms.iter().map(|ms| self.tier_queue(*ms)));
         q
     }
@@ -79,12 +101,15 @@ impl Topology {
         for ex in self.exchanges() {
             ch.exchange_declare(ex.into(), ExchangeKind::Direct, durable_exchange(), FieldTable::default()).await?;
         }
-        let work = quorum_args([
-            ("x-delivery-limit", long(i64::from(self.delivery_limit))),
-            ("x-dead-letter-exchange", string(&self.dead_letter_exchange())),
-            ("x-dead-letter-routing-key", string(DEAD_KEY)),
-        ]);
-        self.queue(ch, &self.work_queue(), work, &self.work_exchange(), WORK_KEY).await?;
+        for priority in Priority::ALL {
+            let work = quorum_args([
+                ("x-delivery-limit", long(i64::from(self.delivery_limit))),
+                ("x-dead-letter-exchange", string(&self.dead_letter_exchange())),
+                ("x-dead-letter-routing-key", string(DEAD_KEY)),
+            ]);
+            let (queue, key) = (self.work_queue_of(priority), Self::work_key(priority));
+            self.queue(ch, &queue, work, &self.work_exchange(), key).await?;
+        }
         self.queue(ch, &self.dead_letter_queue(), quorum_args([]), &self.dead_letter_exchange(), DEAD_KEY).await?;
         for ms in &self.tiers_ms {
             // A tier holds messages for its TTL, then dead-letters them back to the work

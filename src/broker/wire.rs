@@ -6,9 +6,9 @@
 //! is dead, why; a replayed dead letter names the dead letter it came from.
 
 use super::headers::{get_i64, get_str, set_i64, set_str};
-use super::topology::{Topology, DEAD_KEY, WORK_KEY};
+use super::topology::{Topology, DEAD_KEY};
 use super::Message;
-use crate::command::Envelope;
+use crate::command::{Envelope, Priority};
 use lapin::types::FieldTable;
 use uuid::Uuid;
 
@@ -54,9 +54,10 @@ impl Outgoing {
         let mut headers = FieldTable::default();
         set_i64(&mut headers, ATTEMPT_HEADER, 1);
         set_str(&mut headers, TRACEPARENT_HEADER, traceparent);
+        let priority = Envelope::decode(&body).map(|e| e.priority).unwrap_or_default();
         Self {
             exchange: topology.work_exchange(),
-            routing_key: WORK_KEY.to_owned(),
+            routing_key: Topology::work_key(priority).to_owned(),
             body,
             message_id: id.to_string(),
             headers,
@@ -119,10 +120,22 @@ impl Outgoing {
         }
     }
 
+    /// The delivery `received`, which a retry tier brought back to the normal work queue,
+    /// moved to the work queue of its own `priority`; body and headers unchanged.
+    pub fn forwarded(topology: &Topology, received: &Received<'_>, priority: Priority) -> Self {
+        Self {
+            exchange: topology.work_exchange(),
+            routing_key: Topology::work_key(priority).to_owned(),
+            body: received.body.to_vec(),
+            message_id: received.message_id.clone(),
+            headers: received.headers.cloned().unwrap_or_default(),
+        }
+    }
+
     fn to_work(topology: &Topology, cmd: &Envelope, headers: FieldTable) -> Self {
         Self {
             exchange: topology.work_exchange(),
-            routing_key: WORK_KEY.to_owned(),
+            routing_key: Topology::work_key(cmd.priority).to_owned(),
             body: cmd.encode(),
             message_id: cmd.id.to_string(),
             headers,
@@ -240,6 +253,7 @@ fn truncate(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::topology::WORK_KEY;
     use serde_json::json;
 
     fn topology() -> Topology {

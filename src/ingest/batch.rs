@@ -45,6 +45,9 @@ pub struct BatchOptions {
     pub callback_url: Option<String>,
     /// Standard Webhooks secret (`whsec_` + base64) the callback is signed with.
     pub callback_secret: Option<String>,
+    /// Priority of the items that do not give their own.
+    #[serde(default)]
+    pub priority: Option<crate::command::Priority>,
 }
 
 /// Why one item of a batch was refused at ingest.
@@ -126,7 +129,7 @@ impl Ingest {
             None => Uuid::now_v7(),
         };
         tracing::Span::current().record("batch_id", tracing::field::display(batch_id));
-        let (cmds, rejected) = self.prepare_all(req.tenant, batch_id, req.items);
+        let (cmds, rejected) = self.prepare_all(req.tenant, batch_id, req.items, req.options.priority);
         if cmds.is_empty() || (req.options.all_or_nothing && !rejected.is_empty()) {
             metrics::counter!("sluice_ingest_rejected_total", "reason" => "invalid").increment(rejected.len() as u64);
             return Err(IngestError::BatchRefused {
@@ -157,7 +160,13 @@ impl Ingest {
     }
 
     /// The batch's valid items as commands, and why each of the others was refused.
-    fn prepare_all(&self, tenant: &str, batch_id: Uuid, items: Vec<Value>) -> (Vec<Envelope>, Vec<ItemRefusal>) {
+    fn prepare_all(
+        &self,
+        tenant: &str,
+        batch_id: Uuid,
+        items: Vec<Value>,
+        priority: Option<crate::command::Priority>,
+    ) -> (Vec<Envelope>, Vec<ItemRefusal>) {
         let mut cmds = Vec::with_capacity(items.len());
         let mut rejected = Vec::new();
         let mut keys_seen = HashSet::new();
@@ -174,7 +183,7 @@ impl Ingest {
                     continue;
                 }
             }
-            match self.prepare(tenant, batch_id, index, item) {
+            match self.prepare(tenant, batch_id, index, item, priority) {
                 Ok(cmd) => cmds.push(cmd),
                 Err(e) => rejected.push(ItemRefusal::of(index, e)),
             }
@@ -184,7 +193,14 @@ impl Ingest {
 
     /// A batch item made a command: checked like a single command, with an optional
     /// `idempotency_key` field of its own.
-    fn prepare(&self, tenant: &str, batch_id: Uuid, index: usize, item: Value) -> Result<Envelope, IngestError> {
+    fn prepare(
+        &self,
+        tenant: &str,
+        batch_id: Uuid,
+        index: usize,
+        item: Value,
+        priority: Option<crate::command::Priority>,
+    ) -> Result<Envelope, IngestError> {
         let Value::Object(mut obj) = item else {
             return Err(IngestError::invalid(
                 "invalid_command",
@@ -209,6 +225,7 @@ impl Ingest {
         let run_at = self.run_at(parsed.timing, "")?;
         let mut cmd = Envelope::new(tenant, &parsed.kind, parsed.payload, None);
         cmd.run_at = run_at;
+        cmd.priority = parsed.priority.or(priority).unwrap_or_default();
         let index = u32::try_from(index).unwrap_or(u32::MAX);
         // Ids live in the batch's namespace (an item key names the item within its batch), so
         // every item gets a row of this batch and the batch's progress can reach its total.

@@ -2,7 +2,7 @@
 
 use super::{Ingest, IngestError};
 use crate::broker::wire::{trace_id, Outgoing};
-use crate::command::Envelope;
+use crate::command::{Envelope, Priority};
 use crate::schemas::{PayloadError, SchemaRegistry};
 use crate::store::scheduled::{self, NewScheduled};
 use chrono::{DateTime, SubsecRound, Utc};
@@ -19,7 +19,7 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 pub struct CommandRequest<'a> {
     /// The tenant it is submitted for (the API key's).
     pub tenant: &'a str,
-    /// `{"type", "payload", "run_at"?, "delay_ms"?}`, not yet checked.
+    /// `{"type", "payload", "run_at"?, "delay_ms"?, "priority"?}`, not yet checked.
     pub body: Value,
     /// Makes a retried submission the same command.
     pub idempotency_key: Option<&'a str>,
@@ -65,6 +65,8 @@ pub struct ParsedCommand {
     pub kind: String,
     pub payload: Value,
     pub timing: Timing,
+    /// `None` when the command did not say (a batch's own priority may apply).
+    pub priority: Option<Priority>,
 }
 
 impl Ingest {
@@ -87,6 +89,7 @@ impl Ingest {
         self.backpressure.check()?;
         let mut cmd = Envelope::new(req.tenant, &parsed.kind, parsed.payload, req.idempotency_key);
         cmd.run_at = run_at;
+        cmd.priority = parsed.priority.unwrap_or_default();
         let span = tracing::Span::current();
         span.record("command_id", tracing::field::display(cmd.id)).record("kind", parsed.kind.as_str());
         span.record("trace_id", trace_id(req.traceparent).unwrap_or_default());
@@ -151,8 +154,8 @@ impl Ingest {
     }
 }
 
-/// Checks a command's shape (`{"type", "payload"}`, optionally `run_at` or `delay_ms`, and
-/// nothing else) and its payload against its type's schema.
+/// Checks a command's shape (`{"type", "payload"}`, optionally `run_at` or `delay_ms` and
+/// `priority`, and nothing else) and its payload against its type's schema.
 pub fn parse_command(schemas: &SchemaRegistry, body: Value) -> Result<ParsedCommand, IngestError> {
     let invalid =
         |message: &str, path: &str, detail: &str| IngestError::invalid("invalid_command", message, path, detail);
@@ -188,6 +191,19 @@ pub fn parse_command(schemas: &SchemaRegistry, body: Value) -> Result<ParsedComm
         },
         (None, None) => Timing::Now,
     };
+    let priority = match obj.remove("priority") {
+        None => None,
+        Some(p) => match p.as_str().and_then(Priority::parse) {
+            Some(p) => Some(p),
+            None => {
+                return Err(invalid(
+                    "priority must be high, normal or low",
+                    "/priority",
+                    "expected high, normal or low",
+                ))
+            }
+        },
+    };
     if let Some(extra) = obj.keys().next() {
         return Err(invalid("unknown field in command", &format!("/{extra}"), "not allowed"));
     }
@@ -196,7 +212,7 @@ pub fn parse_command(schemas: &SchemaRegistry, body: Value) -> Result<ParsedComm
         return Err(IngestError::invalid("not_submittable", why, "/type", "not submittable"));
     }
     match schemas.validate(&kind, &payload) {
-        Ok(()) => Ok(ParsedCommand { kind, payload, timing }),
+        Ok(()) => Ok(ParsedCommand { kind, payload, timing, priority }),
         Err(PayloadError::UnknownType(k)) => Err(IngestError::invalid(
             "unknown_type",
             format!("unknown command type {k:?}; known types: {}", schemas.kinds().join(", ")),

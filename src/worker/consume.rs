@@ -1,6 +1,7 @@
 //! A bounded consumer that survives reconnects and drains on shutdown.
 
 use super::acks::Acks;
+use super::slots::{Slot, Slots};
 use crate::broker::{Broker, Link};
 use futures_util::stream::ReadyChunks;
 use futures_util::StreamExt;
@@ -11,7 +12,7 @@ use lapin::{Channel, Consumer};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// How to consume one queue.
@@ -23,8 +24,10 @@ pub struct Options {
     pub batch_size: usize,
     /// How long a batch may wait to fill up while other batches are running; zero = never.
     pub linger: Duration,
-    /// `work` calls running at once.
-    pub concurrency: usize,
+    /// The slots `work` calls run in, perhaps shared with other queues' consumers.
+    pub slots: Arc<Slots>,
+    /// This queue's class for the slots (0 high, 1 normal, 2 low).
+    pub class: usize,
     /// How long shutdown waits for running calls.
     pub drain: Duration,
     /// Told whether deliveries are flowing (subscribed) or not (paused, reconnecting, stopped).
@@ -34,8 +37,8 @@ pub struct Options {
     pub outstanding: Option<tokio_util::task::TaskTracker>,
 }
 
-/// Consumes a queue with at most `prefetch` unacked deliveries and `concurrency` running
-/// `work` calls, each given the deliveries that were ready together (up to `batch_size`),
+/// Consumes a queue with at most `prefetch` unacked deliveries, running `work` calls in
+/// `slots`, each given the deliveries that were ready together (up to `batch_size`),
 /// resubscribing after every reconnect, until `cancel`; then stops consuming and waits (up to
 /// `drain`) for running calls to ack. While `paused` holds true it cancels its subscription,
 /// finishes what it already received, and subscribes again on resume.
@@ -49,8 +52,7 @@ pub async fn consume<F, Fut>(
     F: Fn(Vec<Delivery>, Arc<Acks>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Options { queue, prefetch, batch_size, linger, concurrency, drain, on_consuming, outstanding } = opts;
-    let permits = Arc::new(Semaphore::new(concurrency));
+    let Options { queue, prefetch, batch_size, linger, slots, class, drain, on_consuming, outstanding } = opts;
     let mut last: Option<Arc<Link>> = None;
     let mut open: Option<(Channel, String)> = None;
     'links: while let Some(link) = broker.wait_new_link(last.as_ref(), cancel).await {
@@ -82,9 +84,9 @@ pub async fn consume<F, Fut>(
                     continue 'links;
                 }
             };
-            tracing::info!(%queue, prefetch, batch_size, concurrency, "consuming");
+            tracing::info!(%queue, prefetch, batch_size, slots = slots.total(), "consuming");
             on_consuming(true);
-            let pump = Pump { permits: &permits, acks: &acks, work: &work, batch_size, linger, concurrency };
+            let pump = Pump { slots: &slots, class, acks: &acks, work: &work, batch_size, linger };
             let stopped = pump.run(consumer, cancel, &mut paused).await;
             on_consuming(false);
             match stopped {
@@ -123,9 +125,8 @@ pub async fn consume<F, Fut>(
         // when the channel closes.
         let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
     }
-    let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
     let finished = async {
-        let _ = permits.acquire_many(all).await;
+        slots.idle().await;
         if let Some(tasks) = &outstanding {
             tasks.close();
             tasks.wait().await;
@@ -152,14 +153,14 @@ enum Stopped {
     Failed(String),
 }
 
-/// Hands a consumer's deliveries to `work`, in batches, within the concurrency bound.
+/// Hands a consumer's deliveries to `work`, in batches, each in a slot.
 struct Pump<'a, F> {
-    permits: &'a Arc<Semaphore>,
+    slots: &'a Arc<Slots>,
+    class: usize,
     acks: &'a Arc<Acks>,
     work: &'a F,
     batch_size: usize,
     linger: Duration,
-    concurrency: usize,
 }
 
 impl<F, Fut> Pump<'_, F>
@@ -171,15 +172,27 @@ where
         let mut ready = consumer.ready_chunks(self.batch_size.max(1));
         let mut carry = Vec::new();
         loop {
-            let permit = tokio::select! {
-                p = self.permits.clone().acquire_owned() => p,
+            // A delivery first, then a slot: a queue with nothing to do holds no slot that
+            // another queue's deliveries could use.
+            if carry.is_empty() {
+                let first = tokio::select! {
+                    r = ready.next() => r,
+                    () = cancel.cancelled() => return Stopped::Cancelled,
+                    Ok(_) = paused.wait_for(|p| *p) => return Stopped::Paused(ready, carry),
+                };
+                match first {
+                    Some(first) => carry.extend(first),
+                    None => return Stopped::Failed("consumer was cancelled by the broker".into()),
+                }
+            }
+            let slot = tokio::select! {
+                s = self.slots.acquire(self.class) => s,
                 () = cancel.cancelled() => return Stopped::Cancelled,
                 Ok(_) = paused.wait_for(|p| *p) => return Stopped::Paused(ready, carry),
             };
-            let Ok(permit) = permit else { return Stopped::Cancelled };
             // Others still running means the database is busy anyway: waiting a moment for a
             // fuller batch then costs no latency and saves commits and acks. Alone, go at once.
-            let busy = self.permits.available_permits() + 1 < self.concurrency;
+            let busy = self.slots.in_use() > 1;
             let linger = if busy { self.linger } else { Duration::ZERO };
             let next = tokio::select! {
                 d = gather(&mut ready, &mut carry, self.batch_size, linger) => d,
@@ -188,7 +201,7 @@ where
             };
             match next {
                 Some(results) => {
-                    if let Err(e) = self.dispatch(results, permit).await {
+                    if let Err(e) = self.dispatch(results, slot).await {
                         return Stopped::Failed(format!("consumer failed: {e}"));
                     }
                 }
@@ -216,22 +229,17 @@ where
                     () = cancel.cancelled() => return Stopped::Cancelled,
                 },
             };
-            let permit = tokio::select! {
-                p = self.permits.clone().acquire_owned() => p,
+            let slot = tokio::select! {
+                s = self.slots.acquire(self.class) => s,
                 () = cancel.cancelled() => return Stopped::Cancelled,
             };
-            let Ok(permit) = permit else { return Stopped::Cancelled };
-            if let Err(e) = self.dispatch(results, permit).await {
+            if let Err(e) = self.dispatch(results, slot).await {
                 return Stopped::Failed(format!("consumer failed while draining: {e}"));
             }
         }
     }
 
-    async fn dispatch(
-        &self,
-        results: Vec<lapin::Result<Delivery>>,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<(), lapin::Error> {
+    async fn dispatch(&self, results: Vec<lapin::Result<Delivery>>, slot: Slot) -> Result<(), lapin::Error> {
         let mut batch = Vec::with_capacity(results.len());
         let mut failure = None;
         for r in results {
@@ -247,7 +255,7 @@ where
             let task = (self.work)(batch, self.acks.clone());
             tokio::spawn(async move {
                 task.await;
-                drop(permit);
+                drop(slot);
             });
         }
         failure.map_or(Ok(()), Err)

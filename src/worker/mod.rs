@@ -12,9 +12,12 @@ mod remote;
 pub mod retry;
 pub mod route;
 pub mod settle;
+pub mod slots;
 
+use crate::broker::topology::WORK_KEY;
 use crate::broker::wire::Received;
 use crate::broker::Broker;
+use crate::command::Priority;
 use crate::config::WorkerSettings;
 use crate::handlers::Handlers;
 use crate::heartbeat::{Ended, Reporter};
@@ -84,16 +87,21 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
         }
     };
     let s = &ctx.settings;
-    let work_queue = consume::Options {
-        queue: topology.work_queue(),
+    // One consumer per priority's work queue, sharing the process's transaction slots by weight.
+    let slots = slots::Slots::new(s.concurrency);
+    let work_queue = |priority: Priority| consume::Options {
+        queue: topology.work_queue_of(priority),
         prefetch: s.prefetch,
         batch_size: s.batch_size,
         linger: Duration::from_millis(s.batch_linger_ms),
-        concurrency: s.concurrency,
+        slots: slots.clone(),
+        class: priority.class(),
         drain,
-        on_consuming: {
+        on_consuming: if priority == Priority::Normal {
             let reporter = ctx.reporter.clone();
             Box::new(move |yes| reporter.consuming(yes))
+        } else {
+            Box::new(|_| {})
         },
         outstanding: Some(ctx.remote_tasks.clone()),
     };
@@ -102,7 +110,8 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
         prefetch: 16,
         batch_size: 1,
         linger: Duration::ZERO,
-        concurrency: 4,
+        slots: slots::Slots::new(4),
+        class: 1,
         drain,
         on_consuming: Box::new(|_| {}),
         outstanding: None,
@@ -125,8 +134,14 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
         let (ctx, stop) = (ctx.clone(), settler_stop.clone());
         tokio::spawn(async move { settle::run(&ctx, stop).await })
     };
+    let consume_work = |priority: Priority| {
+        let queue = topology.work_queue_of(priority);
+        consume::consume(&ctx.broker, work_queue(priority), &cancel, ctx.reporter.pause_signal(&queue), work.clone())
+    };
     tokio::join!(
-        consume::consume(&ctx.broker, work_queue, &cancel, ctx.reporter.pause_signal(&topology.work_queue()), work),
+        consume_work(Priority::High),
+        consume_work(Priority::Normal),
+        consume_work(Priority::Low),
         consume::consume(
             &ctx.broker,
             dead_queue,
@@ -157,6 +172,11 @@ async fn handle_batch(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, batch: Vec<Deliver
         }
         let attempt = Received::of(&delivery).attempt();
         match process::prepare(ctx, &delivery.data, attempt) {
+            // A retry tier brings every retry back to the normal queue: on to its own.
+            Ok(job) if !job.cmd.priority.is_normal() && delivery.routing_key.as_str() == WORK_KEY => {
+                let verdict = process::Verdict::Forward { to: job.cmd.priority };
+                route::route(&route::Routing { ctx, acks, cancel }, &delivery, attempt, verdict).await
+            }
             Ok(job) => {
                 if let Some(since) = timed_since(&delivery, &job.cmd) {
                     ctx.reporter.delivered(since);
@@ -339,7 +359,7 @@ async fn settle_verdict(
         process::Verdict::Done { outcome } => Some(*outcome),
         process::Verdict::Retry { .. } if ctx.policies.of(kind).allows_another(attempt) => Some(Label::Retried),
         process::Verdict::Retry { .. } | process::Verdict::Dead { .. } => Some(Label::Dead),
-        process::Verdict::GiveBack | process::Verdict::Defer { .. } => None,
+        process::Verdict::GiveBack | process::Verdict::Defer { .. } | process::Verdict::Forward { .. } => None,
     };
     if let Some(outcome) = outcome {
         tally(ctx, kind, submitted_at, outcome);

@@ -27,6 +27,8 @@ pub enum Verdict {
     Defer { delay_ms: u64 },
     /// Will never work: dead-letter now.
     Dead { cmd: Option<Box<Envelope>>, kind: &'static str, error: String },
+    /// Not attempted: belongs in the work queue of another priority.
+    Forward { to: crate::command::Priority },
     /// Shutting down while the database is away, or the after-commit hook asked for a
     /// redelivery: give the message back unacked.
     GiveBack,

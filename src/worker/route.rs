@@ -34,6 +34,10 @@ pub async fn route(r: &Routing<'_>, delivery: &Delivery, attempt: u32, verdict: 
         Verdict::Dead { kind, error, .. } => dead_letter(r, delivery, attempt, kind, &error).await,
         Verdict::GiveBack => acks.give_back(delivery).await,
         Verdict::Defer { delay_ms } => defer(r, delivery, delay_ms).await,
+        Verdict::Forward { to } => {
+            let out = Outgoing::forwarded(ctx.broker.topology(), &Received::of(delivery), to);
+            publish_then_ack(r, delivery, &out, "forward to its priority's queue").await;
+        }
     }
 }
 

@@ -24,6 +24,8 @@ mod ledger;
 mod openapi;
 mod operators;
 mod outages;
+mod priorities;
+mod quorum_ttl;
 mod retention;
 mod retries;
 mod scheduling;
