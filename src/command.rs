@@ -114,6 +114,16 @@ impl Envelope {
     }
 }
 
+/// Namespace of the ids of commands that schedules submit (fixed forever, like the other).
+const TICK_NAMESPACE: Uuid = Uuid::from_u128(0x9c4e_17a2_6b30_4d58_a1f7_3e08_c2d5_6f94);
+
+/// The id of the command schedule `name` of `tenant` submits for `tick`: a second firing of
+/// the same tick, by another process or after a crash, is the same command.
+pub fn command_id_for_tick(tenant: &str, name: &str, tick: DateTime<Utc>) -> Uuid {
+    let name = [tenant.as_bytes(), b"\0", name.as_bytes(), b"\0", &tick.timestamp_micros().to_be_bytes()].concat();
+    Uuid::new_v5(&TICK_NAMESPACE, &name)
+}
+
 /// The command id an idempotency key stands for: the same tenant and key give the same id,
 /// so a retried POST is absorbed by the worker's inbox without a lookup at ingest.
 pub fn command_id_for_key(tenant: &str, key: &str) -> Uuid {

@@ -178,6 +178,7 @@ pub struct SchedulingSettings {
     pub horizon_days: u32,
     pub poll_interval_ms: u64,
     pub dispatch_batch: i64,
+    pub catch_up_grace_secs: u64,
 }
 
 /// `[commands]`

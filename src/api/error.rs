@@ -177,6 +177,11 @@ impl From<OpsError> for ApiError {
             OpsError::Conflict(m) => Self::Conflict(m),
             OpsError::AlreadyFinal { status } => Self::AlreadyFinal { status },
             OpsError::BadInput(m) => Self::bad_request("invalid_request", m, None),
+            OpsError::InvalidField { path, message } => Self::Unprocessable {
+                code: "invalid_field",
+                violations: vec![Violation { path, message: message.clone() }],
+                message,
+            },
             OpsError::Invalid { kind, violations } => Self::Unprocessable {
                 code: "invalid_payload",
                 message: format!("the edited payload does not match the schema of {kind}"),

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod openapi;
 mod operators;
 mod reads;
+mod schedules;
 pub mod server;
 mod webhook_gate;
 mod webhooks;
@@ -104,6 +105,8 @@ fn v1_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(dead_letters::show))
         .routes(routes!(dead_letters::replay))
         .routes(routes!(dead_letters::discard))
+        .routes(routes!(schedules::list))
+        .routes(routes!(schedules::put, schedules::get, schedules::delete))
         .routes(routes!(operators::audit_log))
         .routes(routes!(operators::queues))
         .routes(routes!(operators::pause))

@@ -3,6 +3,7 @@
 
 pub mod dlq;
 pub mod keys;
+pub mod schedules;
 pub mod secrets;
 pub mod webhooks;
 
@@ -44,6 +45,11 @@ enum Command {
     Secrets {
         #[command(subcommand)]
         command: secrets::SecretsCommand,
+    },
+    /// Recurring schedules: list, show, put, pause, resume, delete.
+    Schedules {
+        #[command(subcommand)]
+        command: schedules::SchedulesCommand,
     },
     /// Configure inbound webhook sources.
     Webhooks {
@@ -104,6 +110,10 @@ async fn run(cli: Cli, app: impl FnOnce(Settings) -> AppBuilder) -> anyhow::Resu
         Command::Dlq { command } => {
             let (settings, schemas) = schemas(app)?;
             dlq::run(settings, schemas, command).await
+        }
+        Command::Schedules { command } => {
+            let (settings, schemas) = schemas(app)?;
+            schedules::run(settings, schemas, command).await
         }
         Command::Webhooks { command } => {
             let (settings, schemas) = schemas(app)?;

@@ -16,7 +16,7 @@ pub fn page(title: &str, active: &str, csrf: &str, content: Markup) -> Markup {
             header {
                 nav {
                     span.brand { "sluice" }
-                    @for (href, label) in [("/dashboard", "Overview"), ("/dashboard/dead-letters", "Dead letters"), ("/dashboard/commands", "Commands"), ("/dashboard/types", "Command types"), ("/dashboard/audit", "Audit log")] {
+                    @for (href, label) in [("/dashboard", "Overview"), ("/dashboard/dead-letters", "Dead letters"), ("/dashboard/commands", "Commands"), ("/dashboard/schedules", "Schedules"), ("/dashboard/types", "Command types"), ("/dashboard/audit", "Audit log")] {
                         a href=(href) aria-current=[(label == active).then_some("page")] { (label) }
                     }
                     form.logout method="post" action="/dashboard/logout" {
@@ -139,6 +139,9 @@ impl From<OpsError> for PageError {
             OpsError::Conflict(m) => Self::new(StatusCode::CONFLICT, m),
             e @ OpsError::AlreadyFinal { .. } => Self::new(StatusCode::CONFLICT, format!("The command {e}.")),
             OpsError::BadInput(m) => Self::new(StatusCode::BAD_REQUEST, m),
+            OpsError::InvalidField { path, message } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{path}: {message}"))
+            }
             e @ OpsError::Invalid { .. } => Self::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
             OpsError::Publish(e) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, format!("RabbitMQ did not take it: {e}. Try again."))

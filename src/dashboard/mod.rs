@@ -7,6 +7,7 @@ mod commands;
 mod dead_letters;
 mod layout;
 mod overview;
+mod schedules;
 mod session;
 mod types;
 
@@ -72,6 +73,8 @@ pub fn router(state: DashboardState) -> Router {
         .route("/dashboard/live/commands/{id}", get(commands::live_status))
         .route("/dashboard/audit", get(audit::index))
         .route("/dashboard/types", get(types::index))
+        .route("/dashboard/schedules", get(schedules::index))
+        .route("/dashboard/schedules/{tenant}/{name}/{action}", post(schedules::set_paused))
         .layer(SetResponseHeaderLayer::overriding(
             CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(

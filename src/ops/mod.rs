@@ -1,9 +1,10 @@
 //! Operator actions shared by the HTTP API, the dashboard and the CLI: dead-letter replay and
-//! discard, queue pause and resume, cancellation. Each action is audited in the transaction that records it.
+//! discard, queue pause and resume, cancellation, recurring schedules. Each action is audited in the transaction that records it.
 
 pub mod cancel;
 pub mod dead_letters;
 pub mod queues;
+pub mod schedules;
 pub mod secrets;
 pub mod webhook_sources;
 
@@ -65,6 +66,9 @@ pub enum OpsError {
     /// The request itself is wrong (e.g. an unknown queue or a bad limit).
     #[error("{0}")]
     BadInput(String),
+    /// A field of the request is wrong: `path` is its JSON pointer.
+    #[error("{message}")]
+    InvalidField { path: String, message: String },
     #[error("the edited payload does not match the schema of {kind}")]
     Invalid { kind: String, violations: Vec<Violation> },
     #[error(transparent)]

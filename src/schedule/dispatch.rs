@@ -1,4 +1,4 @@
-//! Publishes due scheduled commands. Every worker process runs one; they share the due rows
+//! Publishes due scheduled commands (and, through [`super::recurring`], fires due schedules). Every worker process runs one; they share the due rows
 //! through `FOR UPDATE SKIP LOCKED`, so no leader is needed and a dead process's share is taken
 //! by the others at their next poll. A row is deleted in the transaction that locked it, after
 //! RabbitMQ confirmed its publish: a crash in between publishes it again, under the same id,
@@ -13,11 +13,22 @@ use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Dispatches due commands every `poll_interval_ms` until `cancel`.
+/// Dispatches due commands and fires due recurring schedules every `poll_interval_ms` until
+/// `cancel`.
 pub async fn run(pool: PgPool, broker: Broker, settings: SchedulingSettings, cancel: CancellationToken) {
     let every = Duration::from_millis(settings.poll_interval_ms.max(10));
+    let grace = chrono::Duration::seconds(i64::try_from(settings.catch_up_grace_secs).unwrap_or(i64::MAX));
     let mut failing = false;
+    let mut schedules_failing = false;
     loop {
+        match super::recurring::fire_once(&pool, &broker, grace).await {
+            Ok(_) => schedules_failing = false,
+            Err(e) if !schedules_failing => {
+                tracing::warn!(error = %e, "cannot fire recurring schedules; retrying every poll");
+                schedules_failing = true;
+            }
+            Err(_) => {}
+        }
         // A full batch means more may be due: go on without waiting.
         loop {
             match dispatch_once(&pool, &broker, settings.dispatch_batch).await {

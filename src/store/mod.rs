@@ -15,6 +15,7 @@ pub mod outcome_counts;
 pub mod processes;
 pub mod retention;
 pub mod scheduled;
+pub mod schedules;
 pub mod sessions;
 pub mod webhooks;
 

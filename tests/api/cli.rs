@@ -140,3 +140,42 @@ async fn the_cli_reads_webhook_secrets_from_a_file_or_stdin_and_stores_them_seal
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_puts_lists_pauses_shows_and_deletes_schedules() {
+    let app = spawn_app().await;
+    let put = [
+        "schedules",
+        "put",
+        "nightly",
+        "--tenant",
+        "acme",
+        "--cron",
+        "0 3 * * *",
+        "--timezone",
+        "Europe/Paris",
+        "--type",
+        "event.record",
+        "--payload",
+        r#"{"name": "nightly", "data": {}}"#,
+    ];
+    let (ok, out, err) = sluice(&app, &put);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("created nightly\t0 3 * * *\tEurope/Paris\tevent.record\t"), "{out}");
+    let (ok, out, _) = sluice(&app, &["schedules", "list"]);
+    assert!(ok && out.contains("nightly"), "{out}");
+    let (ok, out, err) = sluice(&app, &["schedules", "pause", "nightly", "--tenant", "acme"]);
+    assert!(ok && out.trim_end().ends_with("paused"), "{out}{err}");
+    let (ok, out, _) = sluice(&app, &["schedules", "show", "nightly", "--tenant", "acme"]);
+    assert!(ok && !out.contains("next\t"), "a paused schedule has no next ticks: {out}");
+    let (ok, _, err) = sluice(
+        &app,
+        &["schedules", "put", "bad", "--tenant", "acme", "--cron", "nope", "--type", "event.record", "--payload", "{}"],
+    );
+    assert!(!ok && err.contains("cron"), "{err}");
+    let (ok, out, _) = sluice(&app, &["schedules", "delete", "nightly", "--tenant", "acme"]);
+    assert!(ok && out.contains("deleted nightly"), "{out}");
+    let audit = app.get_json("/v1/audit").await;
+    let actor = audit["entries"][0]["actor"].as_str().unwrap_or_default().to_owned();
+    assert!(actor.starts_with("cli:"), "{audit}");
+}

@@ -172,3 +172,38 @@ async fn an_operator_cancels_a_scheduled_command_from_its_page_and_the_cancel_is
         (Some("command.cancel"), Some("dashboard:key:bootstrap"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedules_page_shows_next_ticks_and_outcomes_and_pauses_a_schedule() {
+    let app = spawn_app().await;
+    let body =
+        json!({"cron": "* * * * * *", "command": {"type": "event.record", "payload": {"name": "dash", "data": {}}}});
+    let r = app
+        .http
+        .put(format!("{}/v1/schedules/pulse", app.base))
+        .bearer_auth(&app.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let http = browser_like();
+    let page = format!("{}/dashboard/schedules", app.base);
+    assert_eq!(http.get(&page).send().await.unwrap().status(), 303, "no session, no page");
+    let tenant_key = create_key(&app.pool, "test", "globex", &["read".into(), "submit".into()]).await.unwrap();
+    assert_eq!(login(&app, &http, &tenant_key.key).await.status(), 403, "a tenant's key does not open it");
+    login(&app, &http, &app.key).await;
+    let html = crate::helpers::eventually(crate::helpers::DEADLINE, || async {
+        let html = http.get(&page).send().await.unwrap().text().await.unwrap();
+        html.contains("badge succeeded").then_some(html)
+    })
+    .await;
+    assert!(html.contains("data-schedule=\"pulse\"") && html.contains("* * * * * *"), "{html}");
+    let csrf = csrf_of(&app, &http, "/dashboard/schedules").await;
+    let url = format!("{}/dashboard/schedules/acme/pulse/pause", app.base);
+    assert_eq!(http.post(&url).form(&[("csrf", csrf)]).send().await.unwrap().status(), 303);
+    let s = app.get_json("/v1/schedules/pulse").await;
+    assert_eq!(s["paused"], true, "{s}");
+    let audit = app.get_json("/v1/audit").await;
+    assert_eq!(audit["entries"][0]["actor"], "dashboard:key:bootstrap");
+}

@@ -28,6 +28,7 @@ mod priorities;
 mod quorum_ttl;
 mod retention;
 mod retries;
+mod schedules;
 mod scheduling;
 mod secrets;
 mod serial;
