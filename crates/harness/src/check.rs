@@ -63,6 +63,12 @@ pub async fn drain(c: &Cluster, sent: &[Sent]) {
         done == ids.len() as i64
     })
     .await;
+    until(Duration::from_secs(60), "no scheduled command is left waiting", || async {
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM scheduled_commands").fetch_one(&c.pool).await.unwrap_or(-1);
+        waiting == 0
+    })
+    .await;
     let mut empty_since: Option<std::time::Instant> = None;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {

@@ -69,6 +69,9 @@ pub struct Mix {
     pub first_seq: u64,
     /// When > 0, every command is `fault.slow` sleeping this long.
     pub slow_millis: u64,
+    /// Percent of commands submitted with a `delay_ms` (0.2 to 3 s): they wait in Postgres and
+    /// the dispatcher publishes them, through whatever faults happen meanwhile.
+    pub scheduled_pct: u64,
 }
 
 impl Default for Mix {
@@ -82,6 +85,7 @@ impl Default for Mix {
             concurrency: 16,
             first_seq: 0,
             slow_millis: 0,
+            scheduled_pct: 10,
         }
     }
 }
@@ -131,6 +135,23 @@ async fn submit(
         req = req.header("Idempotency-Key", k);
     }
     req.json(&json!({"type": kind, "payload": payload})).send().await
+}
+
+/// [`submit`] with `delay_ms`.
+async fn submit_later(
+    c: &Cluster,
+    kind: &str,
+    payload: serde_json::Value,
+    key: &str,
+    delay_ms: u64,
+) -> reqwest::Result<reqwest::Response> {
+    let req = c.http.post(format!("{}/v1/commands", c.base)).bearer_auth(&c.key).header("Idempotency-Key", key);
+    req.json(&json!({"type": kind, "payload": payload, "delay_ms": delay_ms})).send().await
+}
+
+/// How long command `seq` of `mix` is scheduled for, if it is.
+pub fn delay_of(mix: &Mix, seq: u64) -> Option<u64> {
+    (seq.wrapping_mul(40_503) % 100 < mix.scheduled_pct).then(|| 200 + seq.wrapping_mul(131) % 2800)
 }
 
 /// The command `seq` of a mix: deterministic, so a check can tell what each should have done.
@@ -188,7 +209,11 @@ pub async fn send_one(c: &Cluster, mix: &Mix, seq: u64) -> Sent {
     let key = format!("fault-{seq}");
     let id = sluice::command::command_id_for_key(&c.tenant, &key);
     let started = std::time::Instant::now();
-    let (status, code) = match submit(c, kind.type_name(), payload, Some(&key)).await {
+    let answer = match delay_of(mix, seq) {
+        Some(ms) => submit_later(c, kind.type_name(), payload, &key, ms).await,
+        None => submit(c, kind.type_name(), payload, Some(&key)).await,
+    };
+    let (status, code) = match answer {
         Ok(r) => {
             let status = r.status().as_u16();
             let body: serde_json::Value = r.json().await.unwrap_or_default();
