@@ -22,7 +22,12 @@ CREATE INDEX scheduled_commands_batch ON scheduled_commands (batch_id) WHERE bat
 
 -- A cancelled command keeps a row whose status is "cancelled": the worker's inbox insert meets
 -- it and applies nothing. A cancel of a command no worker has seen yet writes that row first
--- (with an empty type until the command arrives).
+-- (with an empty type until the command arrives). Rows are keyed by tenant and id, so a
+-- tenant that guesses another's id (ids derived from idempotency keys or schedule ticks can be
+-- computed) writes a tombstone of its own that no command of the other tenant ever meets.
+ALTER TABLE commands DROP CONSTRAINT commands_pkey;
+ALTER TABLE commands ADD PRIMARY KEY (tenant, id);
+CREATE INDEX commands_id ON commands (id);
 ALTER TABLE commands DROP CONSTRAINT commands_status_check;
 ALTER TABLE commands ADD CONSTRAINT commands_status_check
     CHECK (status IN ('processing', 'succeeded', 'rejected', 'retrying', 'dead', 'cancelled'));

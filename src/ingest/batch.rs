@@ -265,10 +265,9 @@ impl Ingest {
             tracing::warn!(error = %e, "scheduled items of a batch not stored");
             "the database is unavailable; resubmit with the same Idempotency-Key".to_owned()
         });
-        if stored.is_err() {
-            // Refused before or at commit: counted as lost, so the batch can still finish.
-            definitely_lost += rows.len();
-        }
+        // A failed insert may still have committed (its answer lost): like an unconfirmed
+        // publish, it stays in the batch's total, and resubmitting with the same
+        // Idempotency-Key stores what is missing (ids are the batch's, so nothing twice).
         results.extend(later.iter().map(|_| stored.as_ref().map(|_| ()).map_err(Clone::clone)));
         let mut failed = Vec::new();
         for (cmd, r) in now.iter().chain(&later).zip(&results) {

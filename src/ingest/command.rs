@@ -127,7 +127,8 @@ impl Ingest {
     fn run_at_unrounded(&self, timing: Timing, at: &str) -> Result<Option<DateTime<Utc>>, IngestError> {
         let now = Utc::now();
         let days = self.scheduling.horizon_days;
-        let horizon = now + chrono::Duration::days(i64::from(days));
+        let horizon =
+            now.checked_add_signed(chrono::Duration::days(i64::from(days))).unwrap_or(DateTime::<Utc>::MAX_UTC);
         let beyond = |field: &str| {
             IngestError::invalid(
                 "beyond_horizon",

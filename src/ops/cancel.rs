@@ -64,20 +64,16 @@ impl Operators {
             Written::Already => {
                 return Ok(Cancelled { id, status: CommandStatus::Cancelled, was: None, already: true })
             }
-            // Answered like an unknown id, so another tenant's ids reveal nothing.
-            Written::Foreign => {
-                return Ok(Cancelled { id, status: CommandStatus::Cancelled, was: None, already: false })
-            }
             Written::Final(status) => return Err(OpsError::AlreadyFinal { status: status.as_str().to_owned() }),
         };
         let was = if taken.is_some() { Some(CommandStatus::Scheduled) } else { was };
         if was == Some(CommandStatus::Dead) {
-            cancellation::close_dead_letters(&mut tx, Some(id), None).await?;
+            cancellation::close_dead_letters(&mut tx, &tenant, Some(id), None).await?;
         }
         let details = json!({"tenant": tenant, "was": was.map(CommandStatus::as_str)});
         audit::record(&mut tx, actor, "command.cancel", &id.to_string(), &details).await?;
         tx.commit().await.map_err(crate::store::StoreError::from)?;
-        if let Some(batch) = cancellation::batch_of(&self.pool, id).await? {
+        if let Some(batch) = cancellation::batch_of(&self.pool, &tenant, id).await? {
             batches::finish_if_done(&self.pool, &[batch]).await?;
         }
         metrics::counter!("sluice_commands_cancelled_total").increment(1);
@@ -98,7 +94,7 @@ impl Operators {
         let taken = scheduled::take_batch(&mut tx, id).await?;
         cancellation::write_many(&mut tx, &batch.tenant, &taken).await?;
         cancellation::cancel_batch_rows(&mut tx, id).await?;
-        cancellation::close_dead_letters(&mut tx, None, Some(id)).await?;
+        cancellation::close_dead_letters(&mut tx, &batch.tenant, None, Some(id)).await?;
         let count = |statuses: &[(String, i64)], of: &[&str]| -> i64 {
             statuses.iter().filter(|(s, _)| of.contains(&s.as_str())).map(|(_, n)| n).sum()
         };

@@ -72,7 +72,7 @@ impl Operators {
             Err(_) => Value::String(String::from_utf8_lossy(&dl.body).into_owned()),
         };
         let attempts = match dl.summary.command_id {
-            Some(cid) => commands::errors_of(&self.pool, cid).await?,
+            Some(cid) => commands::errors_of(&self.pool, dl.summary.tenant.as_deref().unwrap_or(""), cid).await?,
             None => Value::Array(Vec::new()),
         };
         Ok(Detail { dead_letter: dl, payload, attempt_errors: attempts })

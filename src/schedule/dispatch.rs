@@ -17,27 +17,30 @@ use tokio_util::sync::CancellationToken;
 /// `cancel`.
 pub async fn run(pool: PgPool, broker: Broker, settings: SchedulingSettings, cancel: CancellationToken) {
     let every = Duration::from_millis(settings.poll_interval_ms.max(10));
-    let grace = chrono::Duration::seconds(i64::try_from(settings.catch_up_grace_secs).unwrap_or(i64::MAX));
+    // Beyond a year the grace means "never missed"; capped so the arithmetic cannot overflow.
+    let grace = chrono::Duration::seconds(i64::try_from(settings.catch_up_grace_secs.min(31_536_000)).unwrap_or(0));
+    let batch = settings.dispatch_batch.max(1);
     let mut failing = false;
     let mut schedules_failing = false;
     loop {
-        match super::recurring::fire_once(&pool, &broker, grace).await {
-            Ok(_) => schedules_failing = false,
-            Err(e) if !schedules_failing => {
-                tracing::warn!(error = %e, "cannot fire recurring schedules; retrying every poll");
-                schedules_failing = true;
-            }
-            Err(_) => {}
-        }
-        // A full batch means more may be due: go on without waiting.
+        // A full batch means more may be due: go on without waiting. Schedules fire every
+        // round, so a backlog of scheduled commands cannot hold their ticks back.
         loop {
-            match dispatch_once(&pool, &broker, settings.dispatch_batch).await {
+            match super::recurring::fire_once(&pool, &broker, grace).await {
+                Ok(_) => schedules_failing = false,
+                Err(e) if !schedules_failing => {
+                    tracing::warn!(error = %e, "cannot fire recurring schedules; retrying every poll");
+                    schedules_failing = true;
+                }
+                Err(_) => {}
+            }
+            match dispatch_once(&pool, &broker, batch).await {
                 Ok(n) => {
                     if failing {
                         tracing::info!("dispatching scheduled commands again");
                         failing = false;
                     }
-                    if (n as i64) < settings.dispatch_batch || cancel.is_cancelled() {
+                    if (n as i64) < batch || cancel.is_cancelled() {
                         break;
                     }
                 }

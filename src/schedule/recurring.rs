@@ -33,7 +33,9 @@ pub struct Decision {
     pub next: Option<DateTime<Utc>>,
 }
 
-/// Decides what schedule `pattern` with next tick `due` does at `now`.
+/// Decides what schedule `pattern` with next tick `due` does at `now`. A tick within `grace`
+/// of now fires (the next round fires the one after it, if that is due too); older ticks are
+/// missed, and `once` fires the latest of them in their stead.
 pub fn decide(
     pattern: &Pattern,
     due: DateTime<Utc>,
@@ -41,13 +43,19 @@ pub fn decide(
     once: bool,
     grace: chrono::Duration,
 ) -> Decision {
-    let latest = pattern.latest_at_or_before(now).filter(|l| *l >= due).unwrap_or(due);
-    // `due` and the ticks after it, up to but not including `latest`.
-    let passed_over = if latest > due { pattern.count_between(due, latest, COUNT_CAP) } else { 0 };
-    let on_time = now - latest <= grace;
-    let fire = (on_time || once).then_some(latest);
-    let missed = if fire.is_some() { passed_over } else { passed_over + 1 };
-    Decision { fire, missed, next: pattern.next_after(latest) }
+    let cutoff = now - grace;
+    if due >= cutoff {
+        return Decision { fire: Some(due), missed: 0, next: pattern.next_after(due) };
+    }
+    // `due` and every tick after it up to `cutoff` were missed.
+    let latest = pattern.latest_at_or_before(cutoff).filter(|l| *l >= due).unwrap_or(due);
+    let stale = 1 + pattern.count_between(due, latest, COUNT_CAP);
+    let next = pattern.next_after(latest);
+    if once {
+        Decision { fire: Some(latest), missed: stale - 1, next }
+    } else {
+        Decision { fire: None, missed: stale, next }
+    }
 }
 
 /// Fires the due schedules of one round; how many commands were published.
@@ -135,8 +143,20 @@ mod tests {
         assert_eq!(skip, Decision { fire: None, missed: 6, next: Some(at(10, 35, 0)) });
         let once = decide(&p, at(10, 5, 0), at(10, 32, 0), true, grace);
         assert_eq!(once, Decision { fire: Some(at(10, 30, 0)), missed: 5, next: Some(at(10, 35, 0)) });
-        // Back within the grace of the latest tick: that one is on time either way.
-        let skip = decide(&p, at(10, 5, 0), at(10, 30, 20), false, grace);
-        assert_eq!(skip, Decision { fire: Some(at(10, 30, 0)), missed: 5, next: Some(at(10, 35, 0)) });
+    }
+
+    #[test]
+    fn ticks_within_the_grace_all_fire_one_round_each_and_only_older_ones_count_as_missed() {
+        let p = Pattern::parse("*/10 * * * * *", "UTC").unwrap();
+        let grace = chrono::Duration::seconds(60);
+        // A 25 s stall: 10:00:00, :10 and :20 are all within the grace, so each fires in turn.
+        let now = at(10, 0, 25);
+        let first = decide(&p, at(10, 0, 0), now, false, grace);
+        assert_eq!(first, Decision { fire: Some(at(10, 0, 0)), missed: 0, next: Some(at(10, 0, 10)) });
+        let second = decide(&p, at(10, 0, 10), now, false, grace);
+        assert_eq!(second.fire, Some(at(10, 0, 10)));
+        // Back after 2 minutes: ticks older than the grace are missed; the fresh ones follow.
+        let skip = decide(&p, at(10, 0, 0), at(10, 2, 5), false, grace);
+        assert_eq!(skip, Decision { fire: None, missed: 7, next: Some(at(10, 1, 10)) });
     }
 }

@@ -1,5 +1,6 @@
 //! Cancelling commands and batches: the `commands` row is where a cancel and a worker meet.
-//! Both write it; its primary key orders them, so one of them finds the other's row.
+//! Both write it; its primary key (tenant, id) orders them, so one of them finds the other's
+//! row, and a tenant's cancel can only ever meet its own tenant's command.
 
 use super::commands::CommandStatus;
 use super::StoreError;
@@ -27,31 +28,26 @@ pub enum Written {
     Already,
     /// Applied, or a remote call is under way: cannot be cancelled.
     Final(CommandStatus),
-    /// The id is another tenant's: nothing written, and nothing the caller may learn.
-    Foreign,
 }
 
-/// Writes the cancel of `t` into its `commands` row. A row that is retrying or dead becomes
-/// cancelled; a missing one becomes a tombstone the worker's inbox insert will meet; another
-/// tenant's tombstone is taken over. Succeeded, rejected and processing rows are left alone.
+/// Writes the cancel of `t` into its `commands` row (rows are the tenant's own: the key is
+/// tenant and id). A row that is retrying or dead becomes cancelled; a missing one becomes a
+/// tombstone the worker's inbox insert will meet. Succeeded, rejected and processing rows are
+/// left alone.
 pub async fn write(tx: &mut PgConnection, t: &Target<'_>) -> Result<Written, StoreError> {
-    let before: Option<(String, String)> =
-        sqlx::query_as("SELECT tenant, status FROM commands WHERE id = $1 FOR UPDATE")
+    let was: Option<String> =
+        sqlx::query_scalar("SELECT status FROM commands WHERE tenant = $1 AND id = $2 FOR UPDATE")
+            .bind(t.tenant)
             .bind(t.id)
             .fetch_optional(&mut *tx)
             .await?;
-    let was = before.as_ref().and_then(|(_, s)| CommandStatus::parse(s));
-    let ours = before.as_ref().is_none_or(|(tenant, _)| tenant == t.tenant);
+    let was = was.as_deref().and_then(CommandStatus::parse);
     let changed = sqlx::query(
         "INSERT INTO commands (id, tenant, type, status, attempts, submitted_at, completed_at, batch_id, batch_index)
          VALUES ($1, $2, $3, 'cancelled', 0, coalesce($4, now()), now(), $5, $6)
-         ON CONFLICT (id) DO UPDATE
-            SET status = 'cancelled', updated_at = now(), completed_at = now(),
-                type = CASE WHEN commands.tenant = EXCLUDED.tenant THEN commands.type ELSE EXCLUDED.type END,
-                errors = CASE WHEN commands.tenant = EXCLUDED.tenant THEN commands.errors ELSE '[]' END,
-                tenant = EXCLUDED.tenant
-          WHERE (commands.tenant = EXCLUDED.tenant AND commands.status IN ('retrying', 'dead'))
-             OR (commands.tenant <> EXCLUDED.tenant AND commands.status = 'cancelled')
+         ON CONFLICT (tenant, id) DO UPDATE
+            SET status = 'cancelled', updated_at = now(), completed_at = now()
+          WHERE commands.status IN ('retrying', 'dead')
          RETURNING id",
     )
     .bind(t.id)
@@ -63,33 +59,35 @@ pub async fn write(tx: &mut PgConnection, t: &Target<'_>) -> Result<Written, Sto
     .fetch_optional(&mut *tx)
     .await?;
     if changed.is_some() {
-        // Another tenant's tombstone, taken over: for this tenant there was nothing.
-        return Ok(Written::Cancelled { was: if ours { was } else { None } });
+        return Ok(Written::Cancelled { was });
     }
     // Read again: a worker's row may have appeared (and committed) since the first read.
-    let now: Option<(String, String)> =
-        sqlx::query_as("SELECT tenant, status FROM commands WHERE id = $1").bind(t.id).fetch_optional(&mut *tx).await?;
-    Ok(match now {
-        Some((tenant, _)) if tenant != t.tenant => Written::Foreign,
-        Some((_, status)) => match CommandStatus::parse(&status) {
-            Some(CommandStatus::Cancelled) => Written::Already,
-            Some(other) => Written::Final(other),
-            None => Written::Final(CommandStatus::Processing),
-        },
+    let now: Option<String> = sqlx::query_scalar("SELECT status FROM commands WHERE tenant = $1 AND id = $2")
+        .bind(t.tenant)
+        .bind(t.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    Ok(match now.as_deref().and_then(CommandStatus::parse) {
+        Some(CommandStatus::Cancelled) => Written::Already,
+        Some(other) => Written::Final(other),
         // The insert conflicted, so a row was there; a prune between the two reads is all
         // that could remove it.
         None => Written::Final(CommandStatus::Pruned),
     })
 }
 
-/// The tenant of a command's row, whoever's it is.
+/// The tenant of a command's row, whoever's it is (the first, should tenants share an id).
 pub async fn owner(tx: &mut PgConnection, id: Uuid) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar("SELECT tenant FROM commands WHERE id = $1").bind(id).fetch_optional(tx).await?)
+    Ok(sqlx::query_scalar("SELECT tenant FROM commands WHERE id = $1 AND type <> '' ORDER BY first_seen_at LIMIT 1")
+        .bind(id)
+        .fetch_optional(tx)
+        .await?)
 }
 
 /// The batch a command's row belongs to.
-pub async fn batch_of(pool: &sqlx::PgPool, id: Uuid) -> Result<Option<Uuid>, StoreError> {
-    Ok(sqlx::query_scalar::<_, Option<Uuid>>("SELECT batch_id FROM commands WHERE id = $1")
+pub async fn batch_of(pool: &sqlx::PgPool, tenant: &str, id: Uuid) -> Result<Option<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar::<_, Option<Uuid>>("SELECT batch_id FROM commands WHERE tenant = $1 AND id = $2")
+        .bind(tenant)
         .bind(id)
         .fetch_optional(pool)
         .await?
@@ -113,8 +111,8 @@ pub async fn write_many(
          SELECT u.id, $1, u.type, 'cancelled', 0, u.created, now(), u.batch_id, u.batch_index
            FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::uuid[], $6::int[])
              AS u(id, type, created, batch_id, batch_index)
-         ON CONFLICT (id) DO UPDATE SET status = 'cancelled', updated_at = now(), completed_at = now()
-          WHERE commands.tenant = EXCLUDED.tenant AND commands.status IN ('retrying', 'dead')",
+         ON CONFLICT (tenant, id) DO UPDATE SET status = 'cancelled', updated_at = now(), completed_at = now()
+          WHERE commands.status IN ('retrying', 'dead')",
     )
     .bind(tenant)
     .bind(&ids)
@@ -177,17 +175,19 @@ pub async fn batch_statuses(tx: &mut PgConnection, batch_id: Uuid) -> Result<Vec
 /// batch (they could only be replayed into nothing now); how many.
 pub async fn close_dead_letters(
     tx: &mut PgConnection,
+    tenant: &str,
     command: Option<Uuid>,
     batch: Option<Uuid>,
 ) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "UPDATE dead_letters SET state = 'discarded', discarded_at = now()
-          WHERE state = 'open'
+          WHERE state = 'open' AND tenant = $3
             AND (command_id = $1
                  OR command_id IN (SELECT id FROM commands WHERE batch_id = $2 AND status = 'cancelled'))",
     )
     .bind(command)
     .bind(batch)
+    .bind(tenant)
     .execute(tx)
     .await?;
     Ok(done.rows_affected())

@@ -117,13 +117,10 @@ pub async fn record_outcome(
         "INSERT INTO commands
                 (id, tenant, type, status, attempts, last_error, result, submitted_at, completed_at, batch_id, batch_index)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, clock_timestamp(), $9, $10)
-         ON CONFLICT (id) DO UPDATE
+         ON CONFLICT (tenant, id) DO UPDATE
             SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
-                result = EXCLUDED.result, updated_at = clock_timestamp(), completed_at = clock_timestamp(),
-                tenant = EXCLUDED.tenant, type = EXCLUDED.type, submitted_at = EXCLUDED.submitted_at,
-                batch_id = EXCLUDED.batch_id, batch_index = EXCLUDED.batch_index
-          WHERE commands.status NOT IN ('succeeded', 'rejected')
-            AND (commands.status <> 'cancelled' OR commands.tenant <> EXCLUDED.tenant)
+                result = EXCLUDED.result, updated_at = clock_timestamp(), completed_at = clock_timestamp()
+          WHERE commands.status NOT IN ('succeeded', 'rejected', 'cancelled')
          RETURNING id",
     )
     .bind(cmd.id)
@@ -199,13 +196,10 @@ pub async fn record_outcomes(tx: &mut PgConnection, o: &Outcomes) -> Result<usiz
            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::jsonb[],
                        $8::timestamptz[], $9::uuid[], $10::int[])
              AS u(id, tenant, type, status, attempts, last_error, result, submitted_at, batch_id, batch_index)
-         ON CONFLICT (id) DO UPDATE
+         ON CONFLICT (tenant, id) DO UPDATE
             SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
-                result = EXCLUDED.result, updated_at = clock_timestamp(), completed_at = clock_timestamp(),
-                tenant = EXCLUDED.tenant, type = EXCLUDED.type, submitted_at = EXCLUDED.submitted_at,
-                batch_id = EXCLUDED.batch_id, batch_index = EXCLUDED.batch_index
-          WHERE commands.status NOT IN ('succeeded', 'rejected')
-            AND (commands.status <> 'cancelled' OR commands.tenant <> EXCLUDED.tenant)",
+                result = EXCLUDED.result, updated_at = clock_timestamp(), completed_at = clock_timestamp()
+          WHERE commands.status NOT IN ('succeeded', 'rejected', 'cancelled')",
     )
     .bind(&o.ids)
     .bind(&o.tenants)
@@ -245,15 +239,11 @@ async fn upsert_unfinished<'e>(
         "INSERT INTO commands (id, tenant, type, status, attempts, last_error, submitted_at, errors, batch_id, batch_index)
          VALUES ($1, $2, $3, $4, $5, $7, $8,
                  jsonb_build_array(jsonb_build_object('attempt', $5, 'error', $6, 'at', now())), $9, $10)
-         ON CONFLICT (id) DO UPDATE
+         ON CONFLICT (tenant, id) DO UPDATE
             SET status = EXCLUDED.status, attempts = EXCLUDED.attempts,
                 last_error = EXCLUDED.last_error, updated_at = now(),
-                errors = CASE WHEN commands.tenant = EXCLUDED.tenant THEN commands.errors ELSE '[]' END
-                         || EXCLUDED.errors,
-                tenant = EXCLUDED.tenant, type = EXCLUDED.type, submitted_at = EXCLUDED.submitted_at,
-                batch_id = EXCLUDED.batch_id, batch_index = EXCLUDED.batch_index
-          WHERE commands.status NOT IN ('succeeded', 'rejected')
-            AND (commands.status <> 'cancelled' OR commands.tenant <> EXCLUDED.tenant)",
+                errors = commands.errors || EXCLUDED.errors
+          WHERE commands.status NOT IN ('succeeded', 'rejected', 'cancelled')",
     )
     .bind(cmd.id)
     .bind(&cmd.tenant)
@@ -271,12 +261,11 @@ async fn upsert_unfinished<'e>(
 }
 
 /// What stops a worker from applying `cmd`: an outcome already recorded (succeeded or
-/// rejected), or a cancel by its own tenant (a tombstone another tenant wrote for the same id
-/// does not count). Asked before a remote call and after a failed attempt.
+/// rejected), or a cancel. Asked before a remote call and after a failed attempt.
 pub async fn settled(pool: &PgPool, cmd: &Envelope) -> Result<Option<CommandStatus>, StoreError> {
     let status = sqlx::query_scalar::<_, String>(
         "SELECT status FROM commands
-          WHERE id = $1 AND (status IN ('succeeded', 'rejected') OR (status = 'cancelled' AND tenant = $2))",
+          WHERE tenant = $2 AND id = $1 AND status IN ('succeeded', 'rejected', 'cancelled')",
     )
     .bind(cmd.id)
     .bind(&cmd.tenant)
@@ -292,16 +281,15 @@ pub async fn claim(pool: &PgPool, cmd: &Envelope, attempt: u32) -> Result<Option
     // The batch row is read under FOR SHARE, so a batch's cancel either came first (and is
     // seen) or waits for this claim, and then counts the command as in flight.
     let claimed = sqlx::query(
-        "WITH cancelled AS (
-            SELECT 1 FROM batches WHERE id = $6 AND cancelled_at IS NOT NULL FOR SHARE
+        "WITH batch AS (
+            SELECT cancelled_at FROM batches WHERE id = $6 FOR SHARE
          )
          INSERT INTO commands (id, tenant, type, status, attempts, submitted_at, batch_id, batch_index)
-         SELECT $1, $2, $3, 'processing', $4, $5, $6, $7 WHERE NOT EXISTS (SELECT 1 FROM cancelled)
-         ON CONFLICT (id) DO UPDATE
-            SET status = 'processing', attempts = EXCLUDED.attempts, updated_at = now(),
-                tenant = EXCLUDED.tenant, type = EXCLUDED.type
-          WHERE commands.status NOT IN ('succeeded', 'rejected')
-            AND (commands.status <> 'cancelled' OR commands.tenant <> EXCLUDED.tenant)
+         SELECT $1, $2, $3, 'processing', $4, $5, $6, $7
+          WHERE NOT EXISTS (SELECT 1 FROM batch WHERE cancelled_at IS NOT NULL)
+         ON CONFLICT (tenant, id) DO UPDATE
+            SET status = 'processing', attempts = EXCLUDED.attempts, updated_at = now(), type = EXCLUDED.type
+          WHERE commands.status NOT IN ('succeeded', 'rejected', 'cancelled')
          RETURNING id",
     )
     .bind(cmd.id)
@@ -317,6 +305,9 @@ pub async fn claim(pool: &PgPool, cmd: &Envelope, attempt: u32) -> Result<Option
         return Ok(None);
     }
     if let Some(status) = settled(pool, cmd).await? {
+        if status == CommandStatus::Cancelled {
+            name_tombstone(pool, cmd).await?;
+        }
         return Ok(Some(status));
     }
     if cmd.batch.is_some() {
@@ -330,16 +321,16 @@ pub async fn claim(pool: &PgPool, cmd: &Envelope, attempt: u32) -> Result<Option
     Ok(Some(CommandStatus::Processing))
 }
 
-/// Records `cmd` as cancelled because its batch was (the row the batch's progress counts).
+/// Records `cmd` as cancelled because its batch was (the row the batch's progress counts). A
+/// row being called (`processing`, a duplicate delivery's) is left to that call's outcome.
 pub async fn mark_cancelled(tx: &mut PgConnection, cmd: &Envelope, attempt: u32) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO commands
                 (id, tenant, type, status, attempts, submitted_at, completed_at, batch_id, batch_index)
          VALUES ($1, $2, $3, 'cancelled', $4, $5, now(), $6, $7)
-         ON CONFLICT (id) DO UPDATE
-            SET status = 'cancelled', updated_at = now(), completed_at = now(),
-                tenant = EXCLUDED.tenant, type = EXCLUDED.type
-          WHERE commands.status NOT IN ('succeeded', 'rejected')",
+         ON CONFLICT (tenant, id) DO UPDATE
+            SET status = 'cancelled', updated_at = now(), completed_at = now(), type = EXCLUDED.type
+          WHERE commands.status NOT IN ('succeeded', 'rejected', 'cancelled', 'processing')",
     )
     .bind(cmd.id)
     .bind(&cmd.tenant)
@@ -353,14 +344,21 @@ pub async fn mark_cancelled(tx: &mut PgConnection, cmd: &Envelope, attempt: u32)
     Ok(())
 }
 
-/// Fills in the type of a cancel's tombstone once the command itself arrives.
+/// Fills in a cancel's tombstone once the command itself arrives: its type, and its batch (so
+/// the batch's progress counts it and the batch can finish).
 pub async fn name_tombstone(pool: &PgPool, cmd: &Envelope) -> Result<(), StoreError> {
-    sqlx::query("UPDATE commands SET type = $3 WHERE id = $1 AND tenant = $2 AND status = 'cancelled' AND type = ''")
-        .bind(cmd.id)
-        .bind(&cmd.tenant)
-        .bind(&cmd.kind)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE commands SET type = $3, submitted_at = $4, batch_id = $5, batch_index = $6
+          WHERE tenant = $2 AND id = $1 AND status = 'cancelled' AND type = ''",
+    )
+    .bind(cmd.id)
+    .bind(&cmd.tenant)
+    .bind(&cmd.kind)
+    .bind(cmd.submitted_at)
+    .bind(cmd.batch.map(|b| b.id))
+    .bind(cmd.batch.map(|b| batch_index(b.index)))
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -377,9 +375,10 @@ pub async fn find(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Comman
     .await?)
 }
 
-/// Every failed attempt of a command (any tenant's), oldest first; `[]` if it has no row.
-pub async fn errors_of(pool: &PgPool, id: Uuid) -> Result<Value, StoreError> {
-    Ok(sqlx::query_scalar::<_, Value>("SELECT errors FROM commands WHERE id = $1")
+/// Every failed attempt of a command of `tenant`, oldest first; `[]` if it has no row.
+pub async fn errors_of(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Value, StoreError> {
+    Ok(sqlx::query_scalar::<_, Value>("SELECT errors FROM commands WHERE tenant = $1 AND id = $2")
+        .bind(tenant)
         .bind(id)
         .fetch_optional(pool)
         .await?

@@ -50,8 +50,9 @@ impl Table {
 pub async fn prune(pool: &PgPool, table: Table, cutoff: DateTime<Utc>, limit: i64) -> Result<u64, StoreError> {
     let sql = match table {
         Table::Commands => {
-            "DELETE FROM commands WHERE id IN (
-               SELECT id FROM commands WHERE updated_at < $1 AND status IN ('succeeded', 'rejected', 'dead', 'cancelled')
+            "DELETE FROM commands WHERE (tenant, id) IN (
+               SELECT tenant, id FROM commands
+                WHERE updated_at < $1 AND status IN ('succeeded', 'rejected', 'dead', 'cancelled')
                 ORDER BY updated_at LIMIT $2)"
         }
         Table::Batches => {

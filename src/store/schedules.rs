@@ -194,7 +194,7 @@ pub struct Fire {
 pub async fn recent_fires(pool: &PgPool, tenant: &str, name: &str, limit: i64) -> Result<Vec<Fire>, StoreError> {
     Ok(sqlx::query_as::<_, Fire>(
         "SELECT f.tick, f.command_id, f.fired_at, f.missed, coalesce(c.status, 'pending') AS status
-           FROM schedule_fires f LEFT JOIN commands c ON c.id = f.command_id
+           FROM schedule_fires f LEFT JOIN commands c ON c.tenant = f.tenant AND c.id = f.command_id
           WHERE f.tenant = $1 AND f.name = $2 ORDER BY f.tick DESC LIMIT $3",
     )
     .bind(tenant)

@@ -245,10 +245,12 @@ async fn run_jobs(ctx: &WorkerCtx, acks: &Acks, jobs: Vec<(Delivery, process::Jo
     }
 }
 
-/// When a delivery's end-to-end latency counts from: the command's acceptance, except for an
-/// operator's replay (days later, perhaps), whose latency would only skew the figures.
+/// When a delivery's end-to-end latency counts from: the command's acceptance, or the time it
+/// was scheduled for; not at all for an operator's replay (days later, perhaps), whose latency
+/// would only skew the figures.
 fn timed_since(delivery: &Delivery, cmd: &crate::command::Envelope) -> Option<chrono::DateTime<chrono::Utc>> {
-    (!Received::of(delivery).is_replay()).then_some(cmd.submitted_at)
+    let since = cmd.run_at.map_or(cmd.submitted_at, |at| at.max(cmd.submitted_at));
+    (!Received::of(delivery).is_replay()).then_some(since)
 }
 
 /// How one delivery of a command ended, as metrics label it.

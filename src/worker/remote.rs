@@ -89,23 +89,6 @@ async fn call(
         super::conclude(ctx, acks, &delivery, &job.cmd, job.attempt, verdict, cancel).await;
         return None;
     };
-    // Claimed (`processing`) before the call, so a cancel from now on loses; redelivered
-    // after its outcome committed (the ack was lost) or cancelled: not called.
-    let settled = match commands::claim(&ctx.pool, &job.cmd, job.attempt).await {
-        Ok(None) => None,
-        Ok(Some(CommandStatus::Cancelled)) => Some(Label::Cancelled),
-        Ok(Some(CommandStatus::Processing)) | Err(_) => {
-            let verdict = Verdict::Defer { delay_ms: 1000 };
-            super::conclude(ctx, acks, &delivery, &job.cmd, job.attempt, verdict, cancel).await;
-            return None;
-        }
-        Ok(Some(_)) => Some(Label::Duplicate),
-    };
-    if let Some(outcome) = settled {
-        let verdict = Verdict::Done { outcome };
-        super::conclude(ctx, acks, &delivery, &job.cmd, job.attempt, verdict, cancel).await;
-        return None;
-    }
     let probe = match gate.admit() {
         Admit::Go { probe } => probe,
         Admit::Defer { delay, why } => {
@@ -125,6 +108,20 @@ async fn call(
         acks.give_back(&delivery).await;
         return None;
     };
+    // Claimed (`processing`) just before the call, so a cancel from now on loses; redelivered
+    // after its outcome committed (the ack was lost) or cancelled: not called.
+    let settled = match commands::claim(&ctx.pool, &job.cmd, job.attempt).await {
+        Ok(None) => None,
+        Ok(Some(CommandStatus::Cancelled)) => Some(Verdict::Done { outcome: Label::Cancelled }),
+        Ok(Some(CommandStatus::Processing)) | Err(_) => Some(Verdict::Defer { delay_ms: 1000 }),
+        Ok(Some(_)) => Some(Verdict::Done { outcome: Label::Duplicate }),
+    };
+    if let Some(verdict) = settled {
+        drop(slot);
+        gate.not_called(probe);
+        super::conclude(ctx, acks, &delivery, &job.cmd, job.attempt, verdict, cancel).await;
+        return None;
+    }
     let received = Received::of(&delivery);
     let traceparent = received.traceparent();
     let started = Instant::now();

@@ -228,3 +228,70 @@ async fn a_cancelled_batch_applies_nothing_more_and_finishes_with_its_cancelled_
     assert_eq!((status, again["error"]["status"].as_str()), (409, Some("finished")), "{again}");
     worker.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_that_guesses_another_tenants_ids_can_neither_cancel_nor_uncancel_its_commands() {
+    let (settings, db) = test_settings();
+    create_database(&db).await;
+    let api = spawn_on(settings.clone(), db.clone(), Roles::Api, &Probe::default()).await;
+    let guesser = create_key(&api.pool, "test", "globex", &["admin".into()]).await.unwrap().key;
+    let kept = api.accept("event.record", json!({"name": "kept", "data": {}})).await;
+    let dropped = api.accept("event.record", json!({"name": "dropped", "data": {}})).await;
+    // The guesser cancels both ids; the owner cancels one of them, and the guesser again.
+    assert_eq!(cancel(&api, &guesser, kept).await.0, 200);
+    assert_eq!(cancel(&api, &guesser, dropped).await.0, 200);
+    assert_eq!(cancel(&api, &api.key, dropped).await.0, 200);
+    assert_eq!(cancel(&api, &guesser, dropped).await.0, 200);
+    let mut worker = spawn_on(settings, db, Roles::Worker, &Probe::default()).await;
+    worker.owns_resources = false;
+    assert_eq!(api.settled(kept).await["status"], "succeeded", "another tenant's cancel changed nothing");
+    let seen = eventually(DEADLINE, || async {
+        let v = api.get_json(&format!("/v1/commands/{dropped}")).await;
+        (v["type"] == "event.record").then_some(v)
+    })
+    .await;
+    assert_eq!(seen["status"], "cancelled", "another tenant's cancel did not undo the owner's: {seen}");
+    assert_eq!((events_named(&api, "kept").await, events_named(&api, "dropped").await), (1, 0));
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_one_queued_item_cancelled_still_finishes() {
+    let (settings, db) = test_settings();
+    create_database(&db).await;
+    let api = spawn_on(settings.clone(), db.clone(), Roles::Api, &Probe::default()).await;
+    // One queued item cancelled by id before any worker runs.
+    let items: Vec<Value> =
+        (0..3).map(|i| event("second", json!({"payload": {"name": "second", "data": {"i": i}}}))).collect();
+    let (_, batch) = post(&api, &api.key, "/v1/batches", &json!({"commands": items})).await;
+    let batch_id = batch["id"].as_str().unwrap().to_owned();
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM commands WHERE batch_id = $1::text::uuid")
+        .bind(&batch_id)
+        .fetch_all(&api.pool)
+        .await
+        .unwrap();
+    assert!(ids.is_empty(), "queued items have no rows yet");
+    let first_item = {
+        // Batch item 0's id, derived as ingest derives it.
+        let v = api.get_json(&format!("/v1/batches/{batch_id}")).await;
+        assert_eq!(v["total"], 3, "{v}");
+        item_id(&batch_id, 0)
+    };
+    assert_eq!(cancel(&api, &api.key, first_item).await.0, 200);
+    let mut worker = spawn_on(settings, db, Roles::Worker, &Probe::default()).await;
+    worker.owns_resources = false;
+    let done = eventually(DEADLINE, || async {
+        let v = api.get_json(&format!("/v1/batches/{batch_id}")).await;
+        v["finished_at"].is_string().then_some(v)
+    })
+    .await;
+    assert_eq!((done["succeeded"].as_i64(), done["cancelled"].as_i64()), (Some(2), Some(1)), "{done}");
+    worker.stop().await.unwrap();
+}
+
+/// The id ingest gives item `index` of batch `batch_id` (no idempotency key of its own).
+fn item_id(batch_id: &str, index: u32) -> Uuid {
+    let batch: Uuid = batch_id.parse().unwrap();
+    let namespace = Uuid::from_u128(0x3f0c_2b8e_51d4_4a7f_8c19_d6e2_a047_b5c1);
+    Uuid::new_v5(&namespace, &[batch.as_bytes().as_slice(), &index.to_be_bytes()].concat())
+}

@@ -37,6 +37,8 @@ pub struct Load {
     pub rate: Option<f64>,
     /// Commands already in the work queue before sluice starts.
     pub prefill: usize,
+    /// The work queue they are in.
+    pub prefill_priority: sluice::command::Priority,
     /// Batch runs with one client: it waits until everything it had accepted is committed
     /// (succeeded or rejected) before its next POST, so a batch is accepted on a quiet system,
     /// not while its predecessors are being processed.
@@ -55,6 +57,7 @@ impl Load {
             per_request: 0,
             rate: None,
             prefill: 0,
+            prefill_priority: sluice::command::Priority::Normal,
             quiet: false,
             commands_dir: None,
         }
@@ -141,7 +144,7 @@ pub async fn run(
     prefix: &str,
 ) -> anyhow::Result<SluiceFigures> {
     if load.prefill > 0 {
-        super::prefill::fill(settings, prefix, load.prefill, &load.kind).await?;
+        super::prefill::fill(settings, prefix, load.prefill, &load.kind, load.prefill_priority).await?;
     }
     let port = free_port()?;
     let key = format!("bench-{}", uuid::Uuid::new_v4().simple());
@@ -156,6 +159,50 @@ pub async fn run(
         let _ = std::fs::remove_file(log_path(prefix));
     }
     result
+}
+
+/// A `sluice serve` started for a measurement of its own (see `jobs`).
+pub struct Started {
+    child: Child,
+    prefix: String,
+    pub base: String,
+    pub key: String,
+    pub pool: PgPool,
+    pub http: reqwest::Client,
+}
+
+/// Starts sluice for `load` (filling its queue first) and waits until it is ready.
+pub async fn start(
+    binary: &Path,
+    settings: &Settings,
+    load: &Load,
+    db_url: &str,
+    prefix: &str,
+) -> anyhow::Result<Started> {
+    if load.prefill > 0 {
+        super::prefill::fill(settings, prefix, load.prefill, &load.kind, load.prefill_priority).await?;
+    }
+    let port = free_port()?;
+    let key = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let child = spawn_sluice(binary, settings, db_url, prefix, port, &key, load)?;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    wait_ready(&http, &base).await?;
+    let pool = PgPool::connect(db_url).await?;
+    Ok(Started { child, prefix: prefix.to_owned(), base, key, pool, http })
+}
+
+impl Started {
+    /// Stops sluice (SIGTERM, then SIGKILL after 30 s); its log is kept when `failed`.
+    pub async fn stop(mut self, failed: bool) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().unwrap_or(0).to_string()]).status().await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        let _ = self.child.start_kill();
+        self.pool.close().await;
+        if !failed {
+            let _ = std::fs::remove_file(log_path(&self.prefix));
+        }
+    }
 }
 
 /// Where the sluice under test logs.

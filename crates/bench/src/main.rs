@@ -5,6 +5,7 @@
 mod client;
 mod declared;
 mod http;
+mod jobs;
 mod machine;
 mod prefill;
 mod raw;
@@ -89,6 +90,10 @@ pub struct BenchArgs {
     /// first --concurrency, each rated against event.record at that concurrency in its round.
     #[arg(long)]
     pub declared: bool,
+    /// Also measure job control: (f) high commands over this many queued low ones (e.g.
+    /// 100000), and (g) scheduled commands beside a steady immediate load.
+    #[arg(long, default_value_t = 0)]
+    pub jobs: usize,
     /// Postgres server URL without database; bench databases are created and dropped on it.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
     pub pg: String,
@@ -217,6 +222,32 @@ async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     summary::print(&rounds, raw.as_ref(), &once);
+    if args.jobs > 0 && !args.skip_sluice {
+        run_jobs(&settings, &args, &id).await?;
+    }
+    Ok(())
+}
+
+/// (f) and (g), each on a sluice of its own.
+async fn run_jobs(settings: &Settings, args: &BenchArgs, id: &str) -> anyhow::Result<()> {
+    let binary = args.sluice.as_deref().context("no sluice binary to run")?;
+    for (label, low) in [("priorities", args.jobs), ("scheduled", 0)] {
+        let db = format!("sluice_bench_{label}_{id}");
+        let url = create_database(args, &db).await?;
+        let prefix = format!("bench-{label}-{id}");
+        let load = jobs::load(args, low);
+        let started = http::start(binary, settings, &load, &url, &prefix).await?;
+        let running =
+            jobs::Running { base: &started.base, key: &started.key, pool: &started.pool, http: &started.http };
+        let result = match label {
+            "priorities" => jobs::priorities(running, low).await,
+            _ => jobs::scheduled(running, 2000, 1000.0).await,
+        };
+        started.stop(result.is_err()).await;
+        drop_database(args, &db).await;
+        drop_topology(settings, &prefix).await;
+        result?;
+    }
     Ok(())
 }
 

@@ -9,9 +9,15 @@ use std::time::Instant;
 /// Publishes awaiting confirmation at once.
 const WINDOW: usize = 2000;
 
-/// Declares the topology of `prefix` and publishes `n` commands of `kind` into its work queue,
-/// as sluice's API would have, with confirms.
-pub async fn fill(settings: &Settings, prefix: &str, n: usize, kind: &str) -> anyhow::Result<()> {
+/// Declares the topology of `prefix` and publishes `n` commands of `kind` into the work queue
+/// of `priority`, as sluice's API would have, with confirms.
+pub async fn fill(
+    settings: &Settings,
+    prefix: &str,
+    n: usize,
+    kind: &str,
+    priority: sluice::command::Priority,
+) -> anyhow::Result<()> {
     let w = &settings.worker;
     let topology = sluice::broker::Topology::new(prefix, &w.retry_tiers_ms, settings.broker.delivery_limit);
     let conn = Connection::connect(settings.broker.url.expose(), ConnectionProperties::default()).await?;
@@ -20,8 +26,12 @@ pub async fn fill(settings: &Settings, prefix: &str, n: usize, kind: &str) -> an
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let started = Instant::now();
     let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
-    let bodies = (0..n).map(|i| Envelope::new("bench", kind, super::http::payload(kind, i), None).encode());
-    let key = sluice::broker::topology::WORK_KEY;
+    let bodies = (0..n).map(|i| {
+        let mut cmd = Envelope::new("bench", kind, super::http::payload(kind, i), None);
+        cmd.priority = priority;
+        cmd.encode()
+    });
+    let key = sluice::broker::Topology::work_key(priority);
     super::raw::publish_confirmed(&ch, &topology.work_exchange(), key, &props, WINDOW, bodies).await?;
     println!("pre-filled {n} commands in {:.1} s", started.elapsed().as_secs_f64());
     let _ = ch.close(200, "prefilled".into()).await;

@@ -229,7 +229,7 @@ async fn scheduled_commands_survive_killed_workers_and_a_postgres_restart_while_
     // Every command waits 0.2-3 s in Postgres; the dispatchers run in the workers being killed.
     let mix = Mix { scheduled_pct: 100, ..Mix::default() };
     let opts = Options { workers: 2, ..Options::default() };
-    let c = cluster("12 scheduled, workers killed, postgres restarted", opts, mix.accounts).await;
+    let c = cluster("11 scheduled, workers killed, postgres restarted", opts, mix.accounts).await;
     let kills = 4 * scale();
     let (sent, windows) = under_load(&c, mix.clone(), |c| async move {
         let mut windows = Vec::new();
