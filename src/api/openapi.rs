@@ -107,7 +107,7 @@ pub async fn serve(State(state): State<ApiState>) -> Json<Value> {
 /// the queues that can be paused.
 pub fn document(api: &utoipa::openapi::OpenApi, registry: &SchemaRegistry, topology: &Topology) -> Value {
     let mut doc = serde_json::to_value(api).unwrap_or_else(|_| json!({}));
-    let pausable = json!([topology.work_queue(), topology.dead_letter_queue()]);
+    let pausable = json!(topology.consumed_queues());
     for verb in ["pause", "resume"] {
         let path = format!("/paths/~1v1~1queues~1{{name}}~1{verb}/post/parameters/0/schema");
         if let Some(schema) = doc.pointer_mut(&path).and_then(Value::as_object_mut) {

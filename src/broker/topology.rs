@@ -89,6 +89,13 @@ impl Topology {
         q.extend(self.tiers_ms.iter().map(|ms| self.tier_queue(*ms)));
         q
     }
+    /// The queues sluice's workers consume (and operators can pause): the three work queues
+    /// and the dead-letter queue.
+    pub fn consumed_queues(&self) -> Vec<String> {
+        let mut q: Vec<String> = Priority::ALL.into_iter().map(|p| self.work_queue_of(p)).collect();
+        q.push(self.dead_letter_queue());
+        q
+    }
     /// Every exchange.
     pub fn exchanges(&self) -> Vec<String> {
         vec![self.work_exchange(), self.retry_exchange(), self.dead_letter_exchange()]

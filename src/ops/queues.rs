@@ -8,13 +8,9 @@ use serde_json::json;
 impl Operators {
     /// Pauses (`paused = true`) or resumes consumption of one of sluice's queues.
     pub async fn set_paused(&self, queue: &str, paused: bool, actor: &str) -> Result<(), OpsError> {
-        let t = self.broker.topology();
-        if queue != t.work_queue() && queue != t.dead_letter_queue() {
-            return Err(OpsError::BadInput(format!(
-                "only {} and {} have consumers to pause",
-                t.work_queue(),
-                t.dead_letter_queue()
-            )));
+        let consumed = self.broker.topology().consumed_queues();
+        if !consumed.iter().any(|q| q == queue) {
+            return Err(OpsError::BadInput(format!("only {} have consumers to pause", consumed.join(", "))));
         }
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
         processes::set_paused(&mut tx, queue, paused, actor).await?;
