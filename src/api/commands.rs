@@ -161,7 +161,8 @@ pub async fn status(
                 status: row.status,
                 detail: None,
                 run_at: None,
-                kind: Some(row.kind),
+                // A tombstone has no type until its command arrives.
+                kind: Some(row.kind).filter(|k| !k.is_empty()),
                 attempts: Some(row.attempts),
                 last_error: row.last_error,
                 result: row.result,
