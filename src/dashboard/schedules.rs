@@ -10,7 +10,6 @@ use axum::extract::{Path, State};
 use axum::response::Redirect;
 use axum::Form;
 use maud::{html, Markup};
-use serde::Deserialize;
 
 /// `GET /dashboard/schedules`
 pub async fn index(State(state): State<DashboardState>, op: Operator) -> Result<Markup, PageError> {
@@ -64,18 +63,12 @@ pub async fn index(State(state): State<DashboardState>, op: Operator) -> Result<
     ))
 }
 
-/// The CSRF field of the pause and resume forms.
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    csrf: String,
-}
-
 /// `POST /dashboard/schedules/{tenant}/{name}/pause` and `/resume`
 pub async fn set_paused(
     State(state): State<DashboardState>,
     op: Operator,
     Path((tenant, name, action)): Path<(String, String, String)>,
-    Form(form): Form<CsrfOnly>,
+    Form(form): Form<super::session::CsrfForm>,
 ) -> Result<Redirect, PageError> {
     op.check_csrf(&form.csrf)?;
     let paused = match action.as_str() {
