@@ -209,6 +209,5 @@ pub async fn cancel(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Submit)?;
     let id = super::reads::path_id(id)?;
-    let ops = state.ops_within(crate::ops::Reach::Tenant(principal.tenant.clone()));
-    Ok(Json(ops.cancel_batch(id, &super::dead_letters::actor(&principal)).await?))
+    Ok(Json(state.ops_of_own(&principal).cancel_batch(id, &super::dead_letters::actor(&principal)).await?))
 }

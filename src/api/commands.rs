@@ -9,7 +9,6 @@ use super::ApiState;
 use crate::broker::wire::{new_traceparent, trace_id, TRACEPARENT_HEADER};
 use crate::ingest::{valid_idempotency_key, Accepted, CommandRequest, MAX_IDEMPOTENCY_KEY};
 use crate::ops::cancel::Cancelled;
-use crate::ops::Reach;
 use crate::store::commands::{self, CommandStatus};
 use crate::store::scheduled;
 use axum::extract::rejection::PathRejection;
@@ -234,6 +233,5 @@ pub async fn cancel(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Submit)?;
     let id = super::reads::path_id(id)?;
-    let ops = state.ops_within(Reach::Tenant(principal.tenant.clone()));
-    Ok(Json(ops.cancel_command(id, &super::dead_letters::actor(&principal)).await?))
+    Ok(Json(state.ops_of_own(&principal).cancel_command(id, &super::dead_letters::actor(&principal)).await?))
 }

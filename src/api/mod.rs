@@ -66,6 +66,12 @@ impl ApiState {
         self.ops_within(crate::ops::Reach::Every)
     }
 
+    /// Actions on the caller's own tenant only, whatever its key's scopes: commands, batches
+    /// and schedules belong to a tenant, even for an operator key.
+    pub fn ops_of_own(&self, principal: &auth::Principal) -> crate::ops::Operators {
+        self.ops_within(crate::ops::Reach::Tenant(principal.tenant.clone()))
+    }
+
     /// Operator actions limited to `reach` (an API key's: [`auth::Principal::reach`]).
     pub fn ops_within(&self, reach: crate::ops::Reach) -> crate::ops::Operators {
         crate::ops::Operators {

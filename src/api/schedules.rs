@@ -7,7 +7,6 @@ use super::error::{ApiError, ErrorBody};
 use super::openapi::KeyedErrors;
 use super::ApiState;
 use crate::ops::schedules::{ScheduleInput, ScheduleView};
-use crate::ops::Reach;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -30,11 +29,6 @@ pub struct ScheduleRemoved {
 
 fn name_of(name: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     name.map(|Path(n)| n).map_err(|e| ApiError::bad_request("invalid_name", e.body_text(), Some("path name")))
-}
-
-/// The caller's own tenant: schedules are the tenant's, whatever the key's scopes.
-fn own(state: &ApiState, principal: &Principal) -> crate::ops::Operators {
-    state.ops_within(Reach::Tenant(principal.tenant.clone()))
 }
 
 /// Create or replace a recurring schedule
@@ -71,7 +65,7 @@ pub async fn put(
     let input: ScheduleInput =
         serde_json::from_value(body).map_err(|e| ApiError::bad_request("invalid_body", e.to_string(), Some("body")))?;
     let (view, created) =
-        own(&state, &principal).put_schedule(&principal.tenant, &name, input, &actor(&principal)).await?;
+        state.ops_of_own(&principal).put_schedule(&principal.tenant, &name, input, &actor(&principal)).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(view)))
 }
@@ -98,7 +92,7 @@ pub async fn get(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Read)?;
     let name = name_of(name)?;
-    Ok(Json(own(&state, &principal).get_schedule(&principal.tenant, &name).await?))
+    Ok(Json(state.ops_of_own(&principal).get_schedule(&principal.tenant, &name).await?))
 }
 
 /// Delete a recurring schedule
@@ -124,7 +118,7 @@ pub async fn delete(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Submit)?;
     let name = name_of(name)?;
-    own(&state, &principal).delete_schedule(&principal.tenant, &name, &actor(&principal)).await?;
+    state.ops_of_own(&principal).delete_schedule(&principal.tenant, &name, &actor(&principal)).await?;
     Ok(Json(ScheduleRemoved { removed: name }))
 }
 
@@ -140,5 +134,5 @@ pub async fn delete(
 #[tracing::instrument(skip_all, fields(tenant = %principal.tenant))]
 pub async fn list(State(state): State<ApiState>, principal: Principal) -> Result<impl IntoResponse, ApiError> {
     principal.require(Scope::Read)?;
-    Ok(Json(ScheduleList { schedules: own(&state, &principal).list_schedules().await? }))
+    Ok(Json(ScheduleList { schedules: state.ops_of_own(&principal).list_schedules().await? }))
 }
