@@ -24,6 +24,10 @@ pub struct Envelope {
     /// Which work queue it travels in.
     #[serde(default, skip_serializing_if = "Priority::is_normal")]
     pub priority: Priority,
+    /// Commands of one tenant with the same key are applied one at a time, in the order
+    /// sluice accepted them (see `worker::ordered`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
 }
 
 /// A command's priority: each has a work queue of its own, and workers share their
@@ -99,6 +103,7 @@ impl Envelope {
             batch: None,
             run_at: None,
             priority: Priority::Normal,
+            ordering_key: None,
         }
     }
 

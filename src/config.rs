@@ -47,6 +47,7 @@ pub struct Settings {
     pub retention: RetentionSettings,
     pub commands: CommandsSettings,
     pub scheduling: SchedulingSettings,
+    pub ordering: OrderingSettings,
     pub log: LogSettings,
 }
 
@@ -170,6 +171,16 @@ pub struct RetentionSettings {
     pub dead_letters_days: u32,
     pub webhook_deliveries_days: u32,
     pub refused_deliveries_days: u32,
+}
+
+/// `[ordering]`
+#[derive(Clone, Debug, Deserialize)]
+pub struct OrderingSettings {
+    pub partitions: u16,
+    pub concurrency: usize,
+    pub prefetch: u16,
+    pub rebalance_interval_ms: u64,
+    pub release_batch: i64,
 }
 
 /// `[scheduling]`

@@ -69,6 +69,11 @@ impl Reporter {
         }
     }
 
+    /// This process's id (its row in `processes`).
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
     /// The API accepted a command.
     pub fn accepted(&self) {
         self.accepted.fetch_add(1, Ordering::Relaxed);

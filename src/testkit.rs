@@ -180,7 +180,8 @@ impl Drop for TestSluice {
 /// runtime.
 pub fn remove_resources(settings: &Settings) {
     let s = settings;
-    let queues = crate::broker::Topology::new(&s.broker.prefix, &s.worker.retry_tiers_ms, s.broker.delivery_limit);
+    let queues = crate::broker::Topology::new(&s.broker.prefix, &s.worker.retry_tiers_ms, s.broker.delivery_limit)
+        .with_partitions(s.ordering.partitions);
     let db = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(s.database.url.expose())
         .ok()
         .and_then(|o| o.get_database().map(str::to_owned));

@@ -76,6 +76,13 @@ impl AppBuilder {
         self
     }
 
+    /// Gives the type `kind` retry settings of its own, and with them what its dead commands
+    /// with an ordering key do to their key (`ordering`: halt, the default, or skip).
+    pub fn retry(mut self, kind: &str, retry: crate::handlers::RetryOverride) -> Self {
+        self.catalog.handlers.set_retry(kind, retry);
+        self
+    }
+
     /// The application's own migrations (`sqlx::migrate!()`), applied after sluice's in the
     /// Postgres schema `namespace`, with their history in `<namespace>._sqlx_migrations`.
     pub fn migrations(mut self, namespace: &str, migrator: Migrator) -> Self {

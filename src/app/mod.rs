@@ -62,7 +62,8 @@ impl Application {
         let cancel = CancellationToken::new();
         let pool = store::pool(&settings.database)?;
         let b = &settings.broker;
-        let topology = Topology::new(&b.prefix, &settings.worker.retry_tiers_ms, b.delivery_limit);
+        let topology = Topology::new(&b.prefix, &settings.worker.retry_tiers_ms, b.delivery_limit)
+            .with_partitions(settings.ordering.partitions);
         // The API and the workers each get their own connection, as RabbitMQ advises: when the
         // broker throttles (credit flow) or blocks (resource alarm) a publishing connection, it
         // stops reading from it, which must not hold up the workers' acks, and the workers'
@@ -172,6 +173,7 @@ impl Application {
                 sealer: sealer.clone(),
                 retention: settings.retention.clone(),
                 scheduling: settings.scheduling.clone(),
+                ordering: settings.ordering.clone(),
                 after_commit: after_commit.clone(),
             })
         });

@@ -36,8 +36,13 @@ pub struct Link {
 
 impl Link {
     fn channel(&self) -> &publisher::PublishChannel {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.publish_channels.len();
-        &self.publish_channels[i]
+        self.channel_at(self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Channel `i` (modulo their number): messages on one channel reach a queue in the order
+    /// they were sent, which messages spread over several need not.
+    fn channel_at(&self, i: usize) -> &publisher::PublishChannel {
+        &self.publish_channels[i % self.publish_channels.len()]
     }
 }
 

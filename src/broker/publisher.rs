@@ -128,7 +128,7 @@ impl Broker {
             return self.failed(PublishError::Overloaded);
         };
         let headers = std::mem::take(&mut msg.headers);
-        let result = self.confirmed(&msg, headers, held_until).await;
+        let result = self.confirmed(&msg, headers, held_until, None).await;
         if result.is_ok() {
             metrics::counter!("sluice_published_total").increment(1);
         }
@@ -137,18 +137,33 @@ impl Broker {
 
     /// Publishes many persistent, mandatory messages, pipelined: up to a window of them are
     /// sent and await their confirms at once, in one task, so the frames of many publishes
-    /// reach lapin's I/O loop together. One result per message, in order.
+    /// reach lapin's I/O loop together. One result per message, in order. All go on one
+    /// channel, so those that reach a queue are in it in this order (a batch's ordered items).
     #[tracing::instrument(skip_all, fields(messages = msgs.len()))]
     pub async fn publish_many(&self, msgs: &[Message<'_>]) -> Vec<Result<(), PublishError>> {
         // At most a quarter of the process's publish permits, so single commands still get in.
         let window = WINDOW.min(self.inner.settings.max_in_flight_publishes / 4).max(1);
         let mut results = Vec::with_capacity(msgs.len());
         let mut pending = FuturesOrdered::new();
+        let pinned = rand::random::<u32>() as usize;
         for msg in msgs {
             if pending.len() >= window {
                 results.extend(pending.next().await);
             }
-            pending.push_back(self.publish_one_of_many(msg));
+            // Waits for a permit (confirms of this batch free them too, as the window moves on),
+            // but not past the publish timeout.
+            let permit = self.inner.in_flight.clone().acquire_owned();
+            let permit =
+                tokio::time::timeout(self.inner.settings.publish_timeout(), permit).await.ok().and_then(Result::ok);
+            let mut publish = Box::pin(self.publish_one_of_many(msg, pinned, permit));
+            // Its frames are queued in its first poll: polled here, so they go out in order.
+            let first = futures_util::poll!(publish.as_mut());
+            pending.push_back(async move {
+                match first {
+                    std::task::Poll::Ready(r) => r,
+                    std::task::Poll::Pending => publish.await,
+                }
+            });
         }
         while let Some(r) = pending.next().await {
             results.push(r);
@@ -158,32 +173,39 @@ impl Broker {
         results
     }
 
-    async fn publish_one_of_many(&self, msg: &Message<'_>) -> Result<(), PublishError> {
+    async fn publish_one_of_many(
+        &self,
+        msg: &Message<'_>,
+        channel: usize,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<(), PublishError> {
         if self.inner.blocked.load(Ordering::Relaxed) {
             return self.failed(PublishError::Blocked);
         }
-        // Waits for a permit (confirms of this batch free them too, as the window moves on),
-        // but not past the publish timeout.
-        let permit = self.inner.in_flight.clone().acquire_owned();
-        let Ok(Ok(_permit)) = tokio::time::timeout(self.inner.settings.publish_timeout(), permit).await else {
+        let Some(_permit) = permit else {
             return self.failed(PublishError::Overloaded);
         };
-        self.confirmed(msg, msg.headers.clone(), None).await
+        self.confirmed(msg, msg.headers.clone(), None, Some(channel)).await
     }
 
     /// Sends `msg` with `headers` (apart, so a single publish moves its table instead of copying
     /// it) on the current link and waits for its confirm, within the publish timeout; with
-    /// `held_until` also for as long as RabbitMQ blocks the connection, until that token fires.
+    /// `held_until` also for as long as RabbitMQ blocks the connection, until that token fires;
+    /// on the link's channel `pinned` if given, else on the next in turn.
     async fn confirmed(
         &self,
         msg: &Message<'_>,
         headers: FieldTable,
         held_until: Option<&CancellationToken>,
+        pinned: Option<usize>,
     ) -> Result<(), PublishError> {
         let Some(link) = self.link() else {
             return self.failed(PublishError::Unavailable);
         };
-        let channel = link.channel();
+        let channel = match pinned {
+            Some(i) => link.channel_at(i),
+            None => link.channel(),
+        };
         let mut publish = pin!(async { channel.send(msg, headers).await?.await });
         let confirmed = loop {
             match tokio::time::timeout(self.inner.settings.publish_timeout(), publish.as_mut()).await {

@@ -19,7 +19,11 @@ pub struct Topology {
     prefix: String,
     tiers_ms: Vec<u64>,
     delivery_limit: u32,
+    partitions: u16,
 }
+
+/// Ordered partitions when the configuration does not say (`ordering.partitions`).
+pub const DEFAULT_PARTITIONS: u16 = 16;
 
 impl Topology {
     /// Names under `prefix`, with one retry queue per delay tier.
@@ -27,7 +31,46 @@ impl Topology {
         let mut tiers_ms = tiers_ms.to_vec();
         tiers_ms.sort_unstable();
         tiers_ms.dedup();
-        Self { prefix: prefix.to_owned(), tiers_ms, delivery_limit }
+        Self { prefix: prefix.to_owned(), tiers_ms, delivery_limit, partitions: DEFAULT_PARTITIONS }
+    }
+    /// The same names with `n` ordered partitions (at least one).
+    pub fn with_partitions(mut self, n: u16) -> Self {
+        self.partitions = n.max(1);
+        self
+    }
+    /// Deliveries of one message before the broker dead-letters it.
+    pub fn delivery_limit(&self) -> u32 {
+        self.delivery_limit
+    }
+    /// How many ordered partitions there are.
+    pub fn partitions(&self) -> u16 {
+        self.partitions
+    }
+    /// The queue of ordered partition `p`: single active consumer, so it is applied in queue order.
+    pub fn ordered_queue(&self, p: u16) -> String {
+        format!("{}.ordered.{p}", self.prefix)
+    }
+    /// Routing key (on the work exchange) of ordered partition `p`.
+    pub fn ordered_key(p: u16) -> String {
+        format!("ordered.{p}")
+    }
+    /// The partition every command of `tenant` with `key` goes to. FNV-1a, fixed forever:
+    /// processes of different versions must agree on it.
+    pub fn partition_of(&self, tenant: &str, key: &str) -> u16 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in tenant.bytes().chain([0]).chain(key.bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        u16::try_from(h % u64::from(self.partitions)).unwrap_or(0)
+    }
+    /// Routing key of the queue a command travels in: its key's ordered partition, or the
+    /// work queue of its priority.
+    pub fn route_of(&self, cmd: &crate::command::Envelope) -> String {
+        match &cmd.ordering_key {
+            Some(key) => Self::ordered_key(self.partition_of(&cmd.tenant, key)),
+            None => Self::work_key(cmd.priority).to_owned(),
+        }
     }
     /// Exchange producers publish commands to.
     pub fn work_exchange(&self) -> String {
@@ -87,6 +130,7 @@ impl Topology {
             self.dead_letter_queue(),
         ];
         q.extend(self.tiers_ms.iter().map(|ms| self.tier_queue(*ms)));
+        q.extend((0..self.partitions).map(|p| self.ordered_queue(p)));
         q
     }
     /// The queues sluice's workers consume (and operators can pause): the three work queues
@@ -116,6 +160,17 @@ impl Topology {
             ]);
             let (queue, key) = (self.work_queue_of(priority), Self::work_key(priority));
             self.queue(ch, &queue, work, &self.work_exchange(), key).await?;
+        }
+        for p in 0..self.partitions {
+            // One consumer at a time, whoever else subscribes: a standby takes over, from the
+            // first unacked message, only when the active one's channel is gone.
+            let ordered = quorum_args([
+                ("x-single-active-consumer", AMQPValue::Boolean(true)),
+                ("x-delivery-limit", long(i64::from(self.delivery_limit))),
+                ("x-dead-letter-exchange", string(&self.dead_letter_exchange())),
+                ("x-dead-letter-routing-key", string(DEAD_KEY)),
+            ]);
+            self.queue(ch, &self.ordered_queue(p), ordered, &self.work_exchange(), &Self::ordered_key(p)).await?;
         }
         self.queue(ch, &self.dead_letter_queue(), quorum_args([]), &self.dead_letter_exchange(), DEAD_KEY).await?;
         for ms in &self.tiers_ms {
@@ -183,5 +238,19 @@ mod tests {
         assert_eq!(t.tier_at_least(150), 200);
         assert_eq!(t.tier_at_least(200), 200);
         assert_eq!(t.tier_at_least(10_000), 1600);
+    }
+
+    #[test]
+    fn a_key_always_lands_in_the_same_partition_and_keys_spread_over_all() {
+        let t = Topology::new("p", &[100], 5).with_partitions(8);
+        assert_eq!(t.partition_of("t", "account-1"), t.partition_of("t", "account-1"));
+        // Pinned: a changed hash would send a key's later commands to another partition.
+        assert_eq!(
+            t.partition_of("t", "account-1"),
+            Topology::new("q", &[], 1).with_partitions(8).partition_of("t", "account-1")
+        );
+        let used: std::collections::HashSet<u16> = (0..200).map(|i| t.partition_of("t", &format!("k{i}"))).collect();
+        assert_eq!(used.len(), 8);
+        assert_ne!(t.partition_of("a", "b\0c"), 8);
     }
 }

@@ -27,6 +27,9 @@ pub const DEAD_LETTER_ID_HEADER: &str = "x-sluice-dead-letter-id";
 /// The last transient error, carried along the retries.
 pub const LAST_ERROR_HEADER: &str = "x-sluice-last-error";
 
+/// On a command an ordered key held back and then released: its place in the key's line.
+pub const HELD_SEQ_HEADER: &str = "x-sluice-held-seq";
+
 /// Longest error text put in a header.
 const MAX_ERROR: usize = 1000;
 
@@ -54,12 +57,34 @@ impl Outgoing {
         let mut headers = FieldTable::default();
         set_i64(&mut headers, ATTEMPT_HEADER, 1);
         set_str(&mut headers, TRACEPARENT_HEADER, traceparent);
-        let priority = Envelope::decode(&body).map(|e| e.priority).unwrap_or_default();
+        let routing_key = match Envelope::decode(&body) {
+            Ok(cmd) => topology.route_of(&cmd),
+            Err(_) => Topology::work_key(Priority::Normal).to_owned(),
+        };
+        Self { exchange: topology.work_exchange(), routing_key, body, message_id: id.to_string(), headers }
+    }
+
+    /// A held command of an ordered key, released to its partition as attempt `attempt`:
+    /// `seq` is its place in the key's line, which the worker checks it is still at the head of.
+    pub fn released(
+        topology: &Topology,
+        cmd: &Envelope,
+        body: Vec<u8>,
+        attempt: u32,
+        seq: i64,
+        traceparent: Option<&str>,
+    ) -> Self {
+        let mut headers = FieldTable::default();
+        set_i64(&mut headers, ATTEMPT_HEADER, i64::from(attempt));
+        set_i64(&mut headers, HELD_SEQ_HEADER, seq);
+        if let Some(tp) = traceparent {
+            set_str(&mut headers, TRACEPARENT_HEADER, tp);
+        }
         Self {
             exchange: topology.work_exchange(),
-            routing_key: Topology::work_key(priority).to_owned(),
+            routing_key: topology.route_of(cmd),
             body,
-            message_id: id.to_string(),
+            message_id: cmd.id.to_string(),
             headers,
         }
     }
@@ -135,7 +160,7 @@ impl Outgoing {
     fn to_work(topology: &Topology, cmd: &Envelope, headers: FieldTable) -> Self {
         Self {
             exchange: topology.work_exchange(),
-            routing_key: Topology::work_key(cmd.priority).to_owned(),
+            routing_key: topology.route_of(cmd),
             body: cmd.encode(),
             message_id: cmd.id.to_string(),
             headers,
@@ -186,6 +211,11 @@ impl<'a> Received<'a> {
     /// The attempt header as sent, if it is a usable number.
     pub fn attempt_header(&self) -> Option<u32> {
         get_i64(self.headers, ATTEMPT_HEADER).and_then(|a| u32::try_from(a).ok())
+    }
+
+    /// On a released command of an ordered key: its place in the key's line.
+    pub fn held_seq(&self) -> Option<i64> {
+        get_i64(self.headers, HELD_SEQ_HEADER)
     }
 
     /// The trace id of its `traceparent` ("" if none or malformed).

@@ -129,7 +129,8 @@ pub(super) fn operators(
 ) -> anyhow::Result<(Operators, Broker, CancellationToken)> {
     let cancel = CancellationToken::new();
     let topology =
-        Topology::new(&settings.broker.prefix, &settings.worker.retry_tiers_ms, settings.broker.delivery_limit);
+        Topology::new(&settings.broker.prefix, &settings.worker.retry_tiers_ms, settings.broker.delivery_limit)
+            .with_partitions(settings.ordering.partitions);
     let broker = Broker::start(settings.broker.clone(), topology, "cli", cancel.clone());
     let ops = Operators {
         pool,

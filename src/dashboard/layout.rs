@@ -16,7 +16,7 @@ pub fn page(title: &str, active: &str, csrf: &str, content: Markup) -> Markup {
             header {
                 nav {
                     span.brand { "sluice" }
-                    @for (href, label) in [("/dashboard", "Overview"), ("/dashboard/dead-letters", "Dead letters"), ("/dashboard/commands", "Commands"), ("/dashboard/schedules", "Schedules"), ("/dashboard/types", "Command types"), ("/dashboard/audit", "Audit log")] {
+                    @for (href, label) in [("/dashboard", "Overview"), ("/dashboard/dead-letters", "Dead letters"), ("/dashboard/commands", "Commands"), ("/dashboard/schedules", "Schedules"), ("/dashboard/ordering", "Ordering keys"), ("/dashboard/types", "Command types"), ("/dashboard/audit", "Audit log")] {
                         a href=(href) aria-current=[(label == active).then_some("page")] { (label) }
                     }
                     form.logout method="post" action="/dashboard/logout" {

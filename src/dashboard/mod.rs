@@ -6,6 +6,7 @@ mod charts;
 mod commands;
 mod dead_letters;
 mod layout;
+mod ordering;
 mod overview;
 mod schedules;
 mod session;
@@ -74,6 +75,7 @@ pub fn router(state: DashboardState) -> Router {
         .route("/dashboard/audit", get(audit::index))
         .route("/dashboard/types", get(types::index))
         .route("/dashboard/schedules", get(schedules::index))
+        .route("/dashboard/ordering", get(ordering::index))
         .route("/dashboard/schedules/{tenant}/{name}/{action}", post(schedules::set_paused))
         .layer(SetResponseHeaderLayer::overriding(
             CONTENT_SECURITY_POLICY,

@@ -134,6 +134,19 @@ pub struct RetryOverride {
     pub max_attempts: Option<u32>,
     /// The first retry's delay (ms); each later one doubles, rounded to a retry tier.
     pub base_ms: Option<u64>,
+    /// What a dead command with an `ordering_key` does to its key's later commands.
+    pub ordering: Option<OrderingPolicy>,
+}
+
+/// What happens to the later commands of a key once one of its commands is dead-lettered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderingPolicy {
+    /// The key stays blocked until an operator replays or discards the dead letter.
+    #[default]
+    Halt,
+    /// The key's next command runs as if the dead one had succeeded.
+    Skip,
 }
 
 /// Command type → handler.

@@ -225,7 +225,13 @@ impl Ingest {
         let run_at = self.run_at(parsed.timing, "")?;
         let mut cmd = Envelope::new(tenant, &parsed.kind, parsed.payload, None);
         cmd.run_at = run_at;
-        cmd.priority = parsed.priority.or(priority).unwrap_or_default();
+        // A key's own line orders it, not a priority: the batch's does not apply to it.
+        cmd.priority = if parsed.ordering_key.is_some() {
+            parsed.priority.unwrap_or_default()
+        } else {
+            parsed.priority.or(priority).unwrap_or_default()
+        };
+        cmd.ordering_key = parsed.ordering_key;
         let index = u32::try_from(index).unwrap_or(u32::MAX);
         // Ids live in the batch's namespace (an item key names the item within its batch), so
         // every item gets a row of this batch and the batch's progress can reach its total.

@@ -19,7 +19,7 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 pub struct CommandRequest<'a> {
     /// The tenant it is submitted for (the API key's).
     pub tenant: &'a str,
-    /// `{"type", "payload", "run_at"?, "delay_ms"?, "priority"?}`, not yet checked.
+    /// `{"type", "payload", "run_at"?, "delay_ms"?, "priority"?, "ordering_key"?}`, not yet checked.
     pub body: Value,
     /// Makes a retried submission the same command.
     pub idempotency_key: Option<&'a str>,
@@ -67,7 +67,12 @@ pub struct ParsedCommand {
     pub timing: Timing,
     /// `None` when the command did not say (a batch's own priority may apply).
     pub priority: Option<Priority>,
+    /// Commands of the tenant with the same key are applied in the order accepted.
+    pub ordering_key: Option<String>,
 }
+
+/// Longest accepted ordering key.
+pub const MAX_ORDERING_KEY: usize = 255;
 
 impl Ingest {
     /// Checks `req`'s command and makes it durable: published with RabbitMQ's confirm, or, for
@@ -90,6 +95,7 @@ impl Ingest {
         let mut cmd = Envelope::new(req.tenant, &parsed.kind, parsed.payload, req.idempotency_key);
         cmd.run_at = run_at;
         cmd.priority = parsed.priority.unwrap_or_default();
+        cmd.ordering_key = parsed.ordering_key;
         let span = tracing::Span::current();
         span.record("command_id", tracing::field::display(cmd.id)).record("kind", parsed.kind.as_str());
         span.record("trace_id", trace_id(req.traceparent).unwrap_or_default());
@@ -155,8 +161,8 @@ impl Ingest {
     }
 }
 
-/// Checks a command's shape (`{"type", "payload"}`, optionally `run_at` or `delay_ms` and
-/// `priority`, and nothing else) and its payload against its type's schema.
+/// Checks a command's shape (`{"type", "payload"}`, optionally `run_at` or `delay_ms`,
+/// `priority` and `ordering_key`, and nothing else) and its payload against its type's schema.
 pub fn parse_command(schemas: &SchemaRegistry, body: Value) -> Result<ParsedCommand, IngestError> {
     let invalid =
         |message: &str, path: &str, detail: &str| IngestError::invalid("invalid_command", message, path, detail);
@@ -205,6 +211,20 @@ pub fn parse_command(schemas: &SchemaRegistry, body: Value) -> Result<ParsedComm
             }
         },
     };
+    let ordering_key = match obj.remove("ordering_key") {
+        None => None,
+        Some(Value::String(k)) if !k.is_empty() && k.len() <= MAX_ORDERING_KEY && !k.chars().any(char::is_control) => {
+            Some(k)
+        }
+        Some(_) => {
+            let why = format!("ordering_key must be a string of 1-{MAX_ORDERING_KEY} bytes without control characters");
+            return Err(invalid(&why, "/ordering_key", "invalid"));
+        }
+    };
+    if ordering_key.is_some() && priority.is_some_and(|p| !p.is_normal()) {
+        let why = "give ordering_key or a priority, not both: a key's commands run in the order accepted";
+        return Err(invalid(why, "/priority", "not with ordering_key"));
+    }
     if let Some(extra) = obj.keys().next() {
         return Err(invalid("unknown field in command", &format!("/{extra}"), "not allowed"));
     }
@@ -213,7 +233,7 @@ pub fn parse_command(schemas: &SchemaRegistry, body: Value) -> Result<ParsedComm
         return Err(IngestError::invalid("not_submittable", why, "/type", "not submittable"));
     }
     match schemas.validate(&kind, &payload) {
-        Ok(()) => Ok(ParsedCommand { kind, payload, timing, priority }),
+        Ok(()) => Ok(ParsedCommand { kind, payload, timing, priority, ordering_key }),
         Err(PayloadError::UnknownType(k)) => Err(IngestError::invalid(
             "unknown_type",
             format!("unknown command type {k:?}; known types: {}", schemas.kinds().join(", ")),

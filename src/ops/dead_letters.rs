@@ -7,7 +7,7 @@ use crate::broker::wire::{Outgoing, TRACEPARENT_HEADER};
 use crate::command::Envelope;
 use crate::schemas::PayloadError;
 use crate::store::dead_letters::{self, DeadLetterState, Filter};
-use crate::store::{audit, commands};
+use crate::store::{audit, commands, ordering};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -116,8 +116,19 @@ impl Operators {
             cmd.payload = payload.clone();
         }
         let traceparent = dl.headers.get(TRACEPARENT_HEADER).and_then(Value::as_str);
-        let out = Outgoing::replay(self.broker.topology(), &cmd, id, traceparent);
-        self.broker.publish(out.message()).await?;
+        // The dead command that halted its key goes back to the head of the key's line, before
+        // what waited behind it; the release dispatcher publishes the line.
+        let into_line = match &cmd.ordering_key {
+            Some(key) => {
+                let k = ordering::Key { tenant: &cmd.tenant, key };
+                ordering::replay_into_line(&mut tx, k, cmd.id, &cmd.encode(), traceparent).await?
+            }
+            None => false,
+        };
+        if !into_line {
+            let out = Outgoing::replay(self.broker.topology(), &cmd, id, traceparent);
+            self.broker.publish(out.message()).await?;
+        }
         // Published first: if recording fails now, the replay still happened once and a
         // second replay is harmless (same command id).
         dead_letters::mark_replayed(&mut tx, id, edited.as_ref()).await?;
@@ -199,6 +210,7 @@ impl Operators {
         if !dead_letters::mark_discarded(&mut tx, id).await? {
             return Err(OpsError::Conflict(format!("dead letter {id} is {}, not open", dl.summary.state)));
         }
+        ordering::release_dead_letters(&mut tx, &[id]).await?;
         audit::record(&mut tx, actor, "dead_letter.discard", &format!("dead_letter/{id}"), &json!({})).await?;
         tx.commit().await.map_err(crate::store::StoreError::from)?;
         Ok(())
@@ -219,6 +231,7 @@ impl Operators {
         while let Some(ids) = pages.next(self).await? {
             let mut tx = self.pool.begin().await.map_err(crate::store::StoreError::from)?;
             bulk.done += dead_letters::mark_discarded_many(&mut tx, &ids).await?;
+            ordering::release_dead_letters(&mut tx, &ids).await?;
             tx.commit().await.map_err(crate::store::StoreError::from)?;
         }
         self.finish_bulk(filter, &mut bulk, "dead_letter.discard_many", actor).await?;

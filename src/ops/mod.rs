@@ -3,6 +3,7 @@
 
 pub mod cancel;
 pub mod dead_letters;
+pub mod ordering;
 pub mod queues;
 pub mod schedules;
 pub mod secrets;

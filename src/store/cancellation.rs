@@ -172,25 +172,28 @@ pub async fn batch_statuses(tx: &mut PgConnection, batch_id: Uuid) -> Result<Vec
 }
 
 /// Closes the open dead letters of a cancelled command, or of every cancelled command of a
-/// batch (they could only be replayed into nothing now); how many.
+/// batch (they could only be replayed into nothing now), releasing the ordering keys they
+/// halted; how many.
 pub async fn close_dead_letters(
     tx: &mut PgConnection,
     tenant: &str,
     command: Option<Uuid>,
     batch: Option<Uuid>,
 ) -> Result<u64, StoreError> {
-    let done = sqlx::query(
+    let done: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE dead_letters SET state = 'discarded', discarded_at = now()
           WHERE state = 'open' AND tenant = $3
             AND (command_id = $1
-                 OR command_id IN (SELECT id FROM commands WHERE batch_id = $2 AND status = 'cancelled'))",
+                 OR command_id IN (SELECT id FROM commands WHERE batch_id = $2 AND status = 'cancelled'))
+         RETURNING id",
     )
     .bind(command)
     .bind(batch)
     .bind(tenant)
-    .execute(tx)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(done.rows_affected())
+    super::ordering::release_dead_letters(tx, &done).await?;
+    Ok(done.len() as u64)
 }
 
 /// Which of `batch_ids` are cancelled, read under `FOR SHARE` so that a cancel of any of them

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod dead_letters;
 pub mod events;
 pub mod locks;
+pub mod ordering;
 pub mod outcome_counts;
 pub mod processes;
 pub mod retention;

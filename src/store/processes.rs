@@ -133,3 +133,12 @@ pub async fn set_paused(tx: &mut sqlx::PgConnection, queue: &str, paused: bool, 
     .await?;
     Ok(())
 }
+
+/// How many worker processes beat in the last 15 seconds.
+pub async fn live_workers(pool: &PgPool) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM processes WHERE last_seen > now() - interval '15 seconds' AND roles LIKE '%worker%'",
+    )
+    .fetch_one(pool)
+    .await?)
+}

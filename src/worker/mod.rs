@@ -1,5 +1,6 @@
-//! The worker role: a pool consuming the work queue, the recorder that moves dead letters
-//! from their queue into Postgres, and the dispatcher of scheduled commands.
+//! The worker role: a pool consuming the work queues, the consumers of the ordered partitions
+//! this process owns, the recorder that moves dead letters from their queue into Postgres, and
+//! the dispatchers of scheduled commands and of released ordering keys.
 
 mod acks;
 mod callbacks;
@@ -7,7 +8,10 @@ mod consume;
 mod dead_letters;
 pub mod gate;
 pub mod hooks;
+pub mod ordered;
+mod partitions;
 mod process;
+mod release;
 mod remote;
 pub mod retry;
 pub mod route;
@@ -56,6 +60,8 @@ pub struct WorkerCtx {
     pub retention: crate::config::RetentionSettings,
     /// How the dispatcher of scheduled commands polls.
     pub scheduling: crate::config::SchedulingSettings,
+    /// How the ordered partitions are shared and released.
+    pub ordering: crate::config::OrderingSettings,
     /// Run after each commit, before the ack.
     pub after_commit: Option<hooks::CommitHook>,
 }
@@ -127,6 +133,14 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
         ctx.scheduling.clone(),
         cancel.clone(),
     ));
+    let releaser = tokio::spawn(release::run(
+        ctx.pool.clone(),
+        ctx.broker.clone(),
+        Duration::from_millis(ctx.scheduling.poll_interval_ms.max(10)),
+        ctx.ordering.release_batch,
+        cancel.clone(),
+    ));
+    let partitions = tokio::spawn(partitions::run(ctx.clone(), cancel.clone()));
     // The settler outlives the consumers' drain, so batches finished by drained commands are
     // settled as the drain goes, not only at the very end.
     let settler_stop = CancellationToken::new();
@@ -150,8 +164,10 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
             record
         ),
     );
+    let _ = partitions.await;
     settler_stop.cancel();
     let _ = settler.await;
+    let _ = releaser.await;
     let _ = callbacks.await;
     let _ = dispatcher.await;
 }

@@ -1,7 +1,7 @@
 //! When to retry: exponential backoff with jitter, mapped onto the fixed-delay tier queues.
 
 use crate::config::WorkerSettings;
-use crate::handlers::{Handlers, RetryOverride};
+use crate::handlers::{Handlers, OrderingPolicy, RetryOverride};
 use std::collections::HashMap;
 
 /// Chooses the delay tier for the next attempt.
@@ -12,6 +12,8 @@ pub struct RetryPolicy {
     jitter: f64,
     /// Attempts before giving up (1 = no retry).
     pub max_attempts: u32,
+    /// What a dead ordered command does to its key.
+    pub ordering: OrderingPolicy,
 }
 
 impl RetryPolicy {
@@ -20,7 +22,13 @@ impl RetryPolicy {
         let mut tiers_ms = s.retry_tiers_ms.clone();
         tiers_ms.sort_unstable();
         tiers_ms.dedup();
-        Self { tiers_ms, base_ms: s.retry_base_ms.max(1), jitter: s.retry_jitter, max_attempts: s.max_attempts }
+        Self {
+            tiers_ms,
+            base_ms: s.retry_base_ms.max(1),
+            jitter: s.retry_jitter,
+            max_attempts: s.max_attempts,
+            ordering: OrderingPolicy::Halt,
+        }
     }
 
     /// This policy with a type's own settings over it.
@@ -28,6 +36,7 @@ impl RetryPolicy {
         let mut p = self.clone();
         p.max_attempts = o.max_attempts.unwrap_or(p.max_attempts).max(1);
         p.base_ms = o.base_ms.unwrap_or(p.base_ms).max(1);
+        p.ordering = o.ordering.unwrap_or(p.ordering);
         p
     }
 
@@ -86,7 +95,13 @@ mod tests {
     use super::*;
 
     fn policy(jitter: f64) -> RetryPolicy {
-        RetryPolicy { tiers_ms: vec![100, 200, 400, 800, 1600], base_ms: 100, jitter, max_attempts: 5 }
+        RetryPolicy {
+            tiers_ms: vec![100, 200, 400, 800, 1600],
+            base_ms: 100,
+            jitter,
+            max_attempts: 5,
+            ordering: OrderingPolicy::Halt,
+        }
     }
 
     #[test]
@@ -108,7 +123,7 @@ mod tests {
 
     #[test]
     fn a_types_own_settings_change_attempts_and_base_delay_only() {
-        let p = policy(0.0).with(RetryOverride { max_attempts: Some(8), base_ms: Some(400) });
+        let p = policy(0.0).with(RetryOverride { max_attempts: Some(8), base_ms: Some(400), ordering: None });
         assert!(p.allows_another(7) && !p.allows_another(8));
         assert_eq!(p.delay_ms(1, 0.5), 400);
         assert_eq!(p.delay_ms(3, 0.5), 1600);

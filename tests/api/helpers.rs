@@ -58,6 +58,13 @@ pub fn test_catalog(probe: &Probe) -> Catalog {
     c.register("test.panic", any, Panic(probe.clone())).expect("panic");
     c.register("test.slow", any, Slow(probe.clone())).expect("slow");
     c.register("test.bad_sql", any, BadSql).expect("bad sql");
+    // Dead with an ordering key, it lets the key's later commands go on.
+    c.register("test.poison_skip", any, Poison).expect("poison skip");
+    let skip = sluice::handlers::RetryOverride {
+        ordering: Some(sluice::handlers::OrderingPolicy::Skip),
+        ..Default::default()
+    };
+    c.handlers.set_retry("test.poison_skip", skip);
     c
 }
 

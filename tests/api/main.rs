@@ -23,6 +23,7 @@ mod json_budget;
 mod ledger;
 mod openapi;
 mod operators;
+mod ordering;
 mod outages;
 mod priorities;
 mod quorum_ttl;

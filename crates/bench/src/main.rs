@@ -281,7 +281,8 @@ async fn one_run(
 /// Deletes the queues and exchanges the sluice under test declared.
 async fn drop_topology(settings: &Settings, prefix: &str) {
     let w = &settings.worker;
-    let topology = sluice::broker::Topology::new(prefix, &w.retry_tiers_ms, settings.broker.delivery_limit);
+    let topology = sluice::broker::Topology::new(prefix, &w.retry_tiers_ms, settings.broker.delivery_limit)
+        .with_partitions(settings.ordering.partitions);
     let props = lapin::ConnectionProperties::default();
     if let Ok(conn) = lapin::Connection::connect(settings.broker.url.expose(), props).await {
         if let Ok(ch) = conn.create_channel().await {

@@ -19,7 +19,8 @@ pub async fn fill(
     priority: sluice::command::Priority,
 ) -> anyhow::Result<()> {
     let w = &settings.worker;
-    let topology = sluice::broker::Topology::new(prefix, &w.retry_tiers_ms, settings.broker.delivery_limit);
+    let topology = sluice::broker::Topology::new(prefix, &w.retry_tiers_ms, settings.broker.delivery_limit)
+        .with_partitions(settings.ordering.partitions);
     let conn = Connection::connect(settings.broker.url.expose(), ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
     topology.declare(&ch).await?;
