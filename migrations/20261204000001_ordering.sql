@@ -40,3 +40,7 @@ CREATE TABLE ordering_held (
     PRIMARY KEY (tenant, ordering_key, seq),
     UNIQUE (tenant, ordering_key, command_id)
 );
+
+-- Each event is stamped when its row is written, not when its transaction began: the commands
+-- of several keys applied in one transaction, in order, then keep their order in the log.
+ALTER TABLE events ALTER COLUMN recorded_at SET DEFAULT clock_timestamp();

@@ -1,6 +1,7 @@
 //! Job control under load: (f) how soon a `high` command is applied while a backlog of `low`
 //! ones drains, and how fast the low ones go meanwhile; (g) how late scheduled commands are
-//! applied after their `run_at` while a steady load of immediate ones runs beside them.
+//! applied after their `run_at` while a steady load of immediate ones runs beside them; (h) the
+//! throughput of commands with ordering keys against the same commands without, in one run.
 
 use super::http::{self, Load};
 use super::stats::Percentiles;
@@ -117,6 +118,40 @@ pub async fn scheduled(r: Running<'_>, n: usize, rate: f64) -> anyhow::Result<()
         Percentiles::of(&mut lateness).line()
     );
     Ok(())
+}
+
+/// (h): `n` single commands as fast as `concurrency` clients go, first without ordering keys,
+/// then spread over `keys` keys; from the first POST to the last commit, each.
+pub async fn ordered(r: Running<'_>, n: usize, keys: usize, concurrency: usize) -> anyhow::Result<()> {
+    let unordered = through(&r, n, concurrency, None).await?;
+    let ordered = through(&r, n, concurrency, Some(keys)).await?;
+    println!(
+        "(h) {n} commands at concurrency {concurrency}: unordered {unordered:.0} cmd/s, over {keys} ordering keys \
+         {ordered:.0} cmd/s = {:.0}% of unordered",
+        100.0 * ordered / unordered.max(1e-9)
+    );
+    Ok(())
+}
+
+/// Submits `n` events (over `keys` ordering keys, if given) and waits for all to commit: the rate.
+async fn through(r: &Running<'_>, n: usize, concurrency: usize, keys: Option<usize>) -> anyhow::Result<f64> {
+    use futures_util::StreamExt;
+    let started = Instant::now();
+    let name = if keys.is_some() { "bench.ordered" } else { "bench.unordered" };
+    let ids: Vec<anyhow::Result<Uuid>> = futures_util::stream::iter(0..n)
+        .map(|i| async move {
+            let mut body = json!({"type": "event.record", "payload": {"name": name, "data": {"i": i}}});
+            if let Some(keys) = keys {
+                body["ordering_key"] = json!(format!("key-{}", i % keys.max(1)));
+            }
+            id_of(&submit(r, &body).await?)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let ids: Vec<Uuid> = ids.into_iter().collect::<anyhow::Result<_>>()?;
+    wait_all(r.pool, &ids, Duration::from_secs(300)).await?;
+    Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
 /// A load that only starts sluice (and fills its low queue for (f)).

@@ -231,7 +231,7 @@ async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
 /// (f) and (g), each on a sluice of its own.
 async fn run_jobs(settings: &Settings, args: &BenchArgs, id: &str) -> anyhow::Result<()> {
     let binary = args.sluice.as_deref().context("no sluice binary to run")?;
-    for (label, low) in [("priorities", args.jobs), ("scheduled", 0)] {
+    for (label, low) in [("priorities", args.jobs), ("scheduled", 0), ("ordered", 0)] {
         let db = format!("sluice_bench_{label}_{id}");
         let url = create_database(args, &db).await?;
         let prefix = format!("bench-{label}-{id}");
@@ -241,7 +241,8 @@ async fn run_jobs(settings: &Settings, args: &BenchArgs, id: &str) -> anyhow::Re
             jobs::Running { base: &started.base, key: &started.key, pool: &started.pool, http: &started.http };
         let result = match label {
             "priorities" => jobs::priorities(running, low).await,
-            _ => jobs::scheduled(running, 2000, 1000.0).await,
+            "scheduled" => jobs::scheduled(running, 2000, 1000.0).await,
+            _ => jobs::ordered(running, args.commands, 1000, args.concurrency[0]).await,
         };
         started.stop(result.is_err()).await;
         drop_database(args, &db).await;

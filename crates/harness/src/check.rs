@@ -356,3 +356,25 @@ fn print_row(name: &str, r: &Report, notes: &str) {
         let _ = writeln!(f, "{}{row}", if fresh { format!("{HEADER}\n") } else { String::new() });
     }
 }
+
+/// Keys of the ordered load whose events were not applied in their submission order (each
+/// key's `n` must rise strictly in the order the events were recorded), with the first few
+/// offenders described.
+pub async fn out_of_order(c: &Cluster) -> (usize, Vec<String>) {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT data->>'key', (data->>'n')::bigint FROM events
+          WHERE name = 'fault.load' AND data ? 'key' ORDER BY recorded_at, id",
+    )
+    .fetch_all(&c.pool)
+    .await
+    .expect("ordered events");
+    let mut last: HashMap<String, i64> = HashMap::new();
+    let mut bad: HashMap<String, String> = HashMap::new();
+    for (key, n) in rows {
+        let before = last.insert(key.clone(), n);
+        if before.is_some_and(|b| b >= n) && !bad.contains_key(&key) {
+            bad.insert(key.clone(), format!("{key}: {n} after {}", before.unwrap_or_default()));
+        }
+    }
+    (bad.len(), bad.into_values().take(5).collect())
+}

@@ -229,3 +229,53 @@ pub async fn send_one(c: &Cluster, mix: &Mix, seq: u64) -> Sent {
     let (answered_at, took) = (Utc::now(), started.elapsed());
     Sent { seq, id, kind, accepted: status == Some(202), status, refused, answered_at, took }
 }
+
+/// An ordered load: `keys` producers, each submitting `per_key` events with its own
+/// `ordering_key`, one after another, each retried under its idempotency key until it is
+/// answered 202 (as a producer that needs order does: the next goes only after the last was
+/// accepted). Event `n` of key `k` is seq `first_seq + k * per_key + n`.
+pub async fn drive_ordered(c: Arc<Cluster>, keys: u64, per_key: u64, first_seq: u64) -> Vec<Sent> {
+    let producers = (0..keys).map(|k| {
+        let c = c.clone();
+        async move {
+            let mut sent = Vec::with_capacity(per_key as usize);
+            for n in 0..per_key {
+                let seq = first_seq + k * per_key + n;
+                let deadline = std::time::Instant::now() + Duration::from_secs(120);
+                loop {
+                    let s = send_ordered(&c, k, n, seq).await;
+                    if s.accepted || std::time::Instant::now() > deadline {
+                        sent.push(s);
+                        break;
+                    }
+                    // Refused or unanswered: the same command again, a moment later.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            sent
+        }
+    });
+    futures_util::future::join_all(producers).await.into_iter().flatten().collect()
+}
+
+/// The ordering key of producer `k`.
+pub fn ordering_key(k: u64) -> String {
+    format!("key-{k}")
+}
+
+async fn send_ordered(c: &Cluster, k: u64, n: u64, seq: u64) -> Sent {
+    let key = format!("fault-{seq}");
+    let id = sluice::command::command_id_for_key(&c.tenant, &key);
+    let body = json!({
+        "type": "event.record",
+        "payload": {"name": "fault.load", "data": {"seq": seq, "key": ordering_key(k), "n": n}},
+        "ordering_key": ordering_key(k),
+    });
+    let started = std::time::Instant::now();
+    let req = c.http.post(format!("{}/v1/commands", c.base)).bearer_auth(&c.key).header("Idempotency-Key", &key);
+    let status = req.json(&body).send().await.ok().map(|r| r.status().as_u16());
+    let (answered_at, took) = (Utc::now(), started.elapsed());
+    // Whatever did not end in a 202 is unknown: it may have been published before the answer
+    // was lost, and its retry is the same command.
+    Sent { seq, id, kind: Kind::Event, accepted: status == Some(202), status, refused: false, answered_at, took }
+}

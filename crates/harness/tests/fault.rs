@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use sluice_harness::check::{self, drain, verify, window, Window};
 use sluice_harness::cluster::{self, until, Cluster, Options};
-use sluice_harness::load::{drive, open_accounts, Kind, Mix, Sent};
+use sluice_harness::load::{drive, drive_ordered, open_accounts, Kind, Mix, Sent};
 use sluice_harness::proxy::Proxy;
 use sluice_harness::services::{self, must, BrokerGuard, PostgresGuard};
 use std::future::Future;
@@ -247,6 +247,58 @@ async fn scheduled_commands_survive_killed_workers_and_a_postgres_restart_while_
     let notes = format!("{kills} worker SIGKILLs and a Postgres restart; {} dispatched", dispatched as u64);
     let r = verify(&c, &sent, &windows, mix.accounts, &notes).await;
     assert!(r.accepted > 0, "commands were scheduled and applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_keys_keep_their_order_through_cut_connections_and_killed_workers() {
+    // Two workers, each also aborting right after some commit, before its ack.
+    let opts = Options {
+        workers: 2,
+        worker_env: Some(Box::new(|| {
+            vec![("SLUICE_FAULT_ABORT_AFTER_COMMITS", (500 + rand::random::<u64>() % 2000).to_string())]
+        })),
+        ..Options::default()
+    };
+    let c = cluster("12 ordered keys, connections cut, workers killed", opts, 0).await;
+    let stop = CancellationToken::new();
+    let supervisor = {
+        let (c, stop) = (c.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut crashed = 0;
+            while !stop.is_cancelled() {
+                crashed += c.respawn_exited();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            crashed
+        })
+    };
+    let (keys, per_key) = (50, 200 * scale());
+    let started = Utc::now();
+    let load = tokio::spawn(drive_ordered(c.clone(), keys, per_key, 0));
+    progress(&c, started, 200).await;
+    let mut windows = Vec::new();
+    for i in 0..2 * scale() {
+        let ended = window(&mut windows, must("rabbitmqctl", &["-q", "close_all_connections", "fault test"])).await;
+        progress(&c, ended, 100).await;
+        let ended = window(&mut windows, c.kill_worker(i as usize % c.worker_count())).await;
+        progress(&c, ended, 100).await;
+    }
+    let sent = load.await.expect("ordered load");
+    drain(&c, &sent).await;
+    stop.cancel();
+    let crashes = supervisor.await.expect("supervisor");
+    let (unordered, examples) = check::out_of_order(&c).await;
+    let held = c.counter("sluice_ordered_held_total").await;
+    let notes = format!(
+        "{keys} keys × {per_key}; {} connection closures, {} SIGKILLs, {crashes} aborts after commit; \
+         {unordered} keys out of order; {} held",
+        2 * scale(),
+        2 * scale(),
+        held as u64
+    );
+    let r = verify(&c, &sent, &windows, 0, &notes).await;
+    assert_eq!(unordered, 0, "keys applied out of order: {examples:?}");
+    assert_eq!(r.accepted, (keys * per_key) as usize, "every command was accepted in the end");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

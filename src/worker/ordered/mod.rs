@@ -16,7 +16,7 @@
 use super::acks::Acks;
 use super::process::{self, Job, Verdict};
 use super::{Label, WorkerCtx};
-use crate::broker::headers::{get_i64, table_to_json};
+use crate::broker::headers::table_to_json;
 use crate::broker::wire::Received;
 use crate::handlers::remote::{Call, CallError};
 use crate::handlers::{HandlerError, OrderingPolicy, Outcome};
@@ -34,15 +34,50 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+mod run;
+
 /// Namespace of the ids of dead letters recorded here: one per command, attempt and place in
 /// its line, so a redelivery after a lost ack records none twice, and a replay that dies
 /// again (attempt 1 again, but a new place) records a new one.
 const ORDERED_DEAD_LETTER_NS: Uuid = Uuid::from_u128(0x51c3_0e7a_2d94_4b6f_8a15_c7e2_9f40_3b68);
 
-/// Handles the deliveries of one partition that arrived together, strictly one after another.
+/// Handles the deliveries of one partition that arrived together, in their order: runs of
+/// plain ones in one transaction each, the rest (and a run that fails) one by one.
 pub async fn handle_batch(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, batch: Vec<Delivery>, cancel: &CancellationToken) {
+    let mut plain: Vec<(Delivery, Job)> = Vec::new();
     for delivery in batch {
-        handle(ctx, acks, delivery, cancel).await;
+        if delivery.redelivered {
+            metrics::counter!("sluice_redeliveries_total").increment(1);
+        }
+        match run::plain(ctx, &delivery) {
+            Some(job) => plain.push((delivery, job)),
+            None => {
+                flush(ctx, acks, std::mem::take(&mut plain), cancel).await;
+                handle(ctx, acks, delivery, cancel).await;
+            }
+        }
+    }
+    flush(ctx, acks, plain, cancel).await;
+}
+
+/// Plain deliveries, in order: one transaction for all when nothing goes wrong.
+async fn flush(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, jobs: Vec<(Delivery, Job)>, cancel: &CancellationToken) {
+    if jobs.len() > 1 {
+        if let Ok(Ok(labels)) = AssertUnwindSafe(run::apply(ctx, &jobs)).catch_unwind().await {
+            for ((delivery, job), label) in jobs.iter().zip(labels) {
+                if let Some(label) = label {
+                    super::tally(ctx, &job.cmd.kind, super::timed_since(delivery, &job.cmd), label);
+                }
+            }
+            let deliveries: Vec<&Delivery> = jobs.iter().map(|(d, _)| d).collect();
+            acks.ack(&deliveries).await;
+            ctx.touched.add(jobs.iter().filter_map(|(_, j)| j.cmd.batch.map(|b| b.id)));
+            return;
+        }
+        metrics::counter!("sluice_batch_fallbacks_total").increment(1);
+    }
+    for (delivery, job) in jobs {
+        handle_job(ctx, acks, delivery, job, cancel).await;
     }
 }
 
@@ -67,6 +102,12 @@ async fn handle(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, delivery: Delivery, canc
         // Published around the API into an ordered queue: no line to keep.
         return super::run_jobs(ctx, acks, vec![(delivery, job)], cancel).await;
     }
+    handle_job(ctx, acks, delivery, job, cancel).await;
+}
+
+async fn handle_job(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, delivery: Delivery, job: Job, cancel: &CancellationToken) {
+    let received = Received::of(&delivery);
+    let attempt = job.attempt;
     let span = tracing::info_span!(
         "ordered_command",
         command_id = %job.cmd.id,
@@ -76,11 +117,8 @@ async fn handle(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, delivery: Delivery, canc
         trace_id = received.trace_id(),
     );
     let run = async {
-        // A command that keeps killing its worker would be dead-lettered by the queue's
-        // delivery limit, past the key's block; it is dead-lettered here, one delivery sooner.
-        let deliveries = get_i64(received.headers(), "x-delivery-count").unwrap_or(0);
-        if deliveries + 1 >= i64::from(ctx.broker.topology().delivery_limit()) {
-            let error = format!("delivered {} times without an outcome: workers crashed on it", deliveries + 1);
+        if let Some(n) = run::crashed_on(ctx, &delivery) {
+            let error = format!("delivered {n} times without an outcome: workers crashed on it");
             return dead(ctx, &delivery, &job, "crashed_worker", &error, cancel).await;
         }
         match AssertUnwindSafe(decide(ctx, &delivery, &job, cancel)).catch_unwind().await {
