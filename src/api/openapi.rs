@@ -134,9 +134,16 @@ pub fn document(api: &utoipa::openapi::OpenApi, registry: &SchemaRegistry, topol
                                  "description": "Publish this many milliseconds from now"},
                     "priority": {"enum": ["high", "normal", "low"],
                                  "description": "Which work queue it travels in (default normal)"},
+                    "ordering_key": {"type": "string", "minLength": 1, "maxLength": 255,
+                                     "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$",
+                                     "description": "Commands of the tenant with this key are applied one at a time, in the order accepted"},
                 },
                 "required": ["type", "payload"],
-                "not": {"required": ["run_at", "delay_ms"]},
+                "allOf": [
+                    {"not": {"required": ["run_at", "delay_ms"]}},
+                    {"not": {"required": ["ordering_key", "priority"],
+                             "properties": {"priority": {"enum": ["high", "low"]}}}},
+                ],
                 "additionalProperties": false,
             });
             let mut item = variant.clone();

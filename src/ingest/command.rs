@@ -71,7 +71,7 @@ pub struct ParsedCommand {
     pub ordering_key: Option<String>,
 }
 
-/// Longest accepted ordering key.
+/// Longest accepted ordering key, in characters.
 pub const MAX_ORDERING_KEY: usize = 255;
 
 impl Ingest {
@@ -213,11 +213,13 @@ pub fn parse_command(schemas: &SchemaRegistry, body: Value) -> Result<ParsedComm
     };
     let ordering_key = match obj.remove("ordering_key") {
         None => None,
-        Some(Value::String(k)) if !k.is_empty() && k.len() <= MAX_ORDERING_KEY && !k.chars().any(char::is_control) => {
+        Some(Value::String(k))
+            if !k.is_empty() && k.chars().count() <= MAX_ORDERING_KEY && !k.chars().any(char::is_control) =>
+        {
             Some(k)
         }
         Some(_) => {
-            let why = format!("ordering_key must be a string of 1-{MAX_ORDERING_KEY} bytes without control characters");
+            let why = format!("ordering_key must be 1-{MAX_ORDERING_KEY} characters, none of them control characters");
             return Err(invalid(&why, "/ordering_key", "invalid"));
         }
     };
