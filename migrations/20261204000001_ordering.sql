@@ -13,8 +13,9 @@ CREATE TABLE ordering_blocks (
     -- The command that blocked the key (failing, or dead under "halt").
     command_id    uuid NOT NULL,
     command_type  text NOT NULL,
-    -- True while an operator must replay or discard the dead letter of command_id.
+    -- True while an operator must replay or discard dead_letter_id, command_id's dead letter.
     halted        boolean NOT NULL,
+    dead_letter_id uuid,
     error         text NOT NULL,
     not_before    timestamptz NOT NULL DEFAULT now(),
     since         timestamptz NOT NULL DEFAULT now(),
@@ -23,6 +24,10 @@ CREATE TABLE ordering_blocks (
 CREATE INDEX ordering_blocks_due ON ordering_blocks (not_before) WHERE NOT halted;
 
 CREATE SEQUENCE ordering_held_seq;
+-- Places at the head of a line (a retried or replayed command) count down from -1, so a new
+-- head is before everything and no place is ever given twice: a stale copy of a command that
+-- once stood at some place can never pass for the one standing there now.
+CREATE SEQUENCE ordering_head_seq INCREMENT BY -1 MAXVALUE -1 START WITH -1;
 
 CREATE TABLE ordering_held (
     tenant        text NOT NULL,

@@ -121,7 +121,7 @@ impl Operators {
         let into_line = match &cmd.ordering_key {
             Some(key) => {
                 let k = ordering::Key { tenant: &cmd.tenant, key };
-                ordering::replay_into_line(&mut tx, k, cmd.id, &cmd.encode(), traceparent).await?
+                ordering::replay_into_line(&mut tx, k, id, cmd.id, &cmd.encode(), traceparent).await?
             }
             None => false,
         };

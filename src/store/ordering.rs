@@ -27,7 +27,49 @@ pub struct Block {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Head {
     pub seq: i64,
+    pub command_id: Uuid,
     pub published: bool,
+}
+
+/// Where a delivery of an ordered command stands, decided under its key's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// Its key has no block: it may be applied.
+    Free,
+    /// A released copy at the head of its open line, published this round: it may be applied.
+    Head,
+    /// Its key is blocked by another command: it goes to the end of the line.
+    Behind,
+    /// A copy that is not (or no longer) the one to run: nothing to do.
+    Stale,
+}
+
+/// Locks the key's block (if any) to the end of the transaction and says where a delivery of
+/// `command_id` (released at `held_seq`, if it was) stands.
+pub async fn position(
+    tx: &mut PgConnection,
+    k: Key<'_>,
+    command_id: Uuid,
+    held_seq: Option<i64>,
+) -> Result<Position, StoreError> {
+    let block = lock_block(tx, k).await?;
+    Ok(match (held_seq, block) {
+        (None, None) => Position::Free,
+        // The command blocking the key itself, delivered again (its ack was lost): its place
+        // is taken care of.
+        (None, Some(b)) if b.command_id == command_id => Position::Stale,
+        (None, Some(_)) => Position::Behind,
+        (Some(_), None) => Position::Stale,
+        (Some(seq), Some(b)) => {
+            let head = head(tx, k).await?;
+            let at_head = head.is_some_and(|h| h.seq == seq && h.command_id == command_id && h.published);
+            if at_head && !b.halted && b.due {
+                Position::Head
+            } else {
+                Position::Stale
+            }
+        }
+    })
 }
 
 /// A command to put in a key's line.
@@ -54,7 +96,8 @@ pub async fn lock_block(tx: &mut PgConnection, k: Key<'_>) -> Result<Option<Bloc
 /// The head of the key's line, if anything waits in it.
 pub async fn head(tx: &mut PgConnection, k: Key<'_>) -> Result<Option<Head>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT seq, published FROM ordering_held WHERE tenant = $1 AND ordering_key = $2 ORDER BY seq LIMIT 1",
+        "SELECT seq, command_id, published FROM ordering_held WHERE tenant = $1 AND ordering_key = $2
+         ORDER BY seq LIMIT 1",
     )
     .bind(k.tenant)
     .bind(k.key)
@@ -85,10 +128,7 @@ pub async fn hold(tx: &mut PgConnection, k: Key<'_>, w: &Waiting<'_>) -> Result<
 pub async fn hold_first(tx: &mut PgConnection, k: Key<'_>, w: &Waiting<'_>) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO ordering_held (tenant, ordering_key, seq, command_id, body, attempt, traceparent)
-         VALUES ($1, $2,
-                 (SELECT COALESCE(min(seq), nextval('ordering_held_seq')) - 1 FROM ordering_held
-                  WHERE tenant = $1 AND ordering_key = $2),
-                 $3, $4, $5, $6)
+         VALUES ($1, $2, nextval('ordering_head_seq'), $3, $4, $5, $6)
          ON CONFLICT (tenant, ordering_key, command_id)
          DO UPDATE SET attempt = EXCLUDED.attempt, body = EXCLUDED.body, published = false",
     )
@@ -107,6 +147,8 @@ pub async fn hold_first(tx: &mut PgConnection, k: Key<'_>, w: &Waiting<'_>) -> R
 #[derive(Debug, Clone)]
 pub struct Blocking<'a> {
     pub command_id: Uuid,
+    /// Its dead letter, when it halts the key.
+    pub dead_letter_id: Option<Uuid>,
     pub command_type: &'a str,
     pub error: &'a str,
     /// Released only by an operator (the dead letter's replay or discard).
@@ -119,11 +161,13 @@ pub struct Blocking<'a> {
 /// published again on release, since the head changed or failed.
 pub async fn block(tx: &mut PgConnection, k: Key<'_>, b: &Blocking<'_>) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO ordering_blocks (tenant, ordering_key, command_id, command_type, halted, error, not_before)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO ordering_blocks
+                (tenant, ordering_key, command_id, command_type, halted, error, not_before, dead_letter_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (tenant, ordering_key) DO UPDATE
          SET command_id = EXCLUDED.command_id, command_type = EXCLUDED.command_type,
-             halted = EXCLUDED.halted, error = EXCLUDED.error, not_before = EXCLUDED.not_before",
+             halted = EXCLUDED.halted, error = EXCLUDED.error, not_before = EXCLUDED.not_before,
+             dead_letter_id = EXCLUDED.dead_letter_id",
     )
     .bind(k.tenant)
     .bind(k.key)
@@ -132,6 +176,7 @@ pub async fn block(tx: &mut PgConnection, k: Key<'_>, b: &Blocking<'_>) -> Resul
     .bind(b.halted)
     .bind(b.error)
     .bind(b.not_before)
+    .bind(b.dead_letter_id)
     .execute(&mut *tx)
     .await?;
     sqlx::query("UPDATE ordering_held SET published = false WHERE tenant = $1 AND ordering_key = $2 AND published")
@@ -167,17 +212,17 @@ pub async fn unblock_if_empty(tx: &mut PgConnection, k: Key<'_>) -> Result<bool,
     Ok(done.rows_affected() == 1)
 }
 
-/// Lets the lines of the keys halted by the commands of `dead_letters` move again (the dead
-/// letters were discarded, or their commands cancelled); the dead command leaves its line.
+/// Lets the lines of the keys halted by `dead_letters` move again (they were discarded, or
+/// their commands cancelled). Matched by dead letter, so an older dead letter of a command that
+/// died again releases nothing.
 pub async fn release_dead_letters(tx: &mut PgConnection, dead_letters: &[Uuid]) -> Result<(), StoreError> {
     if dead_letters.is_empty() {
         return Ok(());
     }
     let keys: Vec<(String, String)> = sqlx::query_as(
-        "UPDATE ordering_blocks b SET halted = false, not_before = now()
-           FROM dead_letters d
-          WHERE d.id = ANY($1) AND b.tenant = d.tenant AND b.command_id = d.command_id AND b.halted
-         RETURNING b.tenant, b.ordering_key",
+        "UPDATE ordering_blocks SET halted = false, not_before = now()
+          WHERE dead_letter_id = ANY($1) AND halted
+         RETURNING tenant, ordering_key",
     )
     .bind(dead_letters)
     .fetch_all(&mut *tx)
@@ -188,19 +233,28 @@ pub async fn release_dead_letters(tx: &mut PgConnection, dead_letters: &[Uuid]) 
     Ok(())
 }
 
-/// A replay of the dead command that halted its key: put at the head of the key's line as
-/// attempt 1 and the key released, so it runs before what waited behind it. False (nothing
-/// done) when the command halts no key; the replay is then published as usual.
+/// A replay of `dead_letter`, the one that halted its command's key: the command is put at the
+/// head of the key's line as attempt 1 and the key released, so it runs before what waited
+/// behind it. False (nothing done) when that dead letter halts no key; the replay is then
+/// published as usual.
 pub async fn replay_into_line(
     tx: &mut PgConnection,
     k: Key<'_>,
+    dead_letter: Uuid,
     command_id: Uuid,
     body: &[u8],
     traceparent: Option<&str>,
 ) -> Result<bool, StoreError> {
-    match lock_block(tx, k).await? {
-        Some(b) if b.halted && b.command_id == command_id => {}
-        _ => return Ok(false),
+    let halted_by: Option<Uuid> = sqlx::query_scalar(
+        "SELECT dead_letter_id FROM ordering_blocks WHERE tenant = $1 AND ordering_key = $2 AND halted FOR UPDATE",
+    )
+    .bind(k.tenant)
+    .bind(k.key)
+    .fetch_optional(&mut *tx)
+    .await?
+    .flatten();
+    if halted_by != Some(dead_letter) {
+        return Ok(false);
     }
     hold_first(tx, k, &Waiting { command_id, body, attempt: 1, traceparent }).await?;
     sqlx::query(

@@ -64,7 +64,7 @@ async fn rebalance(
     free_rounds: &mut HashMap<u16, u32>,
     busy: &Arc<Semaphore>,
     cancel: &CancellationToken,
-) -> Result<(), StoreError> {
+) -> Result<(), LockLost> {
     let topology = ctx.broker.topology();
     let prefix = topology.ordered_queue(0);
     let partitions = topology.partitions();
@@ -72,15 +72,17 @@ async fn rebalance(
     let ended: Vec<u16> = owned.iter().filter(|(_, o)| o.task.is_finished()).map(|(p, _)| *p).collect();
     for p in ended {
         owned.remove(&p);
-        ordering::disown(conn, &prefix, p).await?;
+        timed(ordering::disown(conn, &prefix, p)).await?;
     }
-    let live = processes::live_workers(&ctx.pool).await?.max(1);
+    // The pool failing says nothing of the lock session: try again next round.
+    let Ok(live) = processes::live_workers(&ctx.pool).await else { return Ok(()) };
+    let live = live.max(1);
     let share = usize::from(partitions).div_ceil(usize::try_from(live).unwrap_or(1));
     if owned.len() > share {
         if let Some((&p, _)) = owned.iter().next_back() {
             if let Some(o) = owned.remove(&p) {
                 stop(o).await;
-                ordering::disown(conn, &prefix, p).await?;
+                timed(ordering::disown(conn, &prefix, p)).await?;
                 tracing::info!(partition = p, share, "gave an ordered partition back");
             }
         }
@@ -97,14 +99,14 @@ async fn rebalance(
         let orphaned = free_rounds.get(&p).copied().unwrap_or(0) >= 2;
         if !(within_share || orphaned) {
             // Seen free: counted, so an owner that died is replaced in two rounds.
-            if ordering::is_free(conn, &prefix, p).await? {
+            if timed(ordering::is_free(conn, &prefix, p)).await? {
                 *free_rounds.entry(p).or_default() += 1;
             } else {
                 free_rounds.remove(&p);
             }
             continue;
         }
-        if ordering::try_own(conn, &prefix, p).await? {
+        if timed(ordering::try_own(conn, &prefix, p)).await? {
             free_rounds.remove(&p);
             tracing::info!(partition = p, share, "consuming an ordered partition");
             owned.insert(p, start(ctx, p, busy, cancel));
@@ -114,6 +116,21 @@ async fn rebalance(
     }
     Ok(())
 }
+
+/// A lock statement that does not answer in time means a session that may be gone (a
+/// half-open connection): it fails like a broken one.
+async fn timed<T>(statement: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, LockLost> {
+    match tokio::time::timeout(Duration::from_secs(5), statement).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(LockLost(e.to_string())),
+        Err(_) => Err(LockLost("a lock statement did not answer within 5 s".into())),
+    }
+}
+
+/// The lock session failed or stopped answering.
+#[derive(Debug, thiserror::Error)]
+#[error("partition lock session: {0}")]
+struct LockLost(String);
 
 /// Starts consuming partition `p` until its own stop or the worker's shutdown.
 fn start(ctx: &Arc<WorkerCtx>, p: u16, busy: &Arc<Semaphore>, cancel: &CancellationToken) -> Owned {

@@ -13,21 +13,19 @@ use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Keys taken per transaction.
-const KEYS: i64 = 50;
+/// Most keys released in one round before the next poll.
+const KEYS: usize = 500;
 
 /// Releases due keys every `every` until `cancel`.
 pub async fn run(pool: PgPool, broker: Broker, every: Duration, batch: i64, cancel: CancellationToken) {
     let mut failing = false;
     loop {
-        loop {
+        // One key per transaction, so a slow publish holds one key's lock, not many; the round
+        // ends when no key is due, or a publish failed (the broker is away: wait for the poll).
+        for _ in 0..KEYS {
             match release_once(&pool, &broker, batch.max(1)).await {
-                Ok(n) => {
-                    failing = false;
-                    if n < KEYS as usize {
-                        break;
-                    }
-                }
+                Ok(Released::Key) => failing = false,
+                Ok(Released::Nothing | Released::Failed) => break,
                 Err(e) => {
                     if !failing {
                         tracing::warn!(error = %e, "cannot release held ordered commands; retrying every poll");
@@ -44,18 +42,31 @@ pub async fn run(pool: PgPool, broker: Broker, every: Duration, batch: i64, canc
     }
 }
 
-/// One transaction: up to [`KEYS`] due keys, each's unpublished line published in order.
-/// Returns how many keys it took.
+/// What one release transaction did.
+enum Released {
+    /// Nothing was due.
+    Nothing,
+    /// A key's line was published (or its empty block removed).
+    Key,
+    /// A publish failed; what went before it is recorded.
+    Failed,
+}
+
+/// One transaction: one due key, its unpublished line published in order.
 #[tracing::instrument(skip_all)]
-async fn release_once(pool: &PgPool, broker: &Broker, batch: i64) -> Result<usize, StoreError> {
+async fn release_once(pool: &PgPool, broker: &Broker, batch: i64) -> Result<Released, StoreError> {
     let mut tx = pool.begin().await?;
-    let keys = ordering::due(&mut tx, KEYS).await?;
-    for (tenant, key) in &keys {
+    let Some((tenant, key)) = ordering::due(&mut tx, 1).await?.into_iter().next() else {
+        return Ok(Released::Nothing);
+    };
+    let (tenant, key) = (tenant.as_str(), key.as_str());
+    {
         let k = Key { tenant, key };
         let rows = ordering::unpublished(&mut tx, k, batch).await?;
         if rows.is_empty() {
             ordering::unblock_if_empty(&mut tx, k).await?;
-            continue;
+            tx.commit().await?;
+            return Ok(Released::Key);
         }
         let outgoing: Vec<Outgoing> = rows
             .iter()
@@ -78,12 +89,13 @@ async fn release_once(pool: &PgPool, broker: &Broker, batch: i64) -> Result<usiz
         // the head when it arrives, is dropped, and must be published again.
         let published: Vec<i64> =
             rows.iter().zip(&results).take_while(|(_, r)| r.is_ok()).map(|(row, _)| row.seq).collect();
+        let failed = published.len() < rows.len();
         if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
             tracing::warn!(error = %e, tenant, key, "could not release all of a key's line; the rest goes next round");
         }
         ordering::mark_published(&mut tx, k, &published).await?;
+        tx.commit().await?;
         metrics::counter!("sluice_ordered_released_total").increment(published.len() as u64);
+        Ok(if failed { Released::Failed } else { Released::Key })
     }
-    tx.commit().await?;
-    Ok(keys.len())
 }

@@ -245,3 +245,16 @@ async fn a_tenant_admin_key_cannot_open_the_blocked_keys_page() {
     let page = http.get(format!("{}/dashboard/ordering", app.base)).send().await.unwrap();
     assert_eq!(page.status(), 303, "no session, no page");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_holds_its_key_back_instead_of_letting_the_next_command_pass() {
+    let probe = Probe::default();
+    let app = spawn_app_with(|_| {}, &probe).await;
+    let panics = accept(&app, &ordered("test.panic", "p", json!({}))).await;
+    let next = accept(&app, &event("p", 1)).await;
+    // Retried like a transient failure until its attempts run out, then dead: the key halts.
+    assert_eq!(app.settled(panics).await["status"], "dead");
+    eventually(DEADLINE, || async { (block_of(&app, "acme", "p").await == Some((true, 1))).then_some(()) }).await;
+    assert_eq!(app.get_json(&format!("/v1/commands/{next}")).await["status"], "pending");
+    assert!(applied_order(&app, "acme", "p").await.is_empty(), "nothing ran past the panicking head");
+}

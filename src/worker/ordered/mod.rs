@@ -22,7 +22,7 @@ use crate::handlers::remote::{Call, CallError};
 use crate::handlers::{HandlerError, OrderingPolicy, Outcome};
 use crate::store::commands::{self, CommandStatus, FinalStatus};
 use crate::store::dead_letters::NewDeadLetter;
-use crate::store::ordering::{self, Blocking, Key, Waiting};
+use crate::store::ordering::{self, Blocking, Key, Position, Waiting};
 use crate::store::{cancellation, dead_letters, locks, StoreError};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::FutureExt;
@@ -42,27 +42,35 @@ mod run;
 const ORDERED_DEAD_LETTER_NS: Uuid = Uuid::from_u128(0x51c3_0e7a_2d94_4b6f_8a15_c7e2_9f40_3b68);
 
 /// Handles the deliveries of one partition that arrived together, in their order: runs of
-/// plain ones in one transaction each, the rest (and a run that fails) one by one.
+/// plain ones in one transaction each, the rest (and a run that fails) one by one. Once one
+/// is given back (shutdown, giving the partition up), so is everything after it: none may be
+/// applied before it.
 pub async fn handle_batch(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, batch: Vec<Delivery>, cancel: &CancellationToken) {
     let mut plain: Vec<(Delivery, Job)> = Vec::new();
+    let mut stopped = false;
     for delivery in batch {
+        if stopped {
+            acks.give_back(&delivery).await;
+            continue;
+        }
         if delivery.redelivered {
             metrics::counter!("sluice_redeliveries_total").increment(1);
         }
         match run::plain(ctx, &delivery) {
             Some(job) => plain.push((delivery, job)),
             None => {
-                flush(ctx, acks, std::mem::take(&mut plain), cancel).await;
-                handle(ctx, acks, delivery, cancel).await;
+                stopped = flush(ctx, acks, std::mem::take(&mut plain), cancel).await
+                    || handle(ctx, acks, delivery, cancel).await;
             }
         }
     }
     flush(ctx, acks, plain, cancel).await;
 }
 
-/// Plain deliveries, in order: one transaction for all when nothing goes wrong.
-async fn flush(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, jobs: Vec<(Delivery, Job)>, cancel: &CancellationToken) {
-    if jobs.len() > 1 {
+/// Plain deliveries, in order: one transaction for all when nothing goes wrong. True when one
+/// was given back, and with it all after it.
+async fn flush(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, jobs: Vec<(Delivery, Job)>, cancel: &CancellationToken) -> bool {
+    if jobs.len() > 1 && !cancel.is_cancelled() {
         if let Ok(Ok(labels)) = AssertUnwindSafe(run::apply(ctx, &jobs)).catch_unwind().await {
             for ((delivery, job), label) in jobs.iter().zip(labels) {
                 if let Some(label) = label {
@@ -72,16 +80,23 @@ async fn flush(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, jobs: Vec<(Delivery, Job)
             let deliveries: Vec<&Delivery> = jobs.iter().map(|(d, _)| d).collect();
             acks.ack(&deliveries).await;
             ctx.touched.add(jobs.iter().filter_map(|(_, j)| j.cmd.batch.map(|b| b.id)));
-            return;
+            return false;
         }
         metrics::counter!("sluice_batch_fallbacks_total").increment(1);
     }
+    let mut stopped = false;
     for (delivery, job) in jobs {
-        handle_job(ctx, acks, delivery, job, cancel).await;
+        if stopped {
+            acks.give_back(&delivery).await;
+        } else {
+            stopped = handle_job(ctx, acks, &delivery, job, cancel).await;
+        }
     }
+    stopped
 }
 
-async fn handle(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, delivery: Delivery, cancel: &CancellationToken) {
+/// One delivery that is not plain; true when it was given back.
+async fn handle(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, delivery: Delivery, cancel: &CancellationToken) -> bool {
     let received = Received::of(&delivery);
     let attempt = received.attempt();
     let job = match process::prepare(ctx, &delivery.data, attempt) {
@@ -90,23 +105,31 @@ async fn handle(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, delivery: Delivery, canc
             if let Verdict::Dead { cmd: Some(cmd), kind, error } = &verdict {
                 if cmd.ordering_key.is_some() {
                     let job = Job { cmd: (**cmd).clone(), handler: Arc::new(NoHandler), attempt };
-                    return finish(ctx, acks, &delivery, &job, dead(ctx, &delivery, &job, kind, error, cancel).await)
-                        .await;
+                    let settled = dead(ctx, &delivery, &job, kind, error, cancel).await;
+                    return finish(ctx, acks, &delivery, &job, settled).await;
                 }
             }
-            return super::route::route(&super::route::Routing { ctx, acks, cancel }, &delivery, attempt, verdict)
-                .await;
+            super::route::route(&super::route::Routing { ctx, acks, cancel }, &delivery, attempt, verdict).await;
+            return false;
         }
     };
     if job.cmd.ordering_key.is_none() {
         // Published around the API into an ordered queue: no line to keep.
-        return super::run_jobs(ctx, acks, vec![(delivery, job)], cancel).await;
+        super::run_jobs(ctx, acks, vec![(delivery, job)], cancel).await;
+        return false;
     }
-    handle_job(ctx, acks, delivery, job, cancel).await;
+    handle_job(ctx, acks, &delivery, job, cancel).await
 }
 
-async fn handle_job(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, delivery: Delivery, job: Job, cancel: &CancellationToken) {
-    let received = Received::of(&delivery);
+/// One ordered command on its own; true when it was given back.
+async fn handle_job(
+    ctx: &Arc<WorkerCtx>,
+    acks: &Arc<Acks>,
+    delivery: &Delivery,
+    job: Job,
+    cancel: &CancellationToken,
+) -> bool {
+    let received = Received::of(delivery);
     let attempt = job.attempt;
     let span = tracing::info_span!(
         "ordered_command",
@@ -117,21 +140,23 @@ async fn handle_job(ctx: &Arc<WorkerCtx>, acks: &Arc<Acks>, delivery: Delivery, 
         trace_id = received.trace_id(),
     );
     let run = async {
-        if let Some(n) = run::crashed_on(ctx, &delivery) {
+        if let Some(n) = run::crashed_on(ctx, delivery) {
             let error = format!("delivered {n} times without an outcome: workers crashed on it");
-            return dead(ctx, &delivery, &job, "crashed_worker", &error, cancel).await;
+            return dead(ctx, delivery, &job, "crashed_worker", &error, cancel).await;
         }
-        match AssertUnwindSafe(decide(ctx, &delivery, &job, cancel)).catch_unwind().await {
+        match AssertUnwindSafe(decide(ctx, delivery, &job, cancel)).catch_unwind().await {
             Ok(settled) => settled,
             Err(_) => {
-                tracing::error!("handler panicked; returning the message to the queue");
+                // Handing it back would let the key's next delivery, already here, go first:
+                // a panic blocks the key like a transient failure.
+                tracing::error!("handler panicked; holding its key for a retry");
                 metrics::counter!("sluice_handler_panics_total").increment(1);
-                Settled::GiveBack
+                retry(ctx, delivery, &job, "the handler panicked", None, cancel).await
             }
         }
     };
     let settled = run.instrument(span).await;
-    finish(ctx, acks, &delivery, &job, settled).await;
+    finish(ctx, acks, delivery, &job, settled).await
 }
 
 /// How a delivery ended here.
@@ -141,7 +166,8 @@ enum Settled {
     GiveBack,
 }
 
-async fn finish(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, job: &Job, settled: Settled) {
+/// Acks or gives back `delivery` as settled; true when given back.
+async fn finish(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, job: &Job, settled: Settled) -> bool {
     match settled {
         Settled::Ack(label) => {
             if let Some(label) = label {
@@ -150,8 +176,12 @@ async fn finish(ctx: &WorkerCtx, acks: &Acks, delivery: &Delivery, job: &Job, se
             acks.ack(&[delivery]).await;
             ctx.touched.add(job.cmd.batch.map(|b| b.id));
         }
-        Settled::GiveBack => acks.give_back(delivery).await,
+        Settled::GiveBack => {
+            acks.give_back(delivery).await;
+            return true;
+        }
     }
+    false
 }
 
 /// What one transaction made of a delivery.
@@ -224,6 +254,20 @@ async fn decide(ctx: &WorkerCtx, delivery: &Delivery, job: &Job, cancel: &Cancel
     }
 }
 
+/// Puts the delivery at the end of its blocked key's line.
+async fn hold_behind(tx: &mut sqlx::PgConnection, delivery: &Delivery, job: &Job) -> Result<(), StoreError> {
+    let traceparent = Received::of(delivery).traceparent();
+    let waiting = Waiting {
+        command_id: job.cmd.id,
+        body: &delivery.data,
+        attempt: job.attempt,
+        traceparent: traceparent.as_deref(),
+    };
+    ordering::hold(tx, key_of(job), &waiting).await?;
+    metrics::counter!("sluice_ordered_held_total").increment(1);
+    Ok(())
+}
+
 fn key_of(job: &Job) -> Key<'_> {
     Key { tenant: &job.cmd.tenant, key: job.cmd.ordering_key.as_deref().unwrap_or_default() }
 }
@@ -232,32 +276,13 @@ fn key_of(job: &Job) -> Key<'_> {
 async fn step(ctx: &WorkerCtx, delivery: &Delivery, job: &Job, held_seq: Option<i64>) -> Result<Step, HandlerError> {
     let (cmd, k) = (&job.cmd, key_of(job));
     let mut tx = ctx.pool.begin().await.map_err(StoreError::from)?;
-    let block = ordering::lock_block(&mut tx, k).await?;
-    match (held_seq, &block) {
-        (None, None) => {}
-        (None, Some(b)) => {
-            if b.halted && b.command_id == cmd.id {
-                // Its dead letter committed with the block; the ack was lost.
-                return Ok(Step::Stale);
-            }
-            let traceparent = Received::of(delivery).traceparent();
-            let waiting = Waiting {
-                command_id: cmd.id,
-                body: &delivery.data,
-                attempt: job.attempt,
-                traceparent: traceparent.as_deref(),
-            };
-            ordering::hold(&mut tx, k, &waiting).await?;
+    match ordering::position(&mut tx, k, cmd.id, held_seq).await? {
+        Position::Free | Position::Head => {}
+        Position::Stale => return Ok(Step::Stale),
+        Position::Behind => {
+            hold_behind(&mut tx, delivery, job).await?;
             tx.commit().await.map_err(StoreError::from)?;
-            metrics::counter!("sluice_ordered_held_total").increment(1);
             return Ok(Step::Held);
-        }
-        (Some(seq), b) => {
-            let open = b.as_ref().is_some_and(|b| !b.halted && b.due);
-            let head = ordering::head(&mut tx, k).await?;
-            if !open || !head.is_some_and(|h| h.seq == seq && h.published) {
-                return Ok(Step::Stale);
-            }
         }
     }
     if let Some(remote) = job.handler.remote() {
@@ -386,22 +411,37 @@ async fn retry(
     let write = || async {
         let k = key_of(job);
         let mut tx = ctx.pool.begin().await?;
-        ordering::lock_block(&mut tx, k).await?;
-        let waiting = Waiting {
-            command_id: job.cmd.id,
-            body: &delivery.data,
-            attempt: job.attempt + 1,
-            traceparent: traceparent.as_deref(),
-        };
-        ordering::hold_first(&mut tx, k, &waiting).await?;
-        let blocking =
-            Blocking { command_id: job.cmd.id, command_type: &job.cmd.kind, error, halted: false, not_before };
-        ordering::block(&mut tx, k, &blocking).await?;
+        // Decided again: the failure may have come before its place was (a timed-out lock).
+        let position = ordering::position(&mut tx, k, job.cmd.id, Received::of(delivery).held_seq()).await?;
+        match position {
+            Position::Free | Position::Head => {
+                let waiting = Waiting {
+                    command_id: job.cmd.id,
+                    body: &delivery.data,
+                    attempt: job.attempt + 1,
+                    traceparent: traceparent.as_deref(),
+                };
+                ordering::hold_first(&mut tx, k, &waiting).await?;
+                let blocking = Blocking {
+                    command_id: job.cmd.id,
+                    dead_letter_id: None,
+                    command_type: &job.cmd.kind,
+                    error,
+                    halted: false,
+                    not_before,
+                };
+                ordering::block(&mut tx, k, &blocking).await?;
+            }
+            Position::Behind => hold_behind(&mut tx, delivery, job).await?,
+            Position::Stale => {}
+        }
         tx.commit().await?;
-        Ok::<(), StoreError>(())
+        Ok::<Position, StoreError>(position)
     };
-    if !persist(write, cancel).await {
-        return Settled::GiveBack;
+    match persist(write, cancel).await {
+        None => return Settled::GiveBack,
+        Some(Position::Behind | Position::Stale) => return Settled::Ack(None),
+        Some(Position::Free | Position::Head) => {}
     }
     if let Err(e) = commands::mark_retrying(&ctx.pool, &job.cmd, job.attempt, error).await {
         tracing::warn!(error = %e, "could not record the retrying status");
@@ -425,14 +465,26 @@ async fn dead(
     let cmd = &job.cmd;
     let place = Received::of(delivery).held_seq().unwrap_or(i64::MIN);
     let name = [cmd.id.as_bytes().as_slice(), &job.attempt.to_be_bytes(), &place.to_be_bytes()].concat();
+    let dead_letter_id = Uuid::new_v5(&ORDERED_DEAD_LETTER_NS, &name);
     let write = || async {
         let k = key_of(job);
         let mut tx = ctx.pool.begin().await?;
-        ordering::lock_block(&mut tx, k).await?;
+        // Only the command whose turn it is dies here: a copy behind another's block waits in
+        // the line (its turn comes), and a stale copy is dropped.
+        let position = ordering::position(&mut tx, k, cmd.id, Received::of(delivery).held_seq()).await?;
+        match position {
+            Position::Free | Position::Head => {}
+            Position::Behind => {
+                hold_behind(&mut tx, delivery, job).await?;
+                tx.commit().await?;
+                return Ok(position);
+            }
+            Position::Stale => return Ok(position),
+        }
         let fresh = dead_letters::insert(
             &mut tx,
             &NewDeadLetter {
-                id: Uuid::new_v5(&ORDERED_DEAD_LETTER_NS, &name),
+                id: dead_letter_id,
                 command_id: Some(cmd.id),
                 tenant: Some(&cmd.tenant),
                 command_type: Some(&cmd.kind),
@@ -451,8 +503,14 @@ async fn dead(
         match policy {
             OrderingPolicy::Halt => {
                 let now = chrono::Utc::now();
-                let blocking =
-                    Blocking { command_id: cmd.id, command_type: &cmd.kind, error, halted: true, not_before: now };
+                let blocking = Blocking {
+                    command_id: cmd.id,
+                    dead_letter_id: Some(dead_letter_id),
+                    command_type: &cmd.kind,
+                    error,
+                    halted: true,
+                    not_before: now,
+                };
                 ordering::block(&mut tx, k, &blocking).await?;
             }
             OrderingPolicy::Skip => {
@@ -461,31 +519,33 @@ async fn dead(
             }
         }
         tx.commit().await?;
-        Ok::<(), StoreError>(())
+        Ok::<Position, StoreError>(position)
     };
-    if !persist(write, cancel).await {
-        return Settled::GiveBack;
+    match persist(write, cancel).await {
+        None => return Settled::GiveBack,
+        Some(Position::Behind | Position::Stale) => return Settled::Ack(None),
+        Some(Position::Free | Position::Head) => {}
     }
     metrics::counter!("sluice_dead_letters_total", "kind" => kind.to_owned()).increment(1);
     Settled::Ack(Some(Label::Dead))
 }
 
-/// Runs `write` until it commits, waiting out database outages; false on shutdown first.
-async fn persist<F, Fut>(write: F, cancel: &CancellationToken) -> bool
+/// Runs `write` until it commits, waiting out database outages; `None` on shutdown first.
+async fn persist<F, Fut, T>(write: F, cancel: &CancellationToken) -> Option<T>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<(), StoreError>>,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
     let mut outage = super::outage_backoff();
     loop {
         match write().await {
-            Ok(()) => return true,
+            Ok(done) => return Some(done),
             Err(e) => {
                 let delay = outage.next().unwrap_or(Duration::from_secs(5));
                 tracing::warn!(error = %e, retry_in = ?delay, "cannot record the ordered outcome yet");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
-                    () = cancel.cancelled() => return false,
+                    () = cancel.cancelled() => return None,
                 }
             }
         }

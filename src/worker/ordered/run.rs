@@ -9,7 +9,7 @@ use crate::broker::headers::get_i64;
 use crate::broker::wire::Received;
 use crate::handlers::{HandlerError, Outcome};
 use crate::store::commands::{self, FinalStatus};
-use crate::store::ordering::{self, Waiting};
+use crate::store::ordering::{self, Position};
 use crate::store::{cancellation, locks, StoreError};
 use crate::worker::hooks::{self, AfterCommit};
 use crate::worker::{process, Label};
@@ -45,31 +45,16 @@ pub(super) async fn apply(ctx: &WorkerCtx, jobs: &[(Delivery, Job)]) -> Result<V
     for (delivery, job) in jobs {
         let (cmd, k) = (&job.cmd, key_of(job));
         let held_seq = Received::of(delivery).held_seq();
-        let block = ordering::lock_block(&mut tx, k).await?;
-        match (held_seq, &block) {
-            (None, None) => {}
-            (None, Some(b)) => {
-                if !(b.halted && b.command_id == cmd.id) {
-                    let traceparent = Received::of(delivery).traceparent();
-                    let waiting = Waiting {
-                        command_id: cmd.id,
-                        body: &delivery.data,
-                        attempt: job.attempt,
-                        traceparent: traceparent.as_deref(),
-                    };
-                    ordering::hold(&mut tx, k, &waiting).await?;
-                    metrics::counter!("sluice_ordered_held_total").increment(1);
-                }
+        match ordering::position(&mut tx, k, cmd.id, held_seq).await? {
+            Position::Free | Position::Head => {}
+            Position::Behind => {
+                super::hold_behind(&mut tx, delivery, job).await?;
                 labels.push(None);
                 continue;
             }
-            (Some(seq), b) => {
-                let open = b.as_ref().is_some_and(|b| !b.halted && b.due);
-                let head = ordering::head(&mut tx, k).await?;
-                if !open || !head.is_some_and(|h| h.seq == seq && h.published) {
-                    labels.push(None);
-                    continue;
-                }
+            Position::Stale => {
+                labels.push(None);
+                continue;
             }
         }
         if let Some(batch) = cmd.batch {
