@@ -258,3 +258,46 @@ async fn a_panicking_handler_holds_its_key_back_instead_of_letting_the_next_comm
     assert_eq!(app.get_json(&format!("/v1/commands/{next}")).await["status"], "pending");
     assert!(applied_order(&app, "acme", "p").await.is_empty(), "nothing ran past the panicking head");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_worker_processes_share_the_ordered_partitions_and_keep_every_keys_order() {
+    use crate::helpers::{create_database, spawn_on, test_settings};
+    use sluice::app::Roles;
+    let (settings, db) = test_settings();
+    create_database(&db).await;
+    let api = spawn_on(settings.clone(), db.clone(), Roles::Api, &Probe::default()).await;
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let mut w = spawn_on(settings.clone(), db.clone(), Roles::Worker, &Probe::default()).await;
+        w.owns_resources = false;
+        workers.push(w);
+    }
+    // Each worker's share of the 16 partitions is 8 once both are seen alive.
+    let holders = eventually(DEADLINE, || async {
+        let held: Vec<(i32, i64)> = sqlx::query_as(
+            "SELECT pid, count(*) FROM pg_locks
+              WHERE locktype = 'advisory' AND objsubid = 2 AND granted
+                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              GROUP BY pid",
+        )
+        .fetch_all(&api.pool)
+        .await
+        .unwrap();
+        (held.len() == 2 && held.iter().all(|(_, n)| *n == 8)).then_some(held)
+    })
+    .await;
+    assert_eq!(holders.len(), 2);
+    let producers = (0..8).map(|k| {
+        let api = &api;
+        async move {
+            for seq in 0..15 {
+                accept(api, &event(&format!("spread-{k}"), seq)).await;
+            }
+        }
+    });
+    futures_util::future::join_all(producers).await;
+    for k in 0..8 {
+        assert_eq!(events_applied(&api, "acme", &format!("spread-{k}"), 15).await, (0..15).collect::<Vec<i64>>());
+    }
+    drop(workers);
+}
