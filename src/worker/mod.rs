@@ -386,6 +386,18 @@ async fn settle_verdict(
     ctx.touched.add(batch);
 }
 
+/// Backoff between tries of a transaction that hit a serialization failure or deadlock,
+/// `retries` times at most.
+fn conflict_backoff(retries: usize) -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(5))
+        .with_max_delay(Duration::from_millis(200))
+        .with_jitter()
+        .with_max_times(retries)
+        .build()
+}
+
 /// Backoff while the database is unreachable: work is held, never failed, so it has no end.
 fn outage_backoff() -> impl Iterator<Item = Duration> {
     use backon::BackoffBuilder;

@@ -8,7 +8,6 @@ use crate::store::cancellation;
 use crate::store::commands::{self, CommandStatus, FinalStatus};
 use crate::store::locks;
 use crate::store::StoreError;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use sqlx::PgConnection;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -132,12 +131,7 @@ pub async fn decide(ctx: &WorkerCtx, job: Job, cancel: &CancellationToken) -> Ve
     let Job { cmd, handler, attempt } = job;
     tracing::Span::current().record("command_id", tracing::field::display(cmd.id));
     tracing::Span::current().record("kind", cmd.kind.as_str());
-    let mut conflicts = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(5))
-        .with_max_delay(Duration::from_millis(200))
-        .with_jitter()
-        .with_max_times(ctx.settings.serialization_retries)
-        .build();
+    let mut conflicts = super::conflict_backoff(ctx.settings.serialization_retries);
     let mut outage = super::outage_backoff();
     loop {
         let started = Instant::now();

@@ -24,7 +24,6 @@ use crate::store::commands::{self, CommandStatus, FinalStatus};
 use crate::store::dead_letters::NewDeadLetter;
 use crate::store::ordering::{self, Blocking, Key, Position, Waiting};
 use crate::store::{cancellation, dead_letters, locks, StoreError};
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::FutureExt;
 use lapin::message::Delivery;
 use std::panic::AssertUnwindSafe;
@@ -198,12 +197,7 @@ enum Step {
 
 /// Decides one delivery, retrying conflicts in-process and waiting out database outages.
 async fn decide(ctx: &WorkerCtx, delivery: &Delivery, job: &Job, cancel: &CancellationToken) -> Settled {
-    let mut conflicts = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(5))
-        .with_max_delay(Duration::from_millis(200))
-        .with_jitter()
-        .with_max_times(ctx.settings.serialization_retries)
-        .build();
+    let mut conflicts = super::conflict_backoff(ctx.settings.serialization_retries);
     let mut outage = super::outage_backoff();
     let held_seq = Received::of(delivery).held_seq();
     loop {
