@@ -77,6 +77,10 @@ pub struct DatabaseSettings {
 #[derive(Clone, Debug, Deserialize)]
 pub struct BrokerSettings {
     pub url: Secret,
+    /// The cluster's nodes; when set, replaces `url`.
+    #[serde(default)]
+    pub urls: Vec<Secret>,
+    pub connect_timeout_ms: u64,
     pub prefix: String,
     pub publish_timeout_ms: u64,
     pub max_in_flight_publishes: usize,
@@ -249,15 +253,7 @@ impl Settings {
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
             .add_source(config::File::from(dir.join(format!("{env}.toml"))).required(false));
         if with_env_vars {
-            builder = builder.add_source(
-                config::Environment::with_prefix("SLUICE")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .list_separator(",")
-                    .with_list_parse_key("worker.retry_tiers_ms")
-                    .with_list_parse_key("batches.callback_ports")
-                    .try_parsing(true),
-            );
+            builder = builder.add_source(environment());
             if let Ok(key) = std::env::var("SLUICE_BOOTSTRAP_KEY") {
                 builder = builder.set_override("auth.bootstrap_key", key)?;
             }
@@ -314,8 +310,11 @@ impl Settings {
         if let Err(e) = crate::secrets::Sealer::from_spec(self.secrets.keys.expose()) {
             return Err(ConfigError::Invalid(e.to_string()));
         }
-        if let Err(e) = self.broker.amqp_uri() {
-            return Err(ConfigError::Invalid(format!("broker.url is not an AMQP URI: {e}")));
+        if let Err(e) = self.broker.amqp_uris() {
+            return Err(ConfigError::Invalid(e));
+        }
+        if self.broker.connect_timeout_ms == 0 {
+            return Err(ConfigError::Invalid("broker.connect_timeout_ms must be > 0".into()));
         }
         if self.dashboard.session_ttl_secs == 0 || self.dashboard.session_ttl_secs > 30 * 24 * 3600 {
             return Err(ConfigError::Invalid("dashboard.session_ttl_secs must be 1 s to 30 days".into()));
@@ -349,17 +348,60 @@ impl Settings {
     }
 }
 
+/// The `SLUICE__SECTION__KEY` variables; list settings take comma-separated values.
+fn environment() -> config::Environment {
+    config::Environment::with_prefix("SLUICE")
+        .prefix_separator("__")
+        .separator("__")
+        .list_separator(",")
+        .with_list_parse_key("worker.retry_tiers_ms")
+        .with_list_parse_key("batches.callback_ports")
+        .with_list_parse_key("broker.urls")
+        .try_parsing(true)
+}
+
 impl BrokerSettings {
     /// Publish confirmation deadline.
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.publish_timeout_ms)
     }
 
-    /// The broker URL, parsed, with `frame_max` proposed unless the URL sets one.
-    pub fn amqp_uri(&self) -> Result<lapin::uri::AMQPUri, String> {
-        let mut uri: lapin::uri::AMQPUri = self.url.expose().parse()?;
-        uri.query.frame_max = uri.query.frame_max.or(Some(self.frame_max));
-        Ok(uri)
+    /// How long one node may take to accept a connection before the next one is tried.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// The addresses to connect to, in the order they are tried: `urls` if set, else `url`.
+    pub fn addresses(&self) -> &[Secret] {
+        if self.urls.is_empty() {
+            std::slice::from_ref(&self.url)
+        } else {
+            &self.urls
+        }
+    }
+
+    /// The first address (tools that need one connection, such as the bench's raw client).
+    pub fn first_url(&self) -> &str {
+        self.addresses()[0].expose()
+    }
+
+    /// Every address, parsed, with `frame_max` proposed unless the URL sets one; the error
+    /// names the setting and the position of the address that is wrong.
+    pub fn amqp_uris(&self) -> Result<Vec<lapin::uri::AMQPUri>, String> {
+        let key = if self.urls.is_empty() { "broker.url" } else { "broker.urls" };
+        self.addresses()
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                let mut uri: lapin::uri::AMQPUri = url
+                    .expose()
+                    .trim()
+                    .parse()
+                    .map_err(|e| format!("{key} entry {} is not an AMQP URI: {e}", i + 1))?;
+                uri.query.frame_max = uri.query.frame_max.or(Some(self.frame_max));
+                Ok(uri)
+            })
+            .collect()
     }
 }
 
@@ -376,9 +418,9 @@ mod tests {
 
     #[test]
     fn the_broker_url_gets_the_configured_frame_max_unless_it_sets_one() {
-        let uri = broker("amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10").amqp_uri().expect("parses");
+        let uri = &broker("amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10").amqp_uris().expect("parses")[0];
         assert_eq!((uri.query.frame_max, uri.query.heartbeat), (Some(16384), Some(10)));
-        let uri = broker("amqp://127.0.0.1/%2f?frame_max=65536").amqp_uri().expect("parses");
+        let uri = &broker("amqp://127.0.0.1/%2f?frame_max=65536").amqp_uris().expect("parses")[0];
         assert_eq!(uri.query.frame_max, Some(65536));
     }
 
@@ -402,6 +444,32 @@ mod tests {
 
     #[test]
     fn a_broker_url_that_is_not_amqp_is_refused() {
-        assert!(broker("http://127.0.0.1:5672").amqp_uri().is_err());
+        assert!(broker("http://127.0.0.1:5672").amqp_uris().is_err());
+    }
+
+    #[test]
+    fn sluice_broker_urls_is_read_as_a_comma_separated_list() {
+        let vars = [("SLUICE__BROKER__URLS".to_owned(), "amqp://a:5691/%2f,amqp://b:5692/%2f".to_owned())];
+        let settings: Settings = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .add_source(environment().source(Some(vars.into_iter().collect())))
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .expect("loads");
+        let hosts: Vec<String> =
+            settings.broker.amqp_uris().expect("parses").into_iter().map(|u| u.authority.host).collect();
+        assert_eq!(hosts, ["a", "b"]);
+    }
+
+    #[test]
+    fn broker_urls_replace_the_lone_url_and_a_bad_entry_is_named_by_position() {
+        let mut s = broker("amqp://127.0.0.1:5672/%2f");
+        assert_eq!(s.amqp_uris().expect("parses").len(), 1, "a lone url still works");
+        s.urls = vec![Secret::new("amqp://127.0.0.1:5691/%2f"), Secret::new(" amqp://127.0.0.1:5692/%2f")];
+        let ports: Vec<u16> = s.amqp_uris().expect("parses").iter().map(|u| u.authority.port).collect();
+        assert_eq!(ports, [5691, 5692], "urls win over url, in the order given");
+        s.urls.push(Secret::new("http://127.0.0.1:5693"));
+        let err = s.amqp_uris().expect_err("the third entry is wrong");
+        assert!(err.contains("broker.urls entry 3"), "{err}");
     }
 }

@@ -32,6 +32,11 @@ fn amqp() -> String {
     std::env::var("SLUICE_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// The broker addresses as `SLUICE__BROKER__URLS` takes them, for a child process.
+pub fn joined_urls(b: &crate::config::BrokerSettings) -> String {
+    b.addresses().iter().map(crate::config::Secret::expose).collect::<Vec<_>>().join(",")
+}
+
 /// How long [`TestSluice`]'s waits last before they fail the test.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 

@@ -1,5 +1,6 @@
-//! RabbitMQ: a supervised connection per role (API, workers), reconnected with backoff, topology
-//! re-declared on every connect, publishing with confirms.
+//! RabbitMQ: a supervised connection per role (API, workers), reconnected with backoff to the
+//! first cluster node that answers, topology re-declared on every connect, publishing with
+//! confirms.
 
 pub mod headers;
 mod inspect;
@@ -28,6 +29,8 @@ type EventStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Event> + Se
 pub struct Link {
     /// The AMQP connection; consumers open their own channels on it.
     pub connection: Connection,
+    /// `host:port` of the node connected to.
+    pub node: String,
     publish_channels: Vec<publisher::PublishChannel>,
     next: AtomicUsize,
     /// Set when a user of this link saw one of its channels die.
@@ -166,17 +169,22 @@ impl Broker {
     async fn supervise(self, name: String, cancel: CancellationToken) {
         let s = &self.inner.settings;
         let mut backoff = self.backoff();
+        // The address tried first on the next connect: the one after the node last connected
+        // to, so a node that died is tried last rather than waited on first.
+        let mut next = 0;
         loop {
             let link = tokio::select! {
-                r = self.connect(&name) => r,
+                r = self.connect_any(&name, next) => r,
                 () = cancel.cancelled() => break,
             };
             let (link, mut events) = match link {
-                Ok(ok) => ok,
-                Err(e) => {
+                Ok((i, ok)) => {
+                    next = i + 1;
+                    ok
+                }
+                Err(()) => {
                     let delay = backoff.next().unwrap_or(Duration::from_millis(s.reconnect_max_ms));
-                    tracing::warn!(error = %e, retry_in = ?delay, "cannot connect to RabbitMQ");
-                    metrics::counter!("sluice_broker_connect_failures_total").increment(1);
+                    tracing::warn!(retry_in = ?delay, "cannot connect to any RabbitMQ node");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => continue,
                         () = cancel.cancelled() => break,
@@ -184,8 +192,8 @@ impl Broker {
                 }
             };
             backoff = self.backoff();
-            tracing::info!("connected to RabbitMQ, topology declared");
-            metrics::counter!("sluice_broker_connects_total").increment(1);
+            tracing::info!(node = %link.node, "connected to RabbitMQ, topology declared");
+            metrics::counter!("sluice_broker_connects_total", "node" => link.node.clone()).increment(1);
             self.set_blocked(false);
             self.inner.link.send_replace(Some(link.clone()));
             let reason = loop {
@@ -216,7 +224,7 @@ impl Broker {
                 break;
             }
             self.inner.link.send_replace(None);
-            tracing::warn!(%reason, "lost RabbitMQ connection; reconnecting");
+            tracing::warn!(%reason, node = %link.node, "lost RabbitMQ connection; reconnecting");
             let _ = link.connection.close(320, "reconnecting".into()).await;
         }
     }
@@ -231,14 +239,40 @@ impl Broker {
             .build()
     }
 
-    async fn connect(&self, name: &str) -> lapin::Result<(Arc<Link>, EventStream)> {
+    /// Tries every address once, from `first` on (modulo their number); returns the index of
+    /// the one connected to.
+    async fn connect_any(&self, name: &str, first: usize) -> Result<(usize, (Arc<Link>, EventStream)), ()> {
+        let s = &self.inner.settings;
+        let uris = match s.amqp_uris() {
+            Ok(uris) => uris,
+            Err(e) => {
+                // Settings validation refuses this at start-up; only a hand-built value gets here.
+                tracing::error!(error = %e, "no usable broker address");
+                return Err(());
+            }
+        };
+        for k in 0..uris.len() {
+            let i = (first + k) % uris.len();
+            let node = format!("{}:{}", uris[i].authority.host, uris[i].authority.port);
+            match tokio::time::timeout(s.connect_timeout(), self.connect(name, uris[i].clone(), &node)).await {
+                Ok(Ok(ok)) => return Ok((i, ok)),
+                Ok(Err(e)) => tracing::warn!(%node, error = %e, "cannot connect to RabbitMQ node"),
+                Err(_) => tracing::warn!(%node, timeout = ?s.connect_timeout(), "RabbitMQ node did not answer in time"),
+            }
+            metrics::counter!("sluice_broker_connect_failures_total", "node" => node).increment(1);
+        }
+        Err(())
+    }
+
+    async fn connect(
+        &self,
+        name: &str,
+        uri: lapin::uri::AMQPUri,
+        node: &str,
+    ) -> lapin::Result<(Arc<Link>, EventStream)> {
         let s = &self.inner.settings;
         let props = ConnectionProperties::default().with_connection_name(name.into());
-        let connection = match s.amqp_uri() {
-            Ok(uri) => Connection::connect_uri(uri, props).await?,
-            // Settings validation parses the URL first; lapin then reports what is wrong.
-            Err(_) => Connection::connect(s.url.expose(), props).await?,
-        };
+        let connection = Connection::connect_uri(uri, props).await?;
         let events: EventStream = Box::pin(connection.events_listener());
         let setup = connection.create_channel().await?;
         self.inner.topology.declare(&setup).await?;
@@ -250,7 +284,13 @@ impl Broker {
             publish_channels.push(publisher::PublishChannel::new(ch));
         }
         Ok((
-            Arc::new(Link { connection, publish_channels, next: AtomicUsize::new(0), broken: AtomicBool::new(false) }),
+            Arc::new(Link {
+                connection,
+                node: node.to_owned(),
+                publish_channels,
+                next: AtomicUsize::new(0),
+                broken: AtomicBool::new(false),
+            }),
             events,
         ))
     }

@@ -43,6 +43,48 @@ async fn an_unreachable_broker_gets_503_with_retry_after_and_ingest_recovers_by_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_first_listed_node_refusing_connections_sluice_starts_on_the_next_one() {
+    // A port nothing listens on: the first node is gone for good.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let urls = vec![
+        Secret::new(format!("amqp://guest:guest@127.0.0.1:{dead}/%2f?heartbeat=5")),
+        Secret::new("amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=5"),
+    ];
+    let app = spawn_app_with(|s| s.broker.urls = urls, &Probe::default()).await;
+    app.open_account("a", 1).await;
+    let id = app.accept("event.record", json!({"name": "second-node", "data": 1})).await;
+    assert_eq!(app.settled(id).await["status"], "succeeded");
+    let failed = format!("sluice_broker_connect_failures_total{{node=\"127.0.0.1:{dead}\"}}");
+    assert!(app.metric(&failed).await >= 1.0, "the dead node was tried first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_its_node_is_lost_each_connection_moves_to_the_next_listed_node() {
+    // Two proxies stand for two cluster nodes; cutting the first for good leaves the second.
+    let first = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let second = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let urls = [&first, &second]
+        .iter()
+        .map(|p| Secret::new(format!("amqp://guest:guest@127.0.0.1:{}/%2f?heartbeat=5", p.port)))
+        .collect();
+    let app = spawn_app_with(|s| s.broker.urls = urls, &Probe::default()).await;
+    app.open_account("a", 1).await;
+    let on = |p: &Proxy| format!("sluice_broker_connects_total{{node=\"127.0.0.1:{}\"}}", p.port);
+    assert!(app.metric(&on(&first)).await >= 2.0, "API and worker connections start on the first node");
+
+    first.cut();
+    let id = eventually(DEADLINE, || async {
+        let r = app.submit("event.record", json!({"name": "after", "data": 1})).await;
+        (r.status() == 202).then_some(())?;
+        r.json::<Value>().await.ok()
+    })
+    .await;
+    let id = uuid::Uuid::parse_str(id["id"].as_str().unwrap()).unwrap();
+    assert_eq!(app.settled(id).await["status"], "succeeded", "workers moved too");
+    assert!(app.metric(&on(&second)).await >= 2.0, "both connections are now on the second node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_postgres_is_unreachable_workers_hold_commands_and_apply_them_once_when_it_returns() {
     let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let app = spawn_app_with(

@@ -234,7 +234,7 @@ fn spawn_sluice(
     }
     cmd.arg("serve")
         .env("SLUICE__DATABASE__URL", db_url)
-        .env("SLUICE__BROKER__URL", settings.broker.url.expose())
+        .env("SLUICE__BROKER__URLS", sluice::testkit::joined_urls(&settings.broker))
         .env("SLUICE__BROKER__PREFIX", prefix)
         .env("SLUICE__HTTP__ADDR", format!("127.0.0.1:{port}"))
         .env("SLUICE__LOG__LEVEL", "warn")

@@ -161,7 +161,7 @@ async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
         } else {
             let db = format!("sluice_bench_raw{round}_{id}");
             let url = create_database(&args, &db).await?;
-            let r = raw::run(settings.broker.url.expose(), &url, &format!("bench-{id}-{round}"), args.commands).await;
+            let r = raw::run(settings.broker.first_url(), &url, &format!("bench-{id}-{round}"), args.commands).await;
             drop_database(&args, &db).await;
             let r = r?;
             r.print();
@@ -285,7 +285,7 @@ async fn drop_topology(settings: &Settings, prefix: &str) {
     let topology = sluice::broker::Topology::new(prefix, &w.retry_tiers_ms, settings.broker.delivery_limit)
         .with_partitions(settings.ordering.partitions);
     let props = lapin::ConnectionProperties::default();
-    if let Ok(conn) = lapin::Connection::connect(settings.broker.url.expose(), props).await {
+    if let Ok(conn) = lapin::Connection::connect(settings.broker.first_url(), props).await {
         if let Ok(ch) = conn.create_channel().await {
             topology.delete(&ch).await;
             let _ = ch.close(200, "bench done".into()).await;

@@ -21,7 +21,7 @@ pub async fn fill(
     let w = &settings.worker;
     let topology = sluice::broker::Topology::new(prefix, &w.retry_tiers_ms, settings.broker.delivery_limit)
         .with_partitions(settings.ordering.partitions);
-    let conn = Connection::connect(settings.broker.url.expose(), ConnectionProperties::default()).await?;
+    let conn = Connection::connect(settings.broker.first_url(), ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
     topology.declare(&ch).await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
