@@ -187,17 +187,24 @@ pub fn remove_resources(settings: &Settings) {
     let s = settings;
     let queues = crate::broker::Topology::new(&s.broker.prefix, &s.worker.retry_tiers_ms, s.broker.delivery_limit)
         .with_partitions(s.ordering.partitions);
+    // The test's own addresses may be proxies it cut; the shared broker comes last.
+    let urls: Vec<String> =
+        s.broker.addresses().iter().map(|u| u.expose().to_owned()).chain(std::iter::once(amqp())).collect();
     let db = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(s.database.url.expose())
         .ok()
         .and_then(|o| o.get_database().map(str::to_owned));
     let cleanup = std::thread::spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
         rt.block_on(async {
-            if let Ok(conn) = Connection::connect(&amqp(), ConnectionProperties::default()).await {
-                if let Ok(ch) = conn.create_channel().await {
-                    queues.delete(&ch).await;
+            // The first address that answers (a cluster may have lost a node).
+            for url in &urls {
+                if let Ok(conn) = Connection::connect(url, ConnectionProperties::default()).await {
+                    if let Ok(ch) = conn.create_channel().await {
+                        queues.delete(&ch).await;
+                    }
+                    let _ = conn.close(200, "test done".into()).await;
+                    break;
                 }
-                let _ = conn.close(200, "test done".into()).await;
             }
             let (Some(db), Ok(mut admin)) = (db, PgConnection::connect(&format!("{}/postgres", pg_server())).await)
             else {

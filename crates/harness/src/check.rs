@@ -135,16 +135,17 @@ async fn queued(c: &Cluster) -> Option<u64> {
 /// A `rabbitmqctl list_queues` column summed over the cluster's queues whose names end with
 /// `suffix` ("" for all).
 pub async fn queue_figure(c: &Cluster, column: &str, suffix: &str) -> Option<u64> {
-    let out = tokio::process::Command::new("rabbitmqctl")
-        .args(["-q", "list_queues", "--no-table-headers", "name", column])
-        .output()
-        .await
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
+    let args = ["-q", "list_queues", "--no-table-headers", "name", column];
+    let text = if c.on_rabbit_cluster() {
+        crate::rabbit::RabbitCluster::ctl_any(&args).await?
+    } else {
+        let out = tokio::process::Command::new("rabbitmqctl").args(args).output().await.ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
     let prefix = format!("{}.", c.settings.broker.prefix);
-    let text = String::from_utf8_lossy(&out.stdout);
     Some(
         text.lines()
             .filter_map(|l| l.split_once(char::is_whitespace))

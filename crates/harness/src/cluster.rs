@@ -29,11 +29,56 @@ pub struct Options {
     /// Scrape every process's metrics in the background (a scrape also empties the metrics
     /// library's sample buckets, which could hide memory growth from a memory check).
     pub scrape: bool,
+    /// Run on the nodes of `scripts/rabbit-cluster` instead of the shared broker.
+    pub on_cluster: Option<Layout>,
+}
+
+/// Where the processes of a cluster run connect, on the three-node RabbitMQ cluster.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// The port each process dials for node 1, 2, 3 (the nodes' own, or proxies in front).
+    pub ports: Vec<u16>,
+    /// The node (1-based) listed first to the API process.
+    pub api_node: usize,
+    /// The node (1-based) the topology is declared through before any process starts, so
+    /// RabbitMQ places every queue's leader there.
+    pub leaders_on: usize,
+}
+
+impl Layout {
+    /// Straight to the nodes, the API on node 1 and the leaders on node `leaders_on`.
+    pub fn direct(leaders_on: usize) -> Self {
+        Self {
+            ports: (1..=crate::rabbit::NODES).map(crate::rabbit::RabbitCluster::port).collect(),
+            api_node: 1,
+            leaders_on,
+        }
+    }
+
+    /// The node list of a process, starting with node `first` (1-based), as URLs.
+    fn urls(&self, first: usize, heartbeat_secs: u64) -> String {
+        let n = self.ports.len();
+        (0..n)
+            .map(|k| {
+                let port = self.ports[(first - 1 + k) % n];
+                format!("amqp://guest:guest@127.0.0.1:{port}/%2f?heartbeat={heartbeat_secs}")
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { workers: 2, broker_port: 5672, heartbeat_secs: 5, env: Vec::new(), worker_env: None, scrape: true }
+        Self {
+            workers: 2,
+            broker_port: 5672,
+            heartbeat_secs: 5,
+            env: Vec::new(),
+            worker_env: None,
+            scrape: true,
+            on_cluster: None,
+        }
     }
 }
 
@@ -58,6 +103,8 @@ pub struct Cluster {
     worker_env: Option<WorkerEnv>,
     /// Where `fault.apply` is declared.
     commands_dir: PathBuf,
+    layout: Option<Layout>,
+    heartbeat_secs: u64,
     api: Option<Proc>,
     workers: Mutex<Vec<Option<Proc>>>,
     starts: AtomicUsize,
@@ -73,7 +120,14 @@ impl Cluster {
     /// sluice binary with [`crate::hooks`]; it migrates the database), waits until it is
     /// ready, then starts the workers.
     pub async fn start(binary: &Path, name: &str, opts: Options) -> Self {
-        let settings = isolated_settings();
+        let mut settings = isolated_settings();
+        if let Some(layout) = &opts.on_cluster {
+            // The test's own connections (queue clean-up) go straight to the nodes.
+            settings.broker.urls = (1..=crate::rabbit::NODES)
+                .map(|n| sluice::config::Secret::new(crate::rabbit::RabbitCluster::url(n, opts.heartbeat_secs)))
+                .collect();
+            declare_topology(&settings, layout.leaders_on).await;
+        }
         let b = &settings.broker;
         crate::declared::prepare_database(settings.database.url.expose()).await;
         let commands_dir = crate::declared::commands_dir(&b.prefix);
@@ -124,6 +178,8 @@ impl Cluster {
             env,
             worker_env: opts.worker_env,
             commands_dir,
+            layout: opts.on_cluster,
+            heartbeat_secs: opts.heartbeat_secs,
             api: None,
             workers: Mutex::new(Vec::new()),
             starts: AtomicUsize::new(0),
@@ -132,7 +188,8 @@ impl Cluster {
             targets,
             settings,
         };
-        let api = cluster.launch("api", "api", Vec::new());
+        let api_urls = cluster.node_list("api");
+        let api = cluster.launch("api", "api", api_urls);
         cluster.base = format!("http://127.0.0.1:{}", api.port);
         cluster.wait_ready(api.port).await;
         cluster.api = Some(api);
@@ -145,8 +202,24 @@ impl Cluster {
     }
 
     fn launch_worker(&self) -> Proc {
-        let extra = self.worker_env.as_ref().map(|f| f()).unwrap_or_default();
+        let mut extra = self.worker_env.as_ref().map(|f| f()).unwrap_or_default();
+        extra.extend(self.node_list("worker"));
         self.launch("worker", "worker", extra)
+    }
+
+    /// `SLUICE__BROKER__URLS` for the next process on the RabbitMQ cluster: the API's list
+    /// starts with its layout's node, each worker's with the next node in turn, so workers
+    /// spread over all of them.
+    fn node_list(&self, role: &str) -> Vec<(&'static str, String)> {
+        let Some(layout) = &self.layout else { return Vec::new() };
+        let first =
+            if role == "api" { layout.api_node } else { self.starts.load(Ordering::SeqCst) % layout.ports.len() + 1 };
+        vec![("SLUICE__BROKER__URLS", layout.urls(first, self.heartbeat_secs))]
+    }
+
+    /// Whether this cluster runs on the three-node RabbitMQ cluster.
+    pub fn on_rabbit_cluster(&self) -> bool {
+        self.layout.is_some()
     }
 
     fn launch(&self, role: &str, subcommand: &str, extra: Vec<(&'static str, String)>) -> Proc {
@@ -267,6 +340,21 @@ impl Drop for Cluster {
         crate::declared::remove_commands_dir(&self.commands_dir);
         remove_resources(&self.settings);
     }
+}
+
+/// Declares the topology through node `n` alone, as the first connection of a deployment
+/// would, so that node leads every queue.
+async fn declare_topology(settings: &Settings, n: usize) {
+    let mut b = settings.broker.clone();
+    b.urls = vec![sluice::config::Secret::new(crate::rabbit::RabbitCluster::url(n, 5))];
+    let topology = sluice::broker::Topology::new(&b.prefix, &settings.worker.retry_tiers_ms, b.delivery_limit)
+        .with_partitions(settings.ordering.partitions);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let broker = sluice::broker::Broker::start(b, topology, "cli", cancel.clone());
+    let linked = tokio::time::timeout(Duration::from_secs(60), broker.wait_link(&cancel)).await;
+    assert!(matches!(linked, Ok(Some(_))), "topology declared through node {n}");
+    broker.close().await;
+    cancel.cancel();
 }
 
 /// The file the processes of the cluster with broker prefix `prefix` log their commits to.

@@ -15,5 +15,9 @@ pub mod hooks;
 pub mod load;
 /// A TCP proxy a test can cut or stall.
 pub mod proxy;
+/// The three-node RabbitMQ cluster of `scripts/rabbit-cluster`.
+pub mod rabbit;
+/// The load-while-faulting loop every scenario shares.
+pub mod scenario;
 /// Breaking and restoring the shared RabbitMQ and PostgreSQL.
 pub mod services;

@@ -7,13 +7,13 @@
 //! one at a time after the others; each restores what it touched, even when it fails.
 //! `SLUICE_FAULT_SCALE=10` makes every load and fault count ten times larger.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sluice_harness::check::{self, drain, verify, window, Window};
 use sluice_harness::cluster::{self, until, Cluster, Options};
 use sluice_harness::load::{drive, drive_ordered, open_accounts, Kind, Mix, Sent};
 use sluice_harness::proxy::Proxy;
+use sluice_harness::scenario::{progress, scale, under_load};
 use sluice_harness::services::{self, must, BrokerGuard, PostgresGuard};
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,41 +22,6 @@ use tokio_util::sync::CancellationToken;
 /// The sluice binary with the fault hooks, built beside this test.
 fn node() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_sluice-fault-node"))
-}
-
-/// How much larger than the CI size to make loads and fault counts.
-fn scale() -> u64 {
-    std::env::var("SLUICE_FAULT_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1)
-}
-
-/// Waits until `n` commands were committed after `after`: the system is making progress.
-async fn progress(c: &Cluster, after: DateTime<Utc>, n: i64) {
-    until(Duration::from_secs(90), "commands are committed again", || async {
-        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM commands WHERE completed_at > $1")
-            .bind(after)
-            .fetch_one(&c.pool)
-            .await
-            .unwrap_or(0);
-        done >= n
-    })
-    .await;
-}
-
-/// Runs the load while `faults` runs, and until enough commands were committed after the
-/// last fault; returns what was sent and when the faults were in force.
-async fn under_load<F, Fut>(c: &Arc<Cluster>, mix: Mix, faults: F) -> (Vec<Sent>, Vec<Window>)
-where
-    F: FnOnce(Arc<Cluster>) -> Fut,
-    Fut: Future<Output = Vec<Window>>,
-{
-    let stop = CancellationToken::new();
-    let started = Utc::now();
-    let load = tokio::spawn(drive(c.clone(), mix, u64::MAX, stop.clone()));
-    progress(c, started, 100).await;
-    let windows = faults(c.clone()).await;
-    progress(c, windows.last().map_or(started, |w| w.to), 200 * scale() as i64).await;
-    stop.cancel();
-    (load.await.expect("load"), windows)
 }
 
 /// Starts a cluster with the mix's accounts opened.

@@ -1,0 +1,213 @@
+//! The fault suite on a three-node RabbitMQ cluster (`scripts/rabbit-cluster`): nodes killed,
+//! cut off and restarted one at a time under load, with the same check as the single-node
+//! scenarios (nothing answered 202 lost, nothing applied twice, the books balance) and a bound
+//! on how long ingest stays away after the fault began.
+//!
+//! Every process lists all three nodes (`broker.urls`): the API's list starts with node 1,
+//! each worker's with the next node in turn. The topology is declared through one node before
+//! any process starts, so that node leads every queue and a scenario can choose whether the
+//! node it breaks is the API's, the queues' leader, or both.
+
+use chrono::{DateTime, Utc};
+use sluice_harness::check::{drain, verify, window, Window};
+use sluice_harness::cluster::{Cluster, Layout, Options};
+use sluice_harness::load::{open_accounts, Mix, Sent};
+use sluice_harness::proxy::Proxy;
+use sluice_harness::rabbit::{RabbitCluster, NODES};
+use sluice_harness::scenario::{progress, scale, under_load};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The sluice binary with the fault hooks, built beside this test.
+fn node() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_sluice-fault-node"))
+}
+
+/// Longest a node's crash or graceful stop may keep ingest away: the API's socket closes at
+/// once, so this is a reconnect to the next node plus a quorum queue's leader election.
+const NODE_LOSS_BOUND: Duration = Duration::from_secs(15);
+
+/// Longest a node cut off without a closed socket may keep ingest away: two missed heartbeats
+/// (5 s each here) to notice, then a reconnect to the next node.
+const CUT_OFF_BOUND: Duration = Duration::from_secs(20);
+
+/// Starts the cluster (or finds it up), then the sluice processes on it with the mix's
+/// accounts opened, and checks every queue is replicated on all three nodes.
+async fn on_cluster(rabbit: &RabbitCluster, name: &str, layout: Layout, mix: &Mix) -> Arc<Cluster> {
+    let opts = Options { workers: 3, on_cluster: Some(layout.clone()), ..Options::default() };
+    let c = Cluster::start(node(), name, opts).await;
+    open_accounts(&c, mix.accounts).await;
+    let work = format!("{}.work", c.settings.broker.prefix);
+    assert_eq!(
+        rabbit.leader_of(&work).await,
+        Some((layout.leaders_on, NODES)),
+        "node {} leads the work queue, which has a replica on every node",
+        layout.leaders_on
+    );
+    rabbit.settled(&c.settings.broker.prefix).await;
+    Arc::new(c)
+}
+
+/// The longest time without a 202 answer from a fault's start until 30 s after its end (or the
+/// load's last 202, if sooner): how long ingest was away (at the load's 400 requests a second
+/// the gaps are otherwise a few ms).
+fn longest_gap(sent: &[Sent], w: &Window) -> Duration {
+    // Up to the last 202 of the whole load at most: the load stops soon after the last fault.
+    let last_202 = sent.iter().filter(|s| s.accepted).map(|s| s.answered_at).max().unwrap_or(w.to);
+    let until = (w.to + chrono::Duration::seconds(30)).min(last_202);
+    let mut answers: Vec<DateTime<Utc>> = sent
+        .iter()
+        .filter(|s| s.accepted && s.answered_at >= w.from && s.answered_at <= until)
+        .map(|s| s.answered_at)
+        .collect();
+    answers.sort();
+    let mut worst = Duration::ZERO;
+    let mut last = w.from;
+    for a in answers.into_iter().chain(std::iter::once(until)) {
+        worst = worst.max((a - last).to_std().unwrap_or_default());
+        last = a;
+    }
+    worst
+}
+
+/// The longest [`longest_gap`] over the faults, asserted within `bound`.
+fn ingest_away(name: &str, sent: &[Sent], windows: &[Window], bound: Duration) -> Duration {
+    let worst = windows.iter().map(|w| longest_gap(sent, w)).max().unwrap_or_default();
+    assert!(worst <= bound, "{name}: no command was accepted for {worst:?} (bound {bound:?})");
+    worst
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_node_that_leads_the_work_queue_loses_nothing_and_ingest_goes_on() {
+    let rabbit = RabbitCluster::up().await;
+    let mix = Mix::default();
+    let c = on_cluster(&rabbit, "13 cluster: leader node killed", Layout::direct(3), &mix).await;
+    let work = format!("{}.work", c.settings.broker.prefix);
+    let (sent, windows) = under_load(&c, mix.clone(), |c| async move {
+        let mut windows = Vec::new();
+        for _ in 0..scale() {
+            let (leader, _) = rabbit.leader_of(&work).await.expect("the work queue has a leader");
+            let ended = window(&mut windows, rabbit.kill(leader)).await;
+            progress(&c, ended, 200).await;
+            let (now, _) = rabbit.leader_of(&work).await.expect("a new leader was elected");
+            assert_ne!(now, leader, "another node leads the work queue");
+            let ended = window(&mut windows, rabbit.start(leader)).await;
+            progress(&c, ended, 100).await;
+            rabbit.settled(&c.settings.broker.prefix).await;
+        }
+        windows
+    })
+    .await;
+    drain(&c, &sent).await;
+    let away = ingest_away(&c.name, &sent, &windows, NODE_LOSS_BOUND);
+    let notes = format!(
+        "SIGKILL of the leader's node ×{}, then it rejoins; longest without a 202: {:.1} s",
+        scale(),
+        away.as_secs_f64()
+    );
+    verify(&c, &sent, &windows, mix.accounts, &notes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_node_the_api_is_connected_to_moves_ingest_to_the_others_within_seconds() {
+    let rabbit = RabbitCluster::up().await;
+    let mix = Mix::default();
+    // The API lists node 1 first; the queues are led from node 2, so only connections move.
+    let layout = Layout { api_node: 1, ..Layout::direct(2) };
+    let c = on_cluster(&rabbit, "14 cluster: API's node killed", layout, &mix).await;
+    let (sent, windows) = under_load(&c, mix.clone(), |c| async move {
+        let mut windows = Vec::new();
+        for _ in 0..scale() {
+            let ended = window(&mut windows, rabbit.kill(1)).await;
+            progress(&c, ended, 200).await;
+            let ended = window(&mut windows, rabbit.start(1)).await;
+            progress(&c, ended, 100).await;
+            rabbit.settled(&c.settings.broker.prefix).await;
+        }
+        windows
+    })
+    .await;
+    drain(&c, &sent).await;
+    let away = ingest_away(&c.name, &sent, &windows, NODE_LOSS_BOUND);
+    let notes = format!(
+        "SIGKILL of node 1 (listed first to the API) ×{}; longest without a 202: {:.1} s",
+        scale(),
+        away.as_secs_f64()
+    );
+    let r = verify(&c, &sent, &windows, mix.accounts, &notes).await;
+    assert!(r.reconnects >= 1.0, "the API's connection moved to another node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_without_closing_sockets_is_left_for_the_others_by_heartbeat() {
+    let rabbit = RabbitCluster::up().await;
+    let mix = Mix::default();
+    // A proxy in front of every node; stalling one leaves its sockets open and silent, as a
+    // partition or a dead host does. The node itself stays in the cluster.
+    let mut proxies = Vec::new();
+    for n in 1..=NODES {
+        proxies.push(Proxy::start(format!("127.0.0.1:{}", RabbitCluster::port(n)).parse().expect("addr")).await);
+    }
+    let layout = Layout { ports: proxies.iter().map(|p| p.port).collect(), api_node: 1, leaders_on: 2 };
+    let c = on_cluster(&rabbit, "15 cluster: node cut off", layout, &mix).await;
+    let cut = &proxies[0];
+    let (sent, windows) = under_load(&c, mix.clone(), |c| async move {
+        let mut windows = Vec::new();
+        for _ in 0..scale() {
+            let ended = window(&mut windows, async {
+                cut.stall();
+                // How long the node stays cut off: the fault itself, longer than the bound,
+                // so recovery must come from moving to another node, not from the cut healing.
+                tokio::time::sleep(CUT_OFF_BOUND + Duration::from_secs(5)).await;
+                cut.restore();
+            })
+            .await;
+            progress(&c, ended, 100).await;
+        }
+        windows
+    })
+    .await;
+    drain(&c, &sent).await;
+    let away = ingest_away(&c.name, &sent, &windows, CUT_OFF_BOUND);
+    let notes = format!(
+        "node 1's proxy stalled {}× for 25 s (heartbeat 5 s); longest without a 202: {:.1} s",
+        scale(),
+        away.as_secs_f64()
+    );
+    let r = verify(&c, &sent, &windows, mix.accounts, &notes).await;
+    assert!(r.reconnects >= 1.0, "connections left the silent node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_all_three_nodes_under_load_loses_nothing() {
+    let rabbit = RabbitCluster::up().await;
+    let mix = Mix::default();
+    let c = on_cluster(&rabbit, "16 cluster: rolling restart", Layout::direct(1), &mix).await;
+    let (sent, windows) = under_load(&c, mix.clone(), |c| async move {
+        let mut windows = Vec::new();
+        for _ in 0..scale() {
+            for n in 1..=NODES {
+                let ended = window(&mut windows, async {
+                    rabbit.stop(n).await;
+                    rabbit.start(n).await;
+                })
+                .await;
+                progress(&c, ended, 100).await;
+                // The next node goes only once this one's replicas are back, as an operator's
+                // rolling restart waits for the cluster to be whole again.
+                rabbit.settled(&c.settings.broker.prefix).await;
+            }
+        }
+        windows
+    })
+    .await;
+    drain(&c, &sent).await;
+    let away = ingest_away(&c.name, &sent, &windows, NODE_LOSS_BOUND);
+    let notes = format!(
+        "each node stopped and started in turn ×{}; longest without a 202: {:.1} s",
+        scale(),
+        away.as_secs_f64()
+    );
+    verify(&c, &sent, &windows, mix.accounts, &notes).await;
+}
