@@ -31,6 +31,9 @@ pub struct Options {
     pub scrape: bool,
     /// Run on the nodes of `scripts/rabbit-cluster` instead of the shared broker.
     pub on_cluster: Option<Layout>,
+    /// A Postgres server (`postgres://user@host:port`) to create the database on instead of the
+    /// shared one, e.g. a proxy in front of `scripts/pg-failover`'s primary.
+    pub database_server: Option<String>,
 }
 
 /// Where the processes of a cluster run connect, on the three-node RabbitMQ cluster.
@@ -78,6 +81,7 @@ impl Default for Options {
             worker_env: None,
             scrape: true,
             on_cluster: None,
+            database_server: None,
         }
     }
 }
@@ -121,6 +125,10 @@ impl Cluster {
     /// ready, then starts the workers.
     pub async fn start(binary: &Path, name: &str, opts: Options) -> Self {
         let mut settings = isolated_settings();
+        if let Some(server) = &opts.database_server {
+            let name = settings.database.url.expose().rsplit('/').next().unwrap_or_default().to_owned();
+            settings.database.url = sluice::config::Secret::new(format!("{server}/{name}"));
+        }
         if let Some(layout) = &opts.on_cluster {
             // The test's own connections (queue clean-up) go straight to the nodes.
             settings.broker.urls = (1..=crate::rabbit::NODES)

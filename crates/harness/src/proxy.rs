@@ -21,6 +21,7 @@ enum Mode {
 pub struct Proxy {
     pub port: u16,
     mode: Arc<watch::Sender<Mode>>,
+    target: Arc<std::sync::Mutex<SocketAddr>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -31,6 +32,8 @@ impl Proxy {
         let port = listener.local_addr().expect("addr").port();
         let mode = Arc::new(watch::channel(Mode::Forward).0);
         let gate = mode.clone();
+        let target = Arc::new(std::sync::Mutex::new(target));
+        let dest = target.clone();
         let task = tokio::spawn(async move {
             // Owns every connection's task: aborting the proxy aborts them all.
             let mut conns = tokio::task::JoinSet::new();
@@ -50,8 +53,9 @@ impl Proxy {
                     }
                     Mode::Forward => {}
                 }
+                let to = *dest.lock().expect("proxy target");
                 conns.spawn(async move {
-                    let Ok(outbound) = TcpStream::connect(target).await else {
+                    let Ok(outbound) = TcpStream::connect(to).await else {
                         return;
                     };
                     let (ri, wi) = inbound.into_split();
@@ -65,7 +69,7 @@ impl Proxy {
                 });
             }
         });
-        Self { port, mode, task }
+        Self { port, mode, target, task }
     }
 
     /// Closes every forwarded connection and refuses new ones.
@@ -76,6 +80,12 @@ impl Proxy {
     /// Stops moving bytes without closing anything.
     pub fn stall(&self) {
         self.mode.send_replace(Mode::Stall);
+    }
+
+    /// Sends new connections to `to` from now on, as a virtual IP or pooler does when the
+    /// database fails over; connections already forwarded stay where they are.
+    pub fn retarget(&self, to: SocketAddr) {
+        *self.target.lock().expect("proxy target") = to;
     }
 
     /// Forwards again (stalled connections resume, as after a healed partition).
