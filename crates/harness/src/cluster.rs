@@ -17,6 +17,8 @@ pub type WorkerEnv = Box<dyn Fn() -> Vec<(&'static str, String)> + Send + Sync>;
 
 /// How to start a cluster.
 pub struct Options {
+    /// API processes; requests are spread over them (see [`Cluster::base_for`]).
+    pub apis: usize,
     pub workers: usize,
     /// Broker port the processes connect to (a proxy's, to cut them off).
     pub broker_port: u16,
@@ -74,6 +76,7 @@ impl Layout {
 impl Default for Options {
     fn default() -> Self {
         Self {
+            apis: 1,
             workers: 2,
             broker_port: 5672,
             heartbeat_secs: 5,
@@ -109,7 +112,9 @@ pub struct Cluster {
     commands_dir: PathBuf,
     layout: Option<Layout>,
     heartbeat_secs: u64,
-    api: Option<Proc>,
+    apis: Vec<Proc>,
+    /// Every API's base URL, in start order (`base` is the first).
+    pub bases: Vec<String>,
     workers: Mutex<Vec<Option<Proc>>>,
     starts: AtomicUsize,
     /// The last metrics text scraped from every process ever started, by process name: a killed
@@ -188,7 +193,8 @@ impl Cluster {
             commands_dir,
             layout: opts.on_cluster,
             heartbeat_secs: opts.heartbeat_secs,
-            api: None,
+            apis: Vec::new(),
+            bases: Vec::new(),
             workers: Mutex::new(Vec::new()),
             starts: AtomicUsize::new(0),
             scraped,
@@ -196,11 +202,15 @@ impl Cluster {
             targets,
             settings,
         };
-        let api_urls = cluster.node_list("api");
-        let api = cluster.launch("api", "api", api_urls);
-        cluster.base = format!("http://127.0.0.1:{}", api.port);
-        cluster.wait_ready(api.port).await;
-        cluster.api = Some(api);
+        // The first API migrates the database alone; the others start once it is ready.
+        for k in 0..opts.apis.max(1) {
+            let api_urls = cluster.node_list_from("api", k);
+            let api = cluster.launch("api", "api", api_urls);
+            cluster.wait_ready(api.port).await;
+            cluster.bases.push(format!("http://127.0.0.1:{}", api.port));
+            cluster.apis.push(api);
+        }
+        cluster.base = cluster.bases[0].clone();
         let workers: Vec<Proc> = (0..opts.workers).map(|_| cluster.launch_worker()).collect();
         for port in workers.iter().map(|w| w.port) {
             cluster.wait_ready(port).await;
@@ -219,12 +229,22 @@ impl Cluster {
     /// starts with its layout's node, each worker's with the next node in turn, so workers
     /// spread over all of them.
     fn node_list(&self, role: &str) -> Vec<(&'static str, String)> {
+        self.node_list_from(role, 0)
+    }
+
+    /// [`Self::node_list`] for the `k`-th API (0-based): each further API starts one node on.
+    fn node_list_from(&self, role: &str, k: usize) -> Vec<(&'static str, String)> {
         let Some(layout) = &self.layout else { return Vec::new() };
+        let n = layout.ports.len();
         let first =
-            if role == "api" { layout.api_node } else { self.starts.load(Ordering::SeqCst) % layout.ports.len() + 1 };
+            if role == "api" { (layout.api_node - 1 + k) % n + 1 } else { self.starts.load(Ordering::SeqCst) % n + 1 };
         vec![("SLUICE__BROKER__URLS", layout.urls(first, self.heartbeat_secs))]
     }
 
+    /// The API that request `seq` goes to: the APIs in turn.
+    pub fn base_for(&self, seq: u64) -> &str {
+        &self.bases[seq as usize % self.bases.len()]
+    }
     /// Whether this cluster runs on the three-node RabbitMQ cluster.
     pub fn on_rabbit_cluster(&self) -> bool {
         self.layout.is_some()
@@ -340,7 +360,7 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.scraper.abort();
         let mut workers = self.workers.lock().unwrap();
-        for p in self.api.iter_mut().chain(workers.iter_mut().flatten()) {
+        for p in self.apis.iter_mut().chain(workers.iter_mut().flatten()) {
             let _ = p.child.start_kill();
         }
         drop(workers);

@@ -108,9 +108,15 @@ pub const OPENING: i64 = 100_000;
 /// Opens the mix's accounts and waits until they exist.
 pub async fn open_accounts(c: &Cluster, accounts: usize) {
     for i in 0..accounts {
-        let r = submit(c, "account.open", json!({"account_id": account(i), "initial_balance_cents": OPENING}), None)
-            .await
-            .expect("answer");
+        let r = submit(
+            c,
+            i as u64,
+            "account.open",
+            json!({"account_id": account(i), "initial_balance_cents": OPENING}),
+            None,
+        )
+        .await
+        .expect("answer");
         assert_eq!(r.status(), 202);
     }
     crate::cluster::until(Duration::from_secs(60), "accounts opened", || async {
@@ -126,11 +132,12 @@ pub fn account(i: usize) -> String {
 
 async fn submit(
     c: &Cluster,
+    seq: u64,
     kind: &str,
     payload: serde_json::Value,
     key: Option<&str>,
 ) -> reqwest::Result<reqwest::Response> {
-    let mut req = c.http.post(format!("{}/v1/commands", c.base)).bearer_auth(&c.key);
+    let mut req = c.http.post(format!("{}/v1/commands", c.base_for(seq))).bearer_auth(&c.key);
     if let Some(k) = key {
         req = req.header("Idempotency-Key", k);
     }
@@ -140,12 +147,14 @@ async fn submit(
 /// [`submit`] with `delay_ms`.
 async fn submit_later(
     c: &Cluster,
+    seq: u64,
     kind: &str,
     payload: serde_json::Value,
     key: &str,
     delay_ms: u64,
 ) -> reqwest::Result<reqwest::Response> {
-    let req = c.http.post(format!("{}/v1/commands", c.base)).bearer_auth(&c.key).header("Idempotency-Key", key);
+    let req =
+        c.http.post(format!("{}/v1/commands", c.base_for(seq))).bearer_auth(&c.key).header("Idempotency-Key", key);
     req.json(&json!({"type": kind, "payload": payload, "delay_ms": delay_ms})).send().await
 }
 
@@ -210,8 +219,8 @@ pub async fn send_one(c: &Cluster, mix: &Mix, seq: u64) -> Sent {
     let id = sluice::command::command_id_for_key(&c.tenant, &key);
     let started = std::time::Instant::now();
     let answer = match delay_of(mix, seq) {
-        Some(ms) => submit_later(c, kind.type_name(), payload, &key, ms).await,
-        None => submit(c, kind.type_name(), payload, Some(&key)).await,
+        Some(ms) => submit_later(c, seq, kind.type_name(), payload, &key, ms).await,
+        None => submit(c, seq, kind.type_name(), payload, Some(&key)).await,
     };
     let (status, code) = match answer {
         Ok(r) => {
@@ -272,7 +281,10 @@ async fn send_ordered(c: &Cluster, k: u64, n: u64, seq: u64) -> Sent {
         "ordering_key": ordering_key(k),
     });
     let started = std::time::Instant::now();
-    let req = c.http.post(format!("{}/v1/commands", c.base)).bearer_auth(&c.key).header("Idempotency-Key", &key);
+    // Successive commands of one key may go to different APIs: each waits for the previous
+    // one's 202, so their order still holds.
+    let req =
+        c.http.post(format!("{}/v1/commands", c.base_for(seq))).bearer_auth(&c.key).header("Idempotency-Key", &key);
     let status = req.json(&body).send().await.ok().map(|r| r.status().as_u16());
     let (answered_at, took) = (Utc::now(), started.elapsed());
     // Whatever did not end in a 202 is unknown: it may have been published before the answer

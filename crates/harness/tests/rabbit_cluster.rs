@@ -9,15 +9,17 @@
 //! node it breaks is the API's, the queues' leader, or both.
 
 use chrono::{DateTime, Utc};
-use sluice_harness::check::{drain, verify, window, Window};
+use sluice_harness::check::{self, drain, verify, window, Window};
 use sluice_harness::cluster::{Cluster, Layout, Options};
-use sluice_harness::load::{open_accounts, Mix, Sent};
+use sluice_harness::load::{drive, drive_ordered, open_accounts, Kind, Mix, Sent};
 use sluice_harness::proxy::Proxy;
 use sluice_harness::rabbit::{RabbitCluster, NODES};
 use sluice_harness::scenario::{progress, scale, under_load};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// The sluice binary with the fault hooks, built beside this test.
 fn node() -> &'static Path {
@@ -35,7 +37,12 @@ const CUT_OFF_BOUND: Duration = Duration::from_secs(20);
 /// Starts the cluster (or finds it up), then the sluice processes on it with the mix's
 /// accounts opened, and checks every queue is replicated on all three nodes.
 async fn on_cluster(rabbit: &RabbitCluster, name: &str, layout: Layout, mix: &Mix) -> Arc<Cluster> {
-    let opts = Options { workers: 3, on_cluster: Some(layout.clone()), ..Options::default() };
+    on_cluster_with(rabbit, name, Options { workers: 3, on_cluster: Some(layout), ..Options::default() }, mix).await
+}
+
+/// [`on_cluster`] with the processes of `opts`.
+async fn on_cluster_with(rabbit: &RabbitCluster, name: &str, opts: Options, mix: &Mix) -> Arc<Cluster> {
+    let layout = opts.on_cluster.clone().expect("a layout on the RabbitMQ cluster");
     let c = Cluster::start(node(), name, opts).await;
     open_accounts(&c, mix.accounts).await;
     let work = format!("{}.work", c.settings.broker.prefix);
@@ -210,4 +217,108 @@ async fn a_rolling_restart_of_all_three_nodes_under_load_loses_nothing() {
         away.as_secs_f64()
     );
     verify(&c, &sent, &windows, mix.accounts, &notes).await;
+}
+
+/// Receives batch callbacks: how many deliveries each batch's callback got.
+async fn callback_receiver() -> (String, Arc<Mutex<HashMap<String, usize>>>) {
+    let got: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let g = g.clone();
+            async move {
+                let event: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let id = event["data"]["id"].as_str().unwrap_or_default().to_owned();
+                *g.lock().unwrap().entry(id).or_default() += 1;
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_apis_and_three_workers_keep_every_guarantee_across_processes() {
+    let rabbit = RabbitCluster::up().await;
+    let mix = Mix::default();
+    // The APIs start on nodes 1 and 2, the workers on 1, 2 and 3 in turn.
+    let opts = Options { apis: 2, workers: 3, on_cluster: Some(Layout::direct(1)), ..Options::default() };
+    let c = on_cluster_with(&rabbit, "19 cluster: 2 APIs, 3 workers", opts, &mix).await;
+    let (url, callbacks) = callback_receiver().await;
+    let batches = 10 * scale() as usize;
+    let per_batch = 50;
+
+    let stop = CancellationToken::new();
+    // Transfers among hot accounts, events, declared SQL and scheduled commands, alternating
+    // between the APIs; ordered keys whose successive commands alternate too; and batches.
+    let bank = tokio::spawn(drive(c.clone(), Mix { scheduled_pct: 20, ..mix.clone() }, 4000 * scale(), stop.clone()));
+    let ordered = tokio::spawn(drive_ordered(c.clone(), 8, 40 * scale(), 1_000_000));
+    let mut ids = Vec::new();
+    for b in 0..batches {
+        let commands: Vec<serde_json::Value> = (0..per_batch)
+            .map(|i| serde_json::json!({"type": "event.record", "payload": {"name": "batched", "data": {"b": b, "i": i}}}))
+            .collect();
+        let body = serde_json::json!({"commands": commands, "callback_url": url, "callback_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"});
+        let r =
+            c.http.post(format!("{}/v1/batches", c.base_for(b as u64))).bearer_auth(&c.key).json(&body).send().await;
+        let r: serde_json::Value = r.expect("batch answered").json().await.expect("batch body");
+        ids.push(r["id"].as_str().expect("a batch id").to_owned());
+    }
+    let mut sent = bank.await.expect("bank load");
+    sent.extend(ordered.await.expect("ordered load"));
+    stop.cancel();
+    drain(&c, &sent).await;
+
+    // Each batch item's event exists exactly once.
+    let (events, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT (data->>'b', data->>'i')) FROM events WHERE name = 'batched'")
+            .fetch_one(&c.pool)
+            .await
+            .expect("batched events");
+    assert_eq!((events, distinct), ((batches * per_batch) as i64, (batches * per_batch) as i64));
+    // The batch commands join what was sent, so the check counts each as one final outcome.
+    let batch_ids: Vec<uuid::Uuid> = ids.iter().filter_map(|i| uuid::Uuid::parse_str(i).ok()).collect();
+    let members: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM commands WHERE batch_id = ANY($1)")
+        .bind(&batch_ids)
+        .fetch_all(&c.pool)
+        .await
+        .expect("batch commands");
+    sent.extend(members.into_iter().enumerate().map(|(k, id)| Sent {
+        seq: 3_000_000 + k as u64,
+        id,
+        kind: Kind::Slow,
+        accepted: true,
+        status: Some(202),
+        refused: false,
+        answered_at: Utc::now(),
+        took: Duration::ZERO,
+    }));
+
+    // Every batch settles with all of its commands and calls back once, whichever API took it
+    // and whichever worker finished it.
+    for id in &ids {
+        let status = sluice::testkit::eventually(Duration::from_secs(60), || async {
+            let r = c.http.get(format!("{}/v1/batches/{id}", c.base_for(1))).bearer_auth(&c.key).send().await.ok()?;
+            let v: serde_json::Value = r.json().await.ok()?;
+            (!v["callback"]["delivered_at"].is_null()).then_some(v)
+        })
+        .await;
+        assert_eq!(status["succeeded"].as_u64(), Some(per_batch as u64), "batch {id}: {status}");
+    }
+    let got = callbacks.lock().unwrap().clone();
+    assert!(ids.iter().all(|id| got.get(id) == Some(&1)), "each batch called back exactly once: {got:?}");
+    let (bad, examples) = check::out_of_order(&c).await;
+    assert_eq!(bad, 0, "keys applied out of order across processes: {examples:?}");
+    let dispatched = c.counter("sluice_scheduled_dispatched_total").await;
+    let notes = format!(
+        "{} batches of {per_batch} settled and called back once each; 8 ordered keys in order; {} scheduled dispatched",
+        ids.len(),
+        dispatched as u64
+    );
+    verify(&c, &sent, &[], mix.accounts, &notes).await;
+    assert!(dispatched > 0.0, "scheduled commands were dispatched");
 }
