@@ -2,6 +2,7 @@
 //! a runtime), C clients posting N commands, then waiting until all are committed.
 
 use super::client::{Poster, Target};
+use super::components::{Broker, Cpu, PerCommand};
 use super::machine::{CpuClock, MachineUsage};
 use super::rate;
 use super::raw::RawFigures;
@@ -45,6 +46,8 @@ pub struct Load {
     pub quiet: bool,
     /// `commands.dir` of the sluice under test (declared types), if any.
     pub commands_dir: Option<std::path::PathBuf>,
+    /// Which RabbitMQ the run's CPU figures count.
+    pub broker: Broker,
 }
 
 impl Load {
@@ -60,6 +63,7 @@ impl Load {
             prefill_priority: sluice::command::Priority::Normal,
             quiet: false,
             commands_dir: None,
+            broker: Broker::Local,
         }
     }
 
@@ -91,6 +95,8 @@ pub struct SluiceFigures {
     server_over_10ms: Option<f64>,
     /// The whole machine from the first request to the last commit.
     pub machine: Option<MachineUsage>,
+    /// CPU per command of each component, from the first request to the last commit.
+    pub cpu: Option<PerCommand>,
 }
 
 impl SluiceFigures {
@@ -119,6 +125,9 @@ impl SluiceFigures {
         }
         if let Some(m) = self.machine {
             println!("{}", m.line());
+        }
+        if let Some(cpu) = self.cpu {
+            println!("{}", cpu.line(true));
         }
         if let Some(raw) = raw {
             if l.prefill > 0 {
@@ -271,6 +280,7 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
     // they come free, so the schedule needs no lock or shared timer.
     let interval = load.rate.map(|r| Duration::from_secs_f64(load.per_request.max(1) as f64 / r.max(1.0)));
     let machine = CpuClock::now();
+    let cpu_before = Cpu::now(child.id(), load.broker);
     let started = Instant::now();
     let clients: Vec<_> = (0..load.concurrency)
         .map(|_| {
@@ -335,6 +345,7 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
     let total = accepted + load.prefill;
     let budget = Duration::from_secs(120).max(Duration::from_millis(total as u64 * 5));
     wait_committed(&http, &base, &pool, kind, total, budget).await?;
+    let cpu = cpu_before.per_command(&Cpu::now(child.id(), load.broker), total);
     // From the first command row written to the last commit, as the database saw them (the
     // workers start consuming before /readyz answers; the first row lags its take by one commit).
     let (took_first, committed_last): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
@@ -381,6 +392,7 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
         batches,
         server_over_10ms,
         machine,
+        cpu: Some(cpu),
     })
 }
 

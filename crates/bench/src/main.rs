@@ -3,6 +3,7 @@
 //! the service carries none of the load generator's dependencies (hyper's client among them).
 
 mod client;
+mod components;
 mod declared;
 mod http;
 mod jobs;
@@ -94,6 +95,11 @@ pub struct BenchArgs {
     /// 100000), and (g) scheduled commands beside a steady immediate load.
     #[arg(long, default_value_t = 0)]
     pub jobs: usize,
+    /// Also run the fastest single-command load and the batch load against a RabbitMQ cluster
+    /// (comma-separated AMQP URLs, e.g. `$(scripts/rabbit-cluster urls)`), each rated against
+    /// the same load on the single node in this invocation: the cost of replication.
+    #[arg(long, env = "SLUICE_BENCH_CLUSTER_URLS", value_delimiter = ',')]
+    pub cluster_urls: Vec<String>,
     /// Postgres server URL without database; bench databases are created and dropped on it.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
     pub pg: String,
@@ -222,8 +228,48 @@ async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     summary::print(&rounds, raw.as_ref(), &once);
+    if !args.cluster_urls.is_empty() && !args.skip_sluice {
+        on_cluster(&settings, &args, &id, &rounds, raw.as_ref()).await?;
+    }
     if args.jobs > 0 && !args.skip_sluice {
         run_jobs(&settings, &args, &id).await?;
+    }
+    Ok(())
+}
+
+/// (i): the fastest singles load and the batch load on the RabbitMQ cluster, each rated
+/// against its single-node run of the median round.
+async fn on_cluster(
+    settings: &Settings,
+    args: &BenchArgs,
+    id: &str,
+    rounds: &[summary::Round<'_>],
+    raw: Option<&raw::RawFigures>,
+) -> anyhow::Result<()> {
+    let mut cluster = settings.clone();
+    cluster.broker.urls = args.cluster_urls.iter().map(|u| sluice::config::Secret::new(u.trim())).collect();
+    // The median over rounds of the single-node runs of `tag`, at the concurrency of its
+    // fastest run (the saturation point).
+    let median_of = |tag: &str| {
+        let all: Vec<&SluiceFigures> =
+            rounds.iter().flat_map(|r| &r.runs).filter(|(t, _)| *t == tag).map(|(_, r)| r).collect();
+        let best = all.iter().max_by(|a, b| a.e2e_rate.total_cmp(&b.e2e_rate))?.load.concurrency;
+        let mut runs: Vec<&SluiceFigures> = all.into_iter().filter(|r| r.load.concurrency == best).collect();
+        runs.sort_by(|a, b| a.e2e_rate.total_cmp(&b.e2e_rate));
+        runs.get(runs.len() / 2).copied()
+    };
+    println!("\n(i) on the {}-node RabbitMQ cluster", args.cluster_urls.len());
+    for (tag, label) in [("(b)", "singles"), ("(c)", "batches")] {
+        let Some(single) = median_of(tag) else { continue };
+        let load = http::Load { broker: components::Broker::Cluster, ..single.load.clone() };
+        let r = one_run(&cluster, args, id, &format!("cluster_{label}"), load, raw).await?;
+        println!(
+            "  {label}: replicated on the cluster, ingest {:.0}% and end to end {:.0}% of the single node's ({:.0} → {:.0} cmd/s)",
+            100.0 * r.ingest_rate / single.ingest_rate,
+            100.0 * r.e2e_rate / single.e2e_rate,
+            single.e2e_rate,
+            r.e2e_rate
+        );
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! publishing persistent messages with confirms to a quorum queue, and a consumer inserting
 //! them in batches (one transaction per batch, inbox-style `ON CONFLICT DO NOTHING`).
 
+use super::components::{Broker, Cpu, PerCommand};
 use super::machine::{CpuClock, MachineUsage};
 use super::rate;
 use futures_util::StreamExt;
@@ -30,6 +31,8 @@ pub struct RawFigures {
     pub pipeline_rate: f64,
     /// The whole machine during the three phases (None for a median over runs).
     pub machine: Option<MachineUsage>,
+    /// CPU per message during the both-at-once phase (the load generator is the raw client).
+    pub cpu: Option<PerCommand>,
 }
 
 impl RawFigures {
@@ -42,6 +45,7 @@ impl RawFigures {
             drain_rate: mid(|r| r.drain_rate),
             pipeline_rate: mid(|r| r.pipeline_rate),
             machine: None,
+            cpu: None,
         }
     }
 
@@ -52,6 +56,9 @@ impl RawFigures {
         println!("  both at once (the limit)     {:>9.0} msg/s", self.pipeline_rate);
         if let Some(m) = self.machine {
             println!("{}", m.line());
+        }
+        if let Some(cpu) = self.cpu {
+            println!("{} (both at once; the raw client is the load generator)", cpu.line(false));
         }
     }
 }
@@ -84,11 +91,13 @@ pub async fn run(amqp: &str, db_url: &str, prefix: &str, n: usize) -> anyhow::Re
         let drain_rate = rate(n, started.elapsed());
 
         let started = Instant::now();
+        let before = Cpu::now(None, Broker::Local);
         let consumer = tokio::spawn(consume(conn.create_channel().await?, queue.clone(), pool.clone(), n));
         publish(&publisher, &queue, n).await?;
         consumer.await??;
         let pipeline_rate = rate(n, started.elapsed());
-        anyhow::Ok(RawFigures { n, publish_rate, drain_rate, pipeline_rate, machine: machine.usage() })
+        let cpu = Some(before.per_command(&Cpu::now(None, Broker::Local), n));
+        anyhow::Ok(RawFigures { n, publish_rate, drain_rate, pipeline_rate, machine: machine.usage(), cpu })
     }
     .await;
     let _ = publisher.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
