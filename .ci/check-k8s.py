@@ -60,6 +60,7 @@ for pdb in by_kind["PodDisruptionBudget"]:
 check(scaled["spec"]["scaleTargetRef"]["name"] == "sluice-worker", "KEDA scales something else than the workers")
 (trigger,) = scaled["spec"]["triggers"]
 auth = {a["metadata"]["name"]: a for a in by_kind["TriggerAuthentication"]}
+check(trigger["metadata"].get("excludeUnacknowledged") == "true", "KEDA counts messages workers already hold")
 check(trigger["authenticationRef"]["name"] in auth, "KEDA's authenticationRef names no TriggerAuthentication")
 secret_keys = set(by_kind["Secret"][0]["stringData"])
 for ref in auth.get(trigger["authenticationRef"]["name"], {}).get("spec", {}).get("secretTargetRef", []):

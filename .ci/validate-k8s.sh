@@ -6,9 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v kubernetes-validate >/dev/null || python3 -m pip install --quiet --disable-pip-version-check 'kubernetes-validate==1.37.0'
-out=$(kubernetes-validate --strict --no-warn deploy/k8s/*.yaml)
-echo "$out" | grep -v '^INFO' || true
-if echo "$out" | grep -qE '^(ERROR|FAIL)'; then
+if ! out=$(kubernetes-validate --strict --no-warn deploy/k8s/*.yaml 2>&1); then
+  echo "$out"
   exit 1
 fi
+echo "$out" | grep -v '^INFO' || true
 python3 .ci/check-k8s.py deploy/k8s

@@ -25,6 +25,15 @@ use tokio_util::sync::CancellationToken;
 
 type EventStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Event> + Send>>;
 
+/// Why one node could not be connected to.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("the node did not {0} within {1:?}")]
+    Timeout(&'static str, Duration),
+    #[error(transparent)]
+    Amqp(#[from] lapin::Error),
+}
+
 /// A live connection with its publishing channels.
 pub struct Link {
     /// The AMQP connection; consumers open their own channels on it.
@@ -254,10 +263,9 @@ impl Broker {
         for k in 0..uris.len() {
             let i = (first + k) % uris.len();
             let node = format!("{}:{}", uris[i].authority.host, uris[i].authority.port);
-            match tokio::time::timeout(s.connect_timeout(), self.connect(name, uris[i].clone(), &node)).await {
-                Ok(Ok(ok)) => return Ok((i, ok)),
-                Ok(Err(e)) => tracing::warn!(%node, error = %e, "cannot connect to RabbitMQ node"),
-                Err(_) => tracing::warn!(%node, timeout = ?s.connect_timeout(), "RabbitMQ node did not answer in time"),
+            match self.connect(name, uris[i].clone(), &node).await {
+                Ok(ok) => return Ok((i, ok)),
+                Err(e) => tracing::warn!(%node, error = %e, "cannot connect to RabbitMQ node"),
             }
             metrics::counter!("sluice_broker_connect_failures_total", "node" => node).increment(1);
         }
@@ -269,10 +277,24 @@ impl Broker {
         name: &str,
         uri: lapin::uri::AMQPUri,
         node: &str,
-    ) -> lapin::Result<(Arc<Link>, EventStream)> {
+    ) -> Result<(Arc<Link>, EventStream), ConnectError> {
         let s = &self.inner.settings;
         let props = ConnectionProperties::default().with_connection_name(name.into());
-        let connection = Connection::connect_uri(uri, props).await?;
+        let connection = tokio::time::timeout(s.connect_timeout(), Connection::connect_uri(uri, props))
+            .await
+            .map_err(|_| ConnectError::Timeout("accept the connection", s.connect_timeout()))??;
+        // Declaring two dozen quorum queues on a busy or freshly formed cluster takes longer
+        // than a handshake; a node that answered but then stalls still must not hold us for ever.
+        let setup_time = s.connect_timeout() * 6;
+        tokio::time::timeout(setup_time, self.set_up(connection, node))
+            .await
+            .map_err(|_| ConnectError::Timeout("declare the topology", setup_time))?
+            .map_err(ConnectError::Amqp)
+    }
+
+    /// Declares the topology and opens the publishing channels on a new connection.
+    async fn set_up(&self, connection: Connection, node: &str) -> lapin::Result<(Arc<Link>, EventStream)> {
+        let s = &self.inner.settings;
         let events: EventStream = Box::pin(connection.events_listener());
         let setup = connection.create_channel().await?;
         self.inner.topology.declare(&setup).await?;

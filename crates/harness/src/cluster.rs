@@ -336,6 +336,14 @@ impl Cluster {
         scraped.values().map(|text| metric_sum(text, series)).sum()
     }
 
+    /// A counter of one process (`api-1`, `worker-2`, … in start order), `series` as in
+    /// [`Self::counter`].
+    pub async fn process_counter(&self, process: &str, series: &str) -> f64 {
+        scrape_once(&self.http, &self.targets, &self.scraped).await;
+        let scraped = self.scraped.lock().unwrap();
+        scraped.get(process).map_or(0.0, |text| metric_sum(text, series))
+    }
+
     /// A counter summed over every process, over the label sets containing `label`.
     pub async fn counter_where(&self, name: &str, label: &str) -> f64 {
         scrape_once(&self.http, &self.targets, &self.scraped).await;
@@ -381,8 +389,9 @@ async fn declare_topology(settings: &Settings, n: usize) {
     let broker = sluice::broker::Broker::start(b, topology, "cli", cancel.clone());
     let linked = tokio::time::timeout(Duration::from_secs(60), broker.wait_link(&cancel)).await;
     assert!(matches!(linked, Ok(Some(_))), "topology declared through node {n}");
-    broker.close().await;
+    // Cancelled first, so the supervisor does not reconnect once the link is closed.
     cancel.cancel();
+    broker.close().await;
 }
 
 /// The file the processes of the cluster with broker prefix `prefix` log their commits to.

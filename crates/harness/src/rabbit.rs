@@ -96,7 +96,7 @@ impl RabbitCluster {
         let out = self.ctl(&["-q", "list_queues", "--no-table-headers", "name", "leader", "members"]).await?;
         let line = out.lines().find(|l| l.split_whitespace().next() == Some(queue))?;
         let leader = line.split_whitespace().nth(1)?;
-        let members = line.matches("sluice-c").count() - 1;
+        let members = line.matches("sluice-c").count().saturating_sub(1);
         let n = (1..=NODES).find(|n| Self::node_name(*n) == leader)?;
         Some((n, members))
     }

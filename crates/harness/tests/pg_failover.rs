@@ -66,11 +66,12 @@ async fn on_database(name: &str, db: &Proxy, mix: &Mix) -> Arc<Cluster> {
     Arc::new(c)
 }
 
-/// The failover itself: the primary crashes, the standby is promoted, the proxy moves to it.
+/// The failover itself: the primary crashes under its clients (commits in flight), the
+/// standby is promoted, and the proxy, refusing connections meanwhile, moves to it.
 async fn fail_over(db: &Proxy, windows: &mut Vec<Window>) -> chrono::DateTime<Utc> {
     window(windows, async {
-        db.cut();
         pg_failover(&["crash"]).await;
+        db.cut();
         pg_failover(&["promote"]).await;
         db.retarget(addr(STANDBY));
         db.restore();
