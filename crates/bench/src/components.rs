@@ -27,11 +27,11 @@ pub struct Cpu {
 }
 
 impl Cpu {
-    /// Reads the counters now; `sluice` is the process under test (None for the raw pipeline).
-    pub fn now(sluice: Option<u32>, broker: Broker) -> Self {
+    /// Reads the counters now; `sluice` are the processes under test (none for the raw pipeline).
+    pub fn now(sluice: &[u32], broker: Broker) -> Self {
         let mut cpu = Self {
             client: own(),
-            sluice: sluice.and_then(|p| stat(p).map(|s| s.own)).unwrap_or(0.0),
+            sluice: sluice.iter().filter_map(|&p| stat(p).map(|s| s.own)).sum(),
             ..Self::default()
         };
         let rabbitmq_uid = uid_of_user("rabbitmq");

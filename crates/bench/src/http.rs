@@ -1,5 +1,6 @@
-//! sluice itself, over HTTP: a `sluice serve` child process (so client and server do not share
-//! a runtime), C clients posting N commands, then waiting until all are committed.
+//! sluice itself, over HTTP: a `sluice serve` child process, or `sluice api` and `sluice worker`
+//! processes (so client and server do not share a runtime), C clients posting N commands, then
+//! waiting until all are committed.
 
 use super::client::{Poster, Target};
 use super::components::{Broker, Cpu, PerCommand};
@@ -48,6 +49,9 @@ pub struct Load {
     pub commands_dir: Option<std::path::PathBuf>,
     /// Which RabbitMQ the run's CPU figures count.
     pub broker: Broker,
+    /// `sluice api` and `sluice worker` processes to run instead of one `sluice serve`
+    /// (None = one `serve`); the clients are spread over the APIs.
+    pub processes: Option<(usize, usize)>,
 }
 
 impl Load {
@@ -64,11 +68,20 @@ impl Load {
             quiet: false,
             commands_dir: None,
             broker: Broker::Local,
+            processes: None,
         }
     }
 
     /// A short name for the summary.
     pub fn describe(&self) -> String {
+        let what = self.what();
+        match self.processes {
+            Some((a, w)) => format!("{what} on {a} APIs + {w} workers"),
+            None => what,
+        }
+    }
+
+    fn what(&self) -> String {
         match (self.per_request, self.rate, self.prefill) {
             (_, _, p) if p > 0 => format!("singles over {p} queued"),
             (0, Some(r), _) => format!("singles paced at {r:.0}/s"),
@@ -102,7 +115,8 @@ pub struct SluiceFigures {
 impl SluiceFigures {
     pub fn print(&self, raw: Option<&RawFigures>) {
         let l = &self.load;
-        println!("sluice serve over HTTP, {} commands: {} ({} refused):", l.commands, l.describe(), self.refused);
+        let how = if l.processes.is_some() { "api + worker" } else { "serve" };
+        println!("sluice {how} over HTTP, {} commands: {} ({} refused):", l.commands, l.describe(), self.refused);
         println!(
             "  ingest (202 = confirmed)     {:>9.0} cmd/s   per request: {}",
             self.ingest_rate,
@@ -143,8 +157,8 @@ impl SluiceFigures {
     }
 }
 
-/// Starts sluice on `db_url`, loads it, and measures.
-/// One run of `load` against `binary serve` on `db_url` with broker names under `prefix`.
+/// One run of `load` against `binary` (`serve`, or `api` and `worker` processes) on `db_url`
+/// with broker names under `prefix`.
 pub async fn run(
     binary: &Path,
     settings: &Settings,
@@ -155,19 +169,91 @@ pub async fn run(
     if load.prefill > 0 {
         super::prefill::fill(settings, prefix, load.prefill, &load.kind, load.prefill_priority).await?;
     }
-    let port = free_port()?;
     let key = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let mut child = spawn_sluice(binary, settings, db_url, prefix, port, &key, load)?;
-    let result = measure(load, db_url, port, &key, &child)
-        .await
-        .with_context(|| format!("sluice's log: {}", log_path(prefix).display()));
-    let _ = Command::new("kill").args(["-TERM", &child.id().unwrap_or(0).to_string()]).status().await;
-    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
-    let _ = child.start_kill();
+    let spec = Spec { binary, settings, db_url, prefix, key: &key, load };
+    let mut fleet = Fleet { children: Vec::new(), apis: Vec::new(), all: Vec::new(), logs: Vec::new() };
+    let result = match fleet.start(&spec).await {
+        Ok(()) => measure(load, db_url, &key, &fleet).await,
+        Err(e) => Err(e),
+    };
+    let result = result.with_context(|| format!("sluice's log: {}", fleet.logs()));
+    fleet.stop().await;
     if result.is_ok() {
-        let _ = std::fs::remove_file(log_path(prefix));
+        fleet.remove_logs();
     }
     result
+}
+
+/// The sluice processes of one run, each with its own HTTP port (health and metrics on
+/// the workers', the API too on the others').
+struct Fleet {
+    children: Vec<Child>,
+    /// Where the API is served.
+    apis: Vec<u16>,
+    /// Every process's port, for readiness and metrics.
+    all: Vec<u16>,
+    logs: Vec<std::path::PathBuf>,
+}
+
+impl Fleet {
+    /// Starts the processes `spec.load` asks for and waits until each is ready. The first
+    /// migrates the database alone; the others start once it is ready.
+    async fn start(&mut self, spec: &Spec<'_>) -> anyhow::Result<()> {
+        let roles: Vec<&str> = match spec.load.processes {
+            None => vec!["serve"],
+            Some((apis, workers)) => {
+                std::iter::repeat_n("api", apis).chain(std::iter::repeat_n("worker", workers)).collect()
+            }
+        };
+        let http = reqwest::Client::new();
+        for (i, role) in roles.iter().enumerate() {
+            let port = free_port()?;
+            let log =
+                if roles.len() == 1 { log_path(spec.prefix) } else { log_path(&format!("{}-{role}{i}", spec.prefix)) };
+            self.children.push(spawn_sluice(spec, port, role, &log)?);
+            if *role != "worker" {
+                self.apis.push(port);
+            }
+            self.all.push(port);
+            self.logs.push(log);
+            if i == 0 {
+                wait_ready(&http, &format!("http://127.0.0.1:{port}")).await?;
+            }
+        }
+        for base in Self::bases(&self.all) {
+            wait_ready(&http, &base).await?;
+        }
+        Ok(())
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.children.iter().filter_map(Child::id).collect()
+    }
+
+    fn bases(ports: &[u16]) -> Vec<String> {
+        ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect()
+    }
+
+    fn logs(&self) -> String {
+        self.logs.iter().map(|l| l.display().to_string()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// SIGTERM to every process, then SIGKILL to any still running after 30 s.
+    async fn stop(&mut self) {
+        for pid in self.pids() {
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+        }
+        for child in &mut self.children {
+            let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+            let _ = child.start_kill();
+        }
+    }
+
+    fn remove_logs(&self) {
+        for log in &self.logs {
+            let _ = std::fs::remove_file(log);
+        }
+    }
 }
 
 /// A `sluice serve` started for a measurement of its own (see `jobs`).
@@ -193,7 +279,8 @@ pub async fn start(
     }
     let port = free_port()?;
     let key = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let child = spawn_sluice(binary, settings, db_url, prefix, port, &key, load)?;
+    let spec = Spec { binary, settings, db_url, prefix, key: &key, load };
+    let child = spawn_sluice(&spec, port, "serve", &log_path(prefix))?;
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
     wait_ready(&http, &base).await?;
@@ -223,16 +310,20 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn spawn_sluice(
-    binary: &Path,
-    settings: &Settings,
-    db_url: &str,
-    prefix: &str,
-    port: u16,
-    key: &str,
-    load: &Load,
-) -> anyhow::Result<Child> {
-    let log = std::fs::File::create(log_path(prefix))?;
+/// What every sluice process of a run shares.
+struct Spec<'a> {
+    binary: &'a Path,
+    settings: &'a Settings,
+    db_url: &'a str,
+    prefix: &'a str,
+    key: &'a str,
+    load: &'a Load,
+}
+
+/// Starts `sluice <role>` serving HTTP on `port`, logging to `log`.
+fn spawn_sluice(spec: &Spec<'_>, port: u16, role: &str, log: &Path) -> anyhow::Result<Child> {
+    let Spec { binary, settings, db_url, prefix, key, load } = *spec;
+    let log = std::fs::File::create(log)?;
     let mut cmd = Command::new(binary);
     if let Some(dir) = &load.commands_dir {
         cmd.env("SLUICE__COMMANDS__DIR", dir);
@@ -241,7 +332,7 @@ fn spawn_sluice(
         // A pre-filled queue of a million would trip the depth bound; this run measures work.
         cmd.env("SLUICE__LIMITS__MAX_QUEUE_DEPTH", "0");
     }
-    cmd.arg("serve")
+    cmd.arg(role)
         .env("SLUICE__DATABASE__URL", db_url)
         .env("SLUICE__BROKER__URLS", sluice::testkit::joined_urls(&settings.broker))
         .env("SLUICE__BROKER__PREFIX", prefix)
@@ -255,24 +346,27 @@ fn spawn_sluice(
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
-        .context("starting sluice serve")
+        .with_context(|| format!("starting sluice {role}"))
 }
 
-async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child) -> anyhow::Result<SluiceFigures> {
-    let base = format!("http://127.0.0.1:{port}");
+async fn measure(load: &Load, db_url: &str, key: &str, fleet: &Fleet) -> anyhow::Result<SluiceFigures> {
+    let (apis, every) = (Fleet::bases(&fleet.apis), Arc::new(Fleet::bases(&fleet.all)));
     let http = reqwest::Client::builder().pool_max_idle_per_host(load.concurrency).build()?;
-    wait_ready(&http, &base).await?;
     let ready = Instant::now();
     let pool = PgPool::connect(db_url).await?;
     let kind = load.kind.as_str();
-    let target = Target::new(SocketAddr::from(([127, 0, 0, 1], port)), key)?;
+    let targets = fleet
+        .apis
+        .iter()
+        .map(|&port| Target::new(SocketAddr::from(([127, 0, 0, 1], port)), key))
+        .collect::<Result<Vec<_>, _>>()?;
     if kind == "ledger.transfer" {
-        let mut opener = Poster::new(target.clone());
+        let mut opener = Poster::new(targets[0].clone());
         for i in 0..ACCOUNTS {
             let payload = json!({"account_id": format!("acct-{i}"), "initial_balance_cents": 1_000_000_000});
             post(&mut opener, "account.open", payload).await?;
         }
-        wait_committed(&http, &base, &pool, "account.open", ACCOUNTS, Duration::from_secs(60)).await?;
+        wait_committed(&http, &every, &pool, "account.open", ACCOUNTS, Duration::from_secs(60)).await?;
     }
 
     let next = Arc::new(AtomicUsize::new(0));
@@ -280,12 +374,15 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
     // they come free, so the schedule needs no lock or shared timer.
     let interval = load.rate.map(|r| Duration::from_secs_f64(load.per_request.max(1) as f64 / r.max(1.0)));
     let machine = CpuClock::now();
-    let cpu_before = Cpu::now(child.id(), load.broker);
+    let cpu_before = Cpu::now(&fleet.pids(), load.broker);
     let started = Instant::now();
     let clients: Vec<_> = (0..load.concurrency)
-        .map(|_| {
-            let (http, base, key, next, n) = (http.clone(), base.clone(), key.to_owned(), next.clone(), load.commands);
-            let (mut poster, pool) = (Poster::new(target.clone()), pool.clone());
+        .map(|c| {
+            // Client c posts to API c mod n: an even spread, as a load balancer would give.
+            let (base, target) = (apis[c % apis.len()].clone(), targets[c % targets.len()].clone());
+            let (http, every, key, next, n) =
+                (http.clone(), every.clone(), key.to_owned(), next.clone(), load.commands);
+            let (mut poster, pool) = (Poster::new(target), pool.clone());
             let (kind, batch, quiet) = (load.kind.clone(), load.per_request, load.quiet);
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
@@ -325,7 +422,7 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
                         latencies.push(t.elapsed());
                         if quiet {
                             // A run that never settles fails at its final wait, with the count.
-                            let _ = wait_committed(&http, &base, &pool, &kind, accepted, QUIET_WAIT).await;
+                            let _ = wait_committed(&http, &every, &pool, &kind, accepted, QUIET_WAIT).await;
                         }
                     }
                 }
@@ -344,8 +441,8 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
     let ingest_time = started.elapsed();
     let total = accepted + load.prefill;
     let budget = Duration::from_secs(120).max(Duration::from_millis(total as u64 * 5));
-    wait_committed(&http, &base, &pool, kind, total, budget).await?;
-    let cpu = cpu_before.per_command(&Cpu::now(child.id(), load.broker), total);
+    wait_committed(&http, &every, &pool, kind, total, budget).await?;
+    let cpu = cpu_before.per_command(&Cpu::now(&fleet.pids(), load.broker), total);
     // From the first command row written to the last commit, as the database saw them (the
     // workers start consuming before /readyz answers; the first row lags its take by one commit).
     let (took_first, committed_last): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
@@ -379,7 +476,7 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
     .collect();
     pool.close().await;
     let machine = machine.usage();
-    let (batches, server_over_10ms) = server_figures(&http, &base).await;
+    let (batches, server_over_10ms) = server_figures(&http, &every).await;
     Ok(SluiceFigures {
         load: load.clone(),
         refused,
@@ -388,7 +485,8 @@ async fn measure(load: &Load, db_url: &str, port: u16, key: &str, child: &Child)
         // With a pre-filled queue, the rate is of all the work since sluice was ready.
         e2e_rate: if load.prefill > 0 { rate(total, drained) } else { rate(accepted, span) },
         e2e: Percentiles::of(&mut e2e),
-        peak_rss_mib: child.id().map_or(0.0, peak_rss_mib),
+        // The largest process: what one pod's memory limit must hold.
+        peak_rss_mib: fleet.pids().into_iter().map(peak_rss_mib).fold(0.0, f64::max),
         batches,
         server_over_10ms,
         machine,
@@ -454,7 +552,7 @@ async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
 /// word: the rows are counted once the counter says they are all there.
 async fn wait_committed(
     http: &reqwest::Client,
-    base: &str,
+    bases: &[String],
     pool: &PgPool,
     kind: &str,
     n: usize,
@@ -462,7 +560,7 @@ async fn wait_committed(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + budget;
     loop {
-        let counted = match committed_by_metrics(http, base, kind).await {
+        let counted = match committed_by_metrics(http, bases, kind).await {
             Some(c) => c >= n,
             None => true,
         };
@@ -488,35 +586,46 @@ async fn metrics_text(http: &reqwest::Client, base: &str) -> Option<String> {
     http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()
 }
 
-/// Commands of `kind` that sluice reports succeeded or rejected (None if it cannot be read).
-async fn committed_by_metrics(http: &reqwest::Client, base: &str, kind: &str) -> Option<usize> {
-    let text = metrics_text(http, base).await?;
+/// Commands of `kind` that the sluice processes at `bases` report succeeded or rejected
+/// (None if one cannot be read).
+async fn committed_by_metrics(http: &reqwest::Client, bases: &[String], kind: &str) -> Option<usize> {
     let of_kind = format!("type=\"{kind}\"");
-    let total = text
-        .lines()
-        .filter(|l| l.starts_with("sluice_commands_processed_total{") && l.contains(&of_kind))
-        .filter(|l| l.contains("outcome=\"succeeded\"") || l.contains("outcome=\"rejected\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>();
+    let mut total = 0.0;
+    for base in bases {
+        let text = metrics_text(http, base).await?;
+        total += text
+            .lines()
+            .filter(|l| l.starts_with("sluice_commands_processed_total{") && l.contains(&of_kind))
+            .filter(|l| l.contains("outcome=\"succeeded\"") || l.contains("outcome=\"rejected\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
     Some(total as usize)
 }
 
-/// From the child's `/metrics`: worker transactions with their mean size, and the share of
-/// ingest requests over 10 ms.
-async fn server_figures(http: &reqwest::Client, base: &str) -> (Option<(f64, f64)>, Option<f64>) {
-    let Some(text) = metrics_text(http, base).await else {
-        return (None, None);
-    };
-    let value =
-        |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
-    let batches = value("sluice_batch_size_sum")
-        .zip(value("sluice_batch_size_count"))
-        .filter(|(_, count)| *count > 0.0)
-        .map(|(sum, count)| (count, sum / count));
-    let slow = value("sluice_ingest_seconds_bucket{le=\"0.01\"}")
-        .zip(value("sluice_ingest_seconds_count"))
-        .filter(|(_, count)| *count > 0.0)
-        .map(|(fast, count)| 1.0 - fast / count);
+/// From the processes' `/metrics`, summed: worker transactions with their mean size, and the
+/// share of ingest requests over 10 ms.
+async fn server_figures(http: &reqwest::Client, bases: &[String]) -> (Option<(f64, f64)>, Option<f64>) {
+    let mut sums = [0.0; 4];
+    for base in bases {
+        let Some(text) = metrics_text(http, base).await else {
+            return (None, None);
+        };
+        let value =
+            |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
+        let names = [
+            "sluice_batch_size_sum",
+            "sluice_batch_size_count",
+            "sluice_ingest_seconds_bucket{le=\"0.01\"}",
+            "sluice_ingest_seconds_count",
+        ];
+        for (sum, name) in sums.iter_mut().zip(names) {
+            *sum += value(name).unwrap_or(0.0);
+        }
+    }
+    let [size_sum, size_count, fast, requests] = sums;
+    let batches = (size_count > 0.0).then(|| (size_count, size_sum / size_count));
+    let slow = (requests > 0.0).then(|| 1.0 - fast / requests);
     (batches, slow)
 }
 

@@ -100,9 +100,24 @@ pub struct BenchArgs {
     /// the same load on the single node in this invocation: the cost of replication.
     #[arg(long, env = "SLUICE_BENCH_CLUSTER_URLS", value_delimiter = ',')]
     pub cluster_urls: Vec<String>,
+    /// Also run the fastest single-command load and the batch load with this many `sluice api`
+    /// and `sluice worker` processes instead of one `sluice serve` (e.g. `2x3`), on the cluster
+    /// when --cluster-urls is given, each rated against one `serve` on the same broker.
+    #[arg(long, value_parser = parse_processes)]
+    pub processes: Option<(usize, usize)>,
     /// Postgres server URL without database; bench databases are created and dropped on it.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
     pub pg: String,
+}
+
+/// `AxW`: A API processes and W worker processes, each at least one.
+fn parse_processes(s: &str) -> Result<(usize, usize), String> {
+    let (a, w) = s.split_once('x').ok_or_else(|| format!("expected APIxWORKERS such as 2x3, got {s:?}"))?;
+    let count = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0);
+    match (count(a), count(w)) {
+        (Some(a), Some(w)) => Ok((a, w)),
+        _ => Err(format!("expected APIxWORKERS with both at least 1, such as 2x3, got {s:?}")),
+    }
 }
 
 /// A bench database on the server of `args.pg`, dropped by [`drop_database`].
@@ -228,8 +243,12 @@ async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     summary::print(&rounds, raw.as_ref(), &once);
+    let mut on_the_cluster = Vec::new();
     if !args.cluster_urls.is_empty() && !args.skip_sluice {
-        on_cluster(&settings, &args, &id, &rounds, raw.as_ref()).await?;
+        on_the_cluster = on_cluster(&settings, &args, &id, &rounds, raw.as_ref()).await?;
+    }
+    if let (Some(processes), false) = (args.processes, args.skip_sluice) {
+        in_processes(&settings, &args, &id, processes, &rounds, &on_the_cluster, raw.as_ref()).await?;
     }
     if args.jobs > 0 && !args.skip_sluice {
         run_jobs(&settings, &args, &id).await?;
@@ -237,30 +256,41 @@ async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The median over rounds of the single-node runs of `tag`, at the concurrency of its fastest
+/// run (the saturation point).
+fn median_of<'a>(rounds: &'a [summary::Round<'_>], tag: &str) -> Option<&'a SluiceFigures> {
+    let all: Vec<&SluiceFigures> =
+        rounds.iter().flat_map(|r| &r.runs).filter(|(t, _)| *t == tag).map(|(_, r)| r).collect();
+    let best = all.iter().max_by(|a, b| a.e2e_rate.total_cmp(&b.e2e_rate))?.load.concurrency;
+    let mut runs: Vec<&SluiceFigures> = all.into_iter().filter(|r| r.load.concurrency == best).collect();
+    runs.sort_by(|a, b| a.e2e_rate.total_cmp(&b.e2e_rate));
+    runs.get(runs.len() / 2).copied()
+}
+
+/// The singles and batch loads (i) and (j) repeat.
+const REPEATED: [(&str, &str); 2] = [("(b)", "singles"), ("(c)", "batches")];
+
+/// Settings whose broker is the cluster of `--cluster-urls`.
+fn cluster_settings(settings: &Settings, args: &BenchArgs) -> Settings {
+    let mut cluster = settings.clone();
+    cluster.broker.urls = args.cluster_urls.iter().map(|u| sluice::config::Secret::new(u.trim())).collect();
+    cluster
+}
+
 /// (i): the fastest singles load and the batch load on the RabbitMQ cluster, each rated
-/// against its single-node run of the median round.
+/// against its single-node run of the median round; returns the cluster's runs.
 async fn on_cluster(
     settings: &Settings,
     args: &BenchArgs,
     id: &str,
     rounds: &[summary::Round<'_>],
     raw: Option<&raw::RawFigures>,
-) -> anyhow::Result<()> {
-    let mut cluster = settings.clone();
-    cluster.broker.urls = args.cluster_urls.iter().map(|u| sluice::config::Secret::new(u.trim())).collect();
-    // The median over rounds of the single-node runs of `tag`, at the concurrency of its
-    // fastest run (the saturation point).
-    let median_of = |tag: &str| {
-        let all: Vec<&SluiceFigures> =
-            rounds.iter().flat_map(|r| &r.runs).filter(|(t, _)| *t == tag).map(|(_, r)| r).collect();
-        let best = all.iter().max_by(|a, b| a.e2e_rate.total_cmp(&b.e2e_rate))?.load.concurrency;
-        let mut runs: Vec<&SluiceFigures> = all.into_iter().filter(|r| r.load.concurrency == best).collect();
-        runs.sort_by(|a, b| a.e2e_rate.total_cmp(&b.e2e_rate));
-        runs.get(runs.len() / 2).copied()
-    };
+) -> anyhow::Result<Vec<(&'static str, SluiceFigures)>> {
+    let cluster = cluster_settings(settings, args);
     println!("\n(i) on the {}-node RabbitMQ cluster", args.cluster_urls.len());
-    for (tag, label) in [("(b)", "singles"), ("(c)", "batches")] {
-        let Some(single) = median_of(tag) else { continue };
+    let mut runs = Vec::new();
+    for (tag, label) in REPEATED {
+        let Some(single) = median_of(rounds, tag) else { continue };
         let load = http::Load { broker: components::Broker::Cluster, ..single.load.clone() };
         let r = one_run(&cluster, args, id, &format!("cluster_{label}"), load, raw).await?;
         println!(
@@ -270,6 +300,44 @@ async fn on_cluster(
             single.e2e_rate,
             r.e2e_rate
         );
+        runs.push((tag, r));
+    }
+    Ok(runs)
+}
+
+/// (j): the loads of (i) with `apis` API and `workers` worker processes, on the cluster when
+/// there is one, each rated against one `serve` on the same broker.
+async fn in_processes(
+    settings: &Settings,
+    args: &BenchArgs,
+    id: &str,
+    (apis, workers): (usize, usize),
+    rounds: &[summary::Round<'_>],
+    on_the_cluster: &[(&str, SluiceFigures)],
+    raw: Option<&raw::RawFigures>,
+) -> anyhow::Result<()> {
+    let clustered = !args.cluster_urls.is_empty();
+    let (settings, broker, on) = if clustered {
+        (cluster_settings(settings, args), components::Broker::Cluster, "the RabbitMQ cluster")
+    } else {
+        (settings.clone(), components::Broker::Local, "the single node")
+    };
+    println!("\n(j) {apis} sluice api + {workers} sluice worker processes on {on}");
+    for (tag, label) in REPEATED {
+        let Some(single) = median_of(rounds, tag) else { continue };
+        // One `serve` on the same broker: the cluster's run of (i), or the single node's median.
+        let one = if clustered { on_the_cluster.iter().find(|(t, _)| *t == tag).map(|(_, r)| r) } else { Some(single) };
+        let load = http::Load { broker, processes: Some((apis, workers)), ..single.load.clone() };
+        let r = one_run(&settings, args, id, &format!("processes_{label}"), load, raw).await?;
+        if let Some(one) = one {
+            println!(
+                "  {label}: {apis} + {workers} processes, ingest {:.0}% and end to end {:.0}% of one serve's ({:.0} → {:.0} cmd/s)",
+                100.0 * r.ingest_rate / one.ingest_rate,
+                100.0 * r.e2e_rate / one.e2e_rate,
+                one.e2e_rate,
+                r.e2e_rate
+            );
+        }
     }
     Ok(())
 }
@@ -342,4 +410,17 @@ async fn drop_topology(settings: &Settings, prefix: &str) {
 
 fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_processes;
+
+    #[test]
+    fn processes_are_read_as_apis_by_workers_and_zero_or_garbage_is_refused() {
+        assert_eq!(parse_processes("2x3"), Ok((2, 3)));
+        for bad in ["0x3", "2x0", "2", "x3", "twoxthree", "2x3x4"] {
+            assert!(parse_processes(bad).is_err(), "{bad} was accepted");
+        }
+    }
 }

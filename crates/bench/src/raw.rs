@@ -91,12 +91,12 @@ pub async fn run(amqp: &str, db_url: &str, prefix: &str, n: usize) -> anyhow::Re
         let drain_rate = rate(n, started.elapsed());
 
         let started = Instant::now();
-        let before = Cpu::now(None, Broker::Local);
+        let before = Cpu::now(&[], Broker::Local);
         let consumer = tokio::spawn(consume(conn.create_channel().await?, queue.clone(), pool.clone(), n));
         publish(&publisher, &queue, n).await?;
         consumer.await??;
         let pipeline_rate = rate(n, started.elapsed());
-        let cpu = Some(before.per_command(&Cpu::now(None, Broker::Local), n));
+        let cpu = Some(before.per_command(&Cpu::now(&[], Broker::Local), n));
         anyhow::Ok(RawFigures { n, publish_rate, drain_rate, pipeline_rate, machine: machine.usage(), cpu })
     }
     .await;
