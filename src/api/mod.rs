@@ -35,9 +35,28 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// What every request handler shares.
+/// What every request handler shares: one allocation, so the clone axum makes for each
+/// extractor and layer of a request is a single reference count, not one per field.
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<Shared>);
+
+impl ApiState {
+    /// The state of a router over `shared`.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`ApiState`].
+pub struct Shared {
     pub pool: PgPool,
     /// The connection the API publishes on (the workers' own in a worker-only process).
     pub broker: Broker,

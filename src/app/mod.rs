@@ -103,7 +103,7 @@ impl Application {
             sealer: sealer.clone(),
             reporter: reporter.clone(),
         };
-        let state = ApiState {
+        let state = ApiState::new(api::Shared {
             pool: pool.clone(),
             broker: broker.clone(),
             worker_broker: worker_broker.clone(),
@@ -116,7 +116,7 @@ impl Application {
             webhook_gate: Arc::new(api::WebhookGate::new(&settings.webhooks, sealer.clone())),
             sealer: sealer.clone(),
             retention: Arc::new(settings.retention.clone()),
-        };
+        });
         let serves_api = matches!(roles, Roles::All | Roles::Api);
         let router = if serves_api {
             let pages = crate::dashboard::router(crate::dashboard::DashboardState {
