@@ -293,16 +293,21 @@ async fn on_cluster(
         let Some(single) = median_of(rounds, tag) else { continue };
         let load = http::Load { broker: components::Broker::Cluster, ..single.load.clone() };
         let r = one_run(&cluster, args, id, &format!("cluster_{label}"), load, raw).await?;
-        println!(
-            "  {label}: replicated on the cluster, ingest {:.0}% and end to end {:.0}% of the single node's ({:.0} → {:.0} cmd/s)",
-            100.0 * r.ingest_rate / single.ingest_rate,
-            100.0 * r.e2e_rate / single.e2e_rate,
-            single.e2e_rate,
-            r.e2e_rate
-        );
+        compare(&format!("{label}: replicated on the cluster"), &r, single, "the single node's");
         runs.push((tag, r));
     }
     Ok(runs)
+}
+
+/// Prints `run`'s rates as shares of `base`'s, which `whose` names.
+fn compare(what: &str, run: &SluiceFigures, base: &SluiceFigures, whose: &str) {
+    println!(
+        "  {what}, ingest {:.0}% and end to end {:.0}% of {whose} ({:.0} → {:.0} cmd/s)",
+        100.0 * run.ingest_rate / base.ingest_rate,
+        100.0 * run.e2e_rate / base.e2e_rate,
+        base.e2e_rate,
+        run.e2e_rate
+    );
 }
 
 /// (j): the loads of (i) with `apis` API and `workers` worker processes, on the cluster when
@@ -330,13 +335,7 @@ async fn in_processes(
         let load = http::Load { broker, processes: Some((apis, workers)), ..single.load.clone() };
         let r = one_run(&settings, args, id, &format!("processes_{label}"), load, raw).await?;
         if let Some(one) = one {
-            println!(
-                "  {label}: {apis} + {workers} processes, ingest {:.0}% and end to end {:.0}% of one serve's ({:.0} → {:.0} cmd/s)",
-                100.0 * r.ingest_rate / one.ingest_rate,
-                100.0 * r.e2e_rate / one.e2e_rate,
-                one.e2e_rate,
-                r.e2e_rate
-            );
+            compare(&format!("{label}: {apis} + {workers} processes"), &r, one, "one serve's");
         }
     }
     Ok(())
