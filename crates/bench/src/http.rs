@@ -171,7 +171,7 @@ pub async fn run(
     }
     let key = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let spec = Spec { binary, settings, db_url, prefix, key: &key, load };
-    let mut fleet = Fleet { children: Vec::new(), apis: Vec::new(), all: Vec::new(), logs: Vec::new() };
+    let mut fleet = Fleet::default();
     let result = match fleet.start(&spec).await {
         Ok(()) => measure(load, db_url, &key, &fleet).await,
         Err(e) => Err(e),
@@ -186,6 +186,7 @@ pub async fn run(
 
 /// The sluice processes of one run, each with its own HTTP port (health and metrics on
 /// the workers', the API too on the others').
+#[derive(Default)]
 struct Fleet {
     children: Vec<Child>,
     /// Where the API is served.
@@ -258,8 +259,7 @@ impl Fleet {
 
 /// A `sluice serve` started for a measurement of its own (see `jobs`).
 pub struct Started {
-    child: Child,
-    prefix: String,
+    fleet: Fleet,
     pub base: String,
     pub key: String,
     pub pool: PgPool,
@@ -277,26 +277,26 @@ pub async fn start(
     if load.prefill > 0 {
         super::prefill::fill(settings, prefix, load.prefill, &load.kind, load.prefill_priority).await?;
     }
-    let port = free_port()?;
     let key = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let spec = Spec { binary, settings, db_url, prefix, key: &key, load };
-    let child = spawn_sluice(&spec, port, "serve", &log_path(prefix))?;
-    let base = format!("http://127.0.0.1:{port}");
+    let mut fleet = Fleet::default();
+    if let Err(e) = fleet.start(&spec).await {
+        fleet.stop().await;
+        return Err(e.context(format!("sluice's log: {}", fleet.logs())));
+    }
+    let base = Fleet::bases(&fleet.apis).into_iter().next().context("no process serves the API")?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
-    wait_ready(&http, &base).await?;
     let pool = PgPool::connect(db_url).await?;
-    Ok(Started { child, prefix: prefix.to_owned(), base, key, pool, http })
+    Ok(Started { fleet, base, key, pool, http })
 }
 
 impl Started {
     /// Stops sluice (SIGTERM, then SIGKILL after 30 s); its log is kept when `failed`.
     pub async fn stop(mut self, failed: bool) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().unwrap_or(0).to_string()]).status().await;
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
-        let _ = self.child.start_kill();
+        self.fleet.stop().await;
         self.pool.close().await;
         if !failed {
-            let _ = std::fs::remove_file(log_path(&self.prefix));
+            self.fleet.remove_logs();
         }
     }
 }
