@@ -7,6 +7,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Channel;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
@@ -77,12 +78,24 @@ pub struct Acks {
     // An async mutex held while sending: frames must reach the broker in the order computed,
     // or a multiple ack could cover a tag that a later single ack then names again.
     ledger: Mutex<Ledger>,
+    /// Given-back deliveries are left unacked for the channel's close to return (see
+    /// [`Acks::give_back`]) rather than nacked.
+    keep_order: bool,
+    reopen: AtomicBool,
 }
 
 impl Acks {
-    /// Settles deliveries of `channel`, holding at most `max_held` behind a slow one.
-    pub fn new(channel: Channel, max_held: usize) -> Arc<Self> {
-        Arc::new(Self { channel, ledger: Mutex::new(Ledger::new(max_held)) })
+    /// Settles deliveries of `channel`, holding at most `max_held` behind a slow one;
+    /// `keep_order` for a queue whose order must survive deliveries handed back.
+    pub fn new(channel: Channel, max_held: usize, keep_order: bool) -> Arc<Self> {
+        let ledger = Mutex::new(Ledger::new(max_held));
+        Arc::new(Self { channel, ledger, keep_order, reopen: AtomicBool::new(false) })
+    }
+
+    /// Whether a delivery was given back in keep-order mode: the consumer must hand nothing
+    /// more to work and close this channel once its running work is done.
+    pub fn must_reopen(&self) -> bool {
+        self.reopen.load(Ordering::Acquire)
     }
 
     /// Registers a delivery before it is handed to work.
@@ -100,7 +113,16 @@ impl Acks {
     }
 
     /// Returns a delivery to its queue (counts as a delivery for the quorum queue's limit).
+    ///
+    /// In keep-order mode it is left unacked instead, and so is everything after it: a nack
+    /// would put it back behind the deliveries this consumer already holds (RabbitMQ gives it
+    /// a new place when it delivers it again), while closing the channel returns all of them
+    /// in their order.
     pub async fn give_back(&self, delivery: &Delivery) {
+        if self.keep_order {
+            self.reopen.store(true, Ordering::Release);
+            return;
+        }
         let mut ledger = self.ledger.lock().await;
         let opts = BasicNackOptions { requeue: true, multiple: false };
         if let Err(e) = self.channel.basic_nack(delivery.delivery_tag, opts).await {

@@ -35,13 +35,21 @@ pub struct Options {
     /// Tasks that `work` spawned off with deliveries of this channel, which must settle them
     /// before the channel closes at shutdown.
     pub outstanding: Option<tokio_util::task::TaskTracker>,
+    /// The queue's order must survive stopping and handing deliveries back: the consumer is
+    /// never cancelled (not even by dropping its stream, which lapin turns into a cancel), and
+    /// unfinished deliveries go back by closing the channel. RabbitMQ 3.10 returns what
+    /// reaches a cancelled consumer's channel at once, ahead of what that consumer still held,
+    /// and puts a nacked delivery behind those still held; a closed channel's deliveries all
+    /// go back in their order.
+    pub keep_order: bool,
 }
 
 /// Consumes a queue with at most `prefetch` unacked deliveries, running `work` calls in
 /// `slots`, each given the deliveries that were ready together (up to `batch_size`),
 /// resubscribing after every reconnect, until `cancel`; then stops consuming and waits (up to
 /// `drain`) for running calls to ack. While `paused` holds true it cancels its subscription,
-/// finishes what it already received, and subscribes again on resume.
+/// finishes what it already received, and subscribes again on resume; in keep-order mode it
+/// closes the channel after the running call instead, handing back the rest.
 pub async fn consume<F, Fut>(
     broker: &Broker,
     opts: Options,
@@ -52,12 +60,15 @@ pub async fn consume<F, Fut>(
     F: Fn(Vec<Delivery>, Arc<Acks>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Options { queue, prefetch, batch_size, linger, slots, class, drain, on_consuming, outstanding } = opts;
+    let Options { queue, prefetch, batch_size, linger, slots, class, drain, on_consuming, outstanding, keep_order } =
+        opts;
     let mut last: Option<Arc<Link>> = None;
-    let mut open: Option<(Channel, String)> = None;
+    // The consumer's stream stays alive until its channel is closed: lapin cancels a consumer
+    // whose stream is dropped, and keep-order mode must never cancel.
+    let mut open: Option<(Channel, String, ReadyChunks<Consumer>)> = None;
     'links: while let Some(link) = broker.wait_new_link(last.as_ref(), cancel).await {
         last = Some(link.clone());
-        let channel = match open_channel(&link, prefetch).await {
+        let mut channel = match open_channel(&link, prefetch).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(%queue, error = %e, "cannot open a channel; reconnecting");
@@ -66,7 +77,7 @@ pub async fn consume<F, Fut>(
             }
         };
         // One ledger per channel: delivery tags are the channel's, across resubscriptions.
-        let acks = Acks::new(channel.clone(), usize::from(prefetch / 4));
+        let mut acks = Acks::new(channel.clone(), usize::from(prefetch / 4), keep_order);
         loop {
             if *paused.borrow_and_update() {
                 tracing::info!(%queue, "consumption paused by an operator");
@@ -86,21 +97,42 @@ pub async fn consume<F, Fut>(
             };
             tracing::info!(%queue, prefetch, batch_size, slots = slots.total(), "consuming");
             on_consuming(true);
+            let mut ready = consumer.ready_chunks(batch_size.max(1));
             let pump = Pump { slots: &slots, class, acks: &acks, work: &work, batch_size, linger };
-            let stopped = pump.run(consumer, cancel, &mut paused).await;
+            let stopped = pump.run(&mut ready, cancel, &mut paused).await;
             on_consuming(false);
             match stopped {
                 Stopped::Cancelled => {
-                    open = Some((channel, tag));
+                    open = Some((channel, tag, ready));
                     break 'links;
                 }
-                Stopped::Paused(ready, carry) => {
+                Stopped::Paused(..) | Stopped::Reopen if keep_order => {
+                    // Whatever is running finishes first, so nothing of this subscription is
+                    // applied after its deliveries went back.
+                    if tokio::time::timeout(drain, slots.idle()).await.is_err() {
+                        tracing::warn!(%queue, "work still running; closing its channel anyway");
+                    }
+                    let _ = channel.close(200, "handing deliveries back in order".into()).await;
+                    drop(ready);
+                    channel = match open_channel(&link, prefetch).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::warn!(%queue, error = %e, "cannot open a channel; reconnecting");
+                            broker.request_reconnect(&link);
+                            continue 'links;
+                        }
+                    };
+                    acks = Acks::new(channel.clone(), usize::from(prefetch / 4), keep_order);
+                }
+                // Only keep-order work asks for a reopen.
+                Stopped::Reopen => {}
+                Stopped::Paused(carry) => {
                     // Stop new deliveries, then finish those already received: the stream
                     // ends after the last of them.
                     let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
-                    match pump.drain(ready, carry, cancel).await {
+                    match pump.drain(&mut ready, carry, cancel).await {
                         Stopped::Cancelled => {
-                            open = Some((channel, tag));
+                            open = Some((channel, tag, ready));
                             break 'links;
                         }
                         Stopped::Failed(why) => {
@@ -108,7 +140,7 @@ pub async fn consume<F, Fut>(
                             broker.request_reconnect(&link);
                             continue 'links;
                         }
-                        Stopped::Drained | Stopped::Paused(..) => {}
+                        Stopped::Drained | Stopped::Paused(..) | Stopped::Reopen => {}
                     }
                 }
                 Stopped::Drained => {}
@@ -120,7 +152,7 @@ pub async fn consume<F, Fut>(
             }
         }
     }
-    if let Some((channel, tag)) = &open {
+    if let Some((channel, tag, _)) = open.as_ref().filter(|_| !keep_order) {
         // Stop deliveries first; anything prefetched but not started goes back to the queue
         // when the channel closes.
         let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
@@ -138,8 +170,9 @@ pub async fn consume<F, Fut>(
             tracing::warn!(%queue, "drain timed out; unfinished messages will be redelivered")
         }
     }
-    if let Some((channel, _)) = open {
+    if let Some((channel, _, ready)) = open {
         let _ = channel.close(200, "shutting down".into()).await;
+        drop(ready);
     }
 }
 
@@ -149,7 +182,10 @@ enum Stopped {
     /// A cancelled subscription handed over everything it held.
     Drained,
     /// Operators paused the queue; received deliveries are still in the stream and the carry.
-    Paused(ReadyChunks<Consumer>, Vec<lapin::Result<Delivery>>),
+    Paused(Vec<lapin::Result<Delivery>>),
+    /// Work gave a delivery back in keep-order mode: the channel must be closed and opened
+    /// again.
+    Reopen,
     Failed(String),
 }
 
@@ -168,8 +204,12 @@ where
     F: Fn(Vec<Delivery>, Arc<Acks>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    async fn run(&self, consumer: Consumer, cancel: &CancellationToken, paused: &mut watch::Receiver<bool>) -> Stopped {
-        let mut ready = consumer.ready_chunks(self.batch_size.max(1));
+    async fn run(
+        &self,
+        ready: &mut ReadyChunks<Consumer>,
+        cancel: &CancellationToken,
+        paused: &mut watch::Receiver<bool>,
+    ) -> Stopped {
         let mut carry = Vec::new();
         loop {
             // A delivery first, then a slot: a queue with nothing to do holds no slot that
@@ -178,7 +218,7 @@ where
                 let first = tokio::select! {
                     r = ready.next() => r,
                     () = cancel.cancelled() => return Stopped::Cancelled,
-                    Ok(_) = paused.wait_for(|p| *p) => return Stopped::Paused(ready, carry),
+                    Ok(_) = paused.wait_for(|p| *p) => return Stopped::Paused(carry),
                 };
                 match first {
                     Some(first) => carry.extend(first),
@@ -188,16 +228,20 @@ where
             let slot = tokio::select! {
                 s = self.slots.acquire(self.class) => s,
                 () = cancel.cancelled() => return Stopped::Cancelled,
-                Ok(_) = paused.wait_for(|p| *p) => return Stopped::Paused(ready, carry),
+                Ok(_) = paused.wait_for(|p| *p) => return Stopped::Paused(carry),
             };
+            // Checked with the slot in hand: the work that gave a delivery back has ended.
+            if self.acks.must_reopen() {
+                return Stopped::Reopen;
+            }
             // Others still running means the database is busy anyway: waiting a moment for a
             // fuller batch then costs no latency and saves commits and acks. Alone, go at once.
             let busy = self.slots.in_use() > 1;
             let linger = if busy { self.linger } else { Duration::ZERO };
             let next = tokio::select! {
-                d = gather(&mut ready, &mut carry, self.batch_size, linger) => d,
+                d = gather(ready, &mut carry, self.batch_size, linger) => d,
                 () = cancel.cancelled() => return Stopped::Cancelled,
-                Ok(_) = paused.wait_for(|p| *p) => return Stopped::Paused(ready, carry),
+                Ok(_) = paused.wait_for(|p| *p) => return Stopped::Paused(carry),
             };
             match next {
                 Some(results) => {
@@ -213,7 +257,7 @@ where
     /// Works off what a cancelled consumer still holds (`carry` first), until its stream ends.
     async fn drain(
         &self,
-        mut ready: ReadyChunks<Consumer>,
+        ready: &mut ReadyChunks<Consumer>,
         carry: Vec<lapin::Result<Delivery>>,
         cancel: &CancellationToken,
     ) -> Stopped {
@@ -233,6 +277,9 @@ where
                 s = self.slots.acquire(self.class) => s,
                 () = cancel.cancelled() => return Stopped::Cancelled,
             };
+            if self.acks.must_reopen() {
+                return Stopped::Reopen;
+            }
             if let Err(e) = self.dispatch(results, slot).await {
                 return Stopped::Failed(format!("consumer failed while draining: {e}"));
             }

@@ -110,6 +110,7 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
             Box::new(|_| {})
         },
         outstanding: Some(ctx.remote_tasks.clone()),
+        keep_order: false,
     };
     let dead_queue = consume::Options {
         queue: topology.dead_letter_queue(),
@@ -121,6 +122,7 @@ pub async fn run(ctx: Arc<WorkerCtx>, cancel: CancellationToken) {
         drain,
         on_consuming: Box::new(|_| {}),
         outstanding: None,
+        keep_order: false,
     };
     let callbacks = {
         let (ctx, cancel) = (ctx.clone(), cancel.clone());

@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 struct Owned {
     stop: CancellationToken,
     task: JoinHandle<()>,
+    /// The partition's one slot: busy while a delivery of it is being handled.
+    slots: Arc<Slots>,
 }
 
 /// Shares the ordered partitions with the other worker processes until `cancel`.
@@ -136,17 +138,19 @@ struct LockLost(String);
 fn start(ctx: &Arc<WorkerCtx>, p: u16, busy: &Arc<Semaphore>, cancel: &CancellationToken) -> Owned {
     let stop = cancel.child_token();
     let queue = ctx.broker.topology().ordered_queue(p);
+    // One slot: the partition's deliveries are handled strictly one after another.
+    let slots = Slots::new(1);
     let opts = Options {
         queue: queue.clone(),
         prefetch: ctx.ordering.prefetch.max(1),
         batch_size: 64,
         linger: Duration::ZERO,
-        // One slot: the partition's deliveries are handled strictly one after another.
-        slots: Slots::new(1),
+        slots: slots.clone(),
         class: 1,
         drain: Duration::from_millis(ctx.settings.drain_timeout_ms),
         on_consuming: Box::new(|_| {}),
         outstanding: None,
+        keep_order: true,
     };
     let work = {
         let (ctx, stop, busy) = (ctx.clone(), stop.clone(), busy.clone());
@@ -165,12 +169,16 @@ fn start(ctx: &Arc<WorkerCtx>, p: u16, busy: &Arc<Semaphore>, cancel: &Cancellat
             consume::consume(&ctx.broker, opts, &stop, paused, work).await;
         })
     };
-    Owned { stop, task }
+    Owned { stop, task, slots }
 }
 
+/// Stops consuming the partition and waits for its last delivery to be handled, however long
+/// the drain takes: the caller lets go of the partition's lock next, and another process must
+/// not apply anything of it while this one still might.
 async fn stop(o: Owned) {
     o.stop.cancel();
     let _ = o.task.await;
+    o.slots.idle().await;
 }
 
 async fn stop_all(owned: &mut BTreeMap<u16, Owned>) {

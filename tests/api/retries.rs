@@ -18,11 +18,13 @@ async fn a_transient_failure_is_retried_with_growing_delays_then_succeeds() {
     let calls = probe.calls_of(id);
     assert_eq!(calls.len(), 4);
     let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1] - w[0]).collect();
-    // Each delay is at least its tier (the TTL) and the delays grow.
+    // Each delay is at least its tier (the TTL), so the floor doubles each time. A busy broker
+    // may hold a delay past its TTL by a tick or so: adjacent gaps can come out even, so only
+    // the first and the last, two doublings apart, are compared.
     for (gap, tier_ms) in gaps.iter().zip([100u64, 200, 400]) {
         assert!(*gap >= Duration::from_millis(tier_ms), "gaps {gaps:?}");
     }
-    assert!(gaps[0] < gaps[1] && gaps[1] < gaps[2], "gaps {gaps:?}");
+    assert!(gaps[0] < gaps[2], "gaps {gaps:?}");
     assert!(app.dead_letters_of(id).await.is_empty());
 }
 
