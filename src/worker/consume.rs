@@ -68,16 +68,14 @@ pub async fn consume<F, Fut>(
     let mut open: Option<(Channel, String, ReadyChunks<Consumer>)> = None;
     'links: while let Some(link) = broker.wait_new_link(last.as_ref(), cancel).await {
         last = Some(link.clone());
-        let mut channel = match open_channel(&link, prefetch).await {
-            Ok(c) => c,
+        let (mut channel, mut acks) = match open_channel(&link, prefetch, keep_order).await {
+            Ok(opened) => opened,
             Err(e) => {
                 tracing::warn!(%queue, error = %e, "cannot open a channel; reconnecting");
                 broker.request_reconnect(&link);
                 continue;
             }
         };
-        // One ledger per channel: delivery tags are the channel's, across resubscriptions.
-        let mut acks = Acks::new(channel.clone(), usize::from(prefetch / 4), keep_order);
         loop {
             if *paused.borrow_and_update() {
                 tracing::info!(%queue, "consumption paused by an operator");
@@ -114,15 +112,14 @@ pub async fn consume<F, Fut>(
                     }
                     let _ = channel.close(200, "handing deliveries back in order".into()).await;
                     drop(ready);
-                    channel = match open_channel(&link, prefetch).await {
-                        Ok(c) => c,
+                    (channel, acks) = match open_channel(&link, prefetch, keep_order).await {
+                        Ok(opened) => opened,
                         Err(e) => {
                             tracing::warn!(%queue, error = %e, "cannot open a channel; reconnecting");
                             broker.request_reconnect(&link);
                             continue 'links;
                         }
                     };
-                    acks = Acks::new(channel.clone(), usize::from(prefetch / 4), keep_order);
                 }
                 // Only keep-order work asks for a reopen.
                 Stopped::Reopen => {}
@@ -254,7 +251,8 @@ where
         }
     }
 
-    /// Works off what a cancelled consumer still holds (`carry` first), until its stream ends.
+    /// Works off what a cancelled consumer still holds (`carry` first), until its stream ends;
+    /// never in keep-order mode, which does not cancel.
     async fn drain(
         &self,
         ready: &mut ReadyChunks<Consumer>,
@@ -277,9 +275,6 @@ where
                 s = self.slots.acquire(self.class) => s,
                 () = cancel.cancelled() => return Stopped::Cancelled,
             };
-            if self.acks.must_reopen() {
-                return Stopped::Reopen;
-            }
             if let Err(e) = self.dispatch(results, slot).await {
                 return Stopped::Failed(format!("consumer failed while draining: {e}"));
             }
@@ -331,10 +326,13 @@ where
     Some(std::mem::replace(carry, rest))
 }
 
-async fn open_channel(link: &Link, prefetch: u16) -> lapin::Result<Channel> {
+/// A channel with its prefetch set, and its ledger: one per channel, since delivery tags are
+/// the channel's, across resubscriptions.
+async fn open_channel(link: &Link, prefetch: u16, keep_order: bool) -> lapin::Result<(Channel, Arc<Acks>)> {
     let channel = link.connection.create_channel().await?;
     channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
-    Ok(channel)
+    let acks = Acks::new(channel.clone(), usize::from(prefetch / 4), keep_order);
+    Ok((channel, acks))
 }
 
 async fn subscribe(channel: &Channel, queue: &str) -> lapin::Result<(Consumer, String)> {
