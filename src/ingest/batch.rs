@@ -11,6 +11,7 @@ use crate::command::{command_id_for_key, BatchRef, Envelope};
 use crate::schemas::Violation;
 use crate::store::batches::{self, NewBatch};
 use crate::store::scheduled::{self, NewScheduled};
+use crate::store::StoreError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -295,9 +296,19 @@ impl Ingest {
         // Nothing got through: the client is told to retry, and the batch must not look finished.
         if published > 0 && (definitely_lost > 0 || !fresh) {
             let total = i32::try_from(cmds.len() - definitely_lost).unwrap_or(i32::MAX);
-            batches::settle_total(&self.pool, batch_id, total, fresh).await?;
+            // Commands are out by now: a failure here must not read as "nothing was published".
+            let unsettled = |e: StoreError| {
+                tracing::warn!(error = %e, "a batch's total not settled");
+                IngestError::Unconfirmed {
+                    message: "commands of the batch were published but its total was not settled; retry with the \
+                              same Idempotency-Key and each is applied once"
+                        .into(),
+                    certain: false,
+                }
+            };
+            batches::settle_total(&self.pool, batch_id, total, fresh).await.map_err(unsettled)?;
             // Workers may have finished every published command before the total changed.
-            batches::finish_if_done(&self.pool, &[batch_id]).await?;
+            batches::finish_if_done(&self.pool, &[batch_id]).await.map_err(unsettled)?;
         }
         if published == 0 {
             return Err(IngestError::Unconfirmed {

@@ -102,7 +102,7 @@ impl Ingest {
         let status = match run_at {
             Some(at) => {
                 let row = NewScheduled { cmd: &cmd, run_at: at, traceparent: req.traceparent };
-                scheduled::insert_many(&self.pool, &[row]).await?;
+                scheduled::insert_many(&self.pool, &[row]).await.map_err(IngestError::from_write)?;
                 metrics::counter!("sluice_ingest_scheduled_total", "type" => parsed.kind.clone()).increment(1);
                 AcceptedStatus::Scheduled
             }

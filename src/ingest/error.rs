@@ -40,6 +40,22 @@ impl From<ShapeError> for IngestError {
 }
 
 impl IngestError {
+    /// A failed write of commands to Postgres (scheduled ones): `Unconfirmed` when it may
+    /// still have committed, so the client retries with its key instead of assuming nothing ran.
+    pub(crate) fn from_write(e: StoreError) -> Self {
+        if e.may_have_committed() {
+            tracing::warn!(error = %e, "a write of commands was sent but its commit not confirmed");
+            Self::Unconfirmed {
+                message: "the command was sent to the database but its commit was not confirmed, so it may still \
+                          run; retry with the same Idempotency-Key and it runs once"
+                    .into(),
+                certain: false,
+            }
+        } else {
+            Self::Store(e)
+        }
+    }
+
     /// An [`IngestError::Invalid`] with one violation at `path`.
     pub(crate) fn invalid(code: &'static str, message: impl Into<String>, path: &str, detail: &str) -> Self {
         Self::Invalid {

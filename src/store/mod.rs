@@ -96,6 +96,24 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
+
+    /// Whether a write that failed this way may still have committed: it reached the
+    /// database and the answer was lost (a dropped connection, a server shutting down while
+    /// the commit waited for its synchronous standby). Only a failure to get a connection at
+    /// all is certain to have written nothing.
+    pub fn may_have_committed(&self) -> bool {
+        use sqlx::Error as E;
+        match self {
+            Self::Unavailable(E::PoolTimedOut | E::PoolClosed | E::Tls(_)) => false,
+            Self::Unavailable(E::Database(db)) => {
+                let code = db.code();
+                let code = code.as_deref().unwrap_or("");
+                code.starts_with("08") || code == "57P01" || code == "57P02"
+            }
+            Self::Unavailable(_) => true,
+            Self::Conflict(_) | Self::Timeout(_) | Self::Invalid(_) | Self::Other(_) => false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -117,6 +135,16 @@ mod tests {
             assert!(!public_error(&e.to_string()).contains("pool"), "{e} is cut");
         }
         assert_eq!(public_error("insufficient funds"), "insufficient funds", "other text is kept");
+    }
+
+    #[test]
+    fn only_a_write_that_never_got_a_connection_is_certain_to_have_written_nothing() {
+        let lost = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(StoreError::from(sqlx::Error::Io(lost)).may_have_committed());
+        assert!(StoreError::from(sqlx::Error::Protocol("unexpected end".into())).may_have_committed());
+        assert!(!StoreError::from(sqlx::Error::PoolTimedOut).may_have_committed());
+        assert!(!StoreError::from(sqlx::Error::PoolClosed).may_have_committed());
+        assert!(!StoreError::Other(sqlx::Error::RowNotFound).may_have_committed());
     }
 }
 

@@ -161,3 +161,50 @@ async fn another_tenants_key_cannot_read_a_scheduled_command() {
     assert_eq!(seen["status"], "pending", "another tenant learns nothing: {seen}");
     assert!(seen.get("run_at").is_none() && seen.get("type").is_none(), "{seen}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_write_cut_off_mid_statement_is_outcome_unknown_and_a_retry_schedules_it_once() {
+    let app = spawn_app().await;
+    let send = || async {
+        let r = app
+            .http
+            .post(format!("{}/v1/commands", app.base))
+            .bearer_auth(&app.key)
+            .header("Idempotency-Key", "cut-mid-write")
+            .json(&with(event("cut"), "delay_ms", json!(3_600_000)))
+            .send()
+            .await
+            .unwrap();
+        let retry_after = r.headers().contains_key("retry-after");
+        (r.status().as_u16(), retry_after, r.json::<Value>().await.unwrap())
+    };
+    // Inserts into `scheduled_commands` wait behind this lock, so the API's statement is in the
+    // database, unanswered, when its connection is killed: the crash of a primary mid-commit.
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE scheduled_commands IN SHARE MODE").execute(&mut *lock).await.unwrap();
+    let (answer, ()) = tokio::join!(send(), async {
+        let killed: bool = eventually(DEADLINE, || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                 AND query LIKE 'INSERT INTO scheduled_commands%'",
+            )
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap()
+        })
+        .await;
+        assert!(killed);
+    });
+    lock.rollback().await.unwrap();
+    let (status, retry_after, body) = answer;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("outcome_unknown")), "{body}");
+    assert!(retry_after, "{body}");
+
+    let (status, _, body) = send().await;
+    assert_eq!((status, body["status"].as_str()), (202, Some("scheduled")), "{body}");
+    let (status, _, again) = send().await;
+    assert_eq!((status, again["id"].as_str()), (202, body["id"].as_str()), "{again}");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM scheduled_commands").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(rows, 1, "scheduled once however often it was sent");
+}
