@@ -68,6 +68,11 @@ pub struct BenchArgs {
     /// Skip the raw pipeline reference.
     #[arg(long)]
     pub skip_raw: bool,
+    /// Publishes the raw pipeline keeps awaiting a confirm. 1,000 is the broker's limit; 64
+    /// matches 64 single-command clients, to see what the broker costs per message when each
+    /// of its writes and confirms covers only that many.
+    #[arg(long, default_value_t = 1000)]
+    pub raw_window: usize,
     /// Rounds of (a) to (c): each round runs the raw pipeline, then every single-command and
     /// batch configuration, and rates each against its own round's raw run; the summary gives
     /// the median and the range of those ratios. On this shared machine one run can differ
@@ -182,7 +187,14 @@ async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
         } else {
             let db = format!("sluice_bench_raw{round}_{id}");
             let url = create_database(&args, &db).await?;
-            let r = raw::run(settings.broker.first_url(), &url, &format!("bench-{id}-{round}"), args.commands).await;
+            let r = raw::run(
+                settings.broker.first_url(),
+                &url,
+                &format!("bench-{id}-{round}"),
+                args.commands,
+                args.raw_window,
+            )
+            .await;
             drop_database(&args, &db).await;
             let r = r?;
             r.print();

@@ -19,9 +19,6 @@ use uuid::Uuid;
 
 /// Messages per insert transaction.
 const BATCH: usize = 500;
-/// Publishes awaiting confirmation at once.
-const WINDOW: usize = 1000;
-
 /// What the raw pipeline achieved.
 #[derive(Clone)]
 pub struct RawFigures {
@@ -63,8 +60,9 @@ impl RawFigures {
     }
 }
 
-/// Runs the three raw phases on queue `<prefix>.raw` and a table in `db_url`.
-pub async fn run(amqp: &str, db_url: &str, prefix: &str, n: usize) -> anyhow::Result<RawFigures> {
+/// Runs the three raw phases on queue `<prefix>.raw` and a table in `db_url`, with `window`
+/// publishes awaiting confirmation at once.
+pub async fn run(amqp: &str, db_url: &str, prefix: &str, n: usize, window: usize) -> anyhow::Result<RawFigures> {
     let pool = PgPool::connect(db_url).await?;
     sqlx::query(
         "CREATE TABLE raw_inbox (id uuid PRIMARY KEY, body jsonb NOT NULL, at timestamptz NOT NULL DEFAULT now())",
@@ -82,7 +80,7 @@ pub async fn run(amqp: &str, db_url: &str, prefix: &str, n: usize) -> anyhow::Re
     let machine = CpuClock::now();
     let result = async {
         let started = Instant::now();
-        publish(&publisher, &queue, n).await?;
+        publish(&publisher, &queue, n, window).await?;
         let publish_rate = rate(n, started.elapsed());
 
         let started = Instant::now();
@@ -93,7 +91,7 @@ pub async fn run(amqp: &str, db_url: &str, prefix: &str, n: usize) -> anyhow::Re
         let started = Instant::now();
         let before = Cpu::now(&[], Broker::Local);
         let consumer = tokio::spawn(consume(conn.create_channel().await?, queue.clone(), pool.clone(), n));
-        publish(&publisher, &queue, n).await?;
+        publish(&publisher, &queue, n, window).await?;
         consumer.await??;
         let pipeline_rate = rate(n, started.elapsed());
         let cpu = Some(before.per_command(&Cpu::now(&[], Broker::Local), n));
@@ -116,9 +114,9 @@ fn body(i: usize) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
-async fn publish(ch: &Channel, queue: &str, n: usize) -> anyhow::Result<()> {
+async fn publish(ch: &Channel, queue: &str, n: usize, window: usize) -> anyhow::Result<()> {
     let props = BasicProperties::default().with_delivery_mode(2);
-    publish_confirmed(ch, "", queue, &props, WINDOW, (0..n).map(body)).await
+    publish_confirmed(ch, "", queue, &props, window.max(1), (0..n).map(body)).await
 }
 
 /// Publishes `bodies` as mandatory messages with `props`, awaiting confirms `window` at a time.
