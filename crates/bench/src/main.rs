@@ -68,7 +68,7 @@ pub struct BenchArgs {
     /// Skip the raw pipeline reference.
     #[arg(long)]
     pub skip_raw: bool,
-    /// Publishes the raw pipeline keeps awaiting a confirm. 1,000 is the broker's limit; 64
+    /// Publishes the raw pipeline sends before awaiting their confirms. 1,000 finds the broker's limit; 64
     /// matches 64 single-command clients, to see what the broker costs per message when each
     /// of its writes and confirms covers only that many.
     #[arg(long, default_value_t = 1000)]

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 /// Messages per insert transaction.
 const BATCH: usize = 500;
+
 /// What the raw pipeline achieved.
 #[derive(Clone)]
 pub struct RawFigures {
