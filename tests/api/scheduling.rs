@@ -15,6 +15,13 @@ pub async fn post(app: &TestApp, key: &str, path: &str, body: &Value) -> (u16, V
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// POSTs the command `body` with the app's key under `idempotency_key`.
+async fn submit_keyed(app: &TestApp, idempotency_key: &str, body: &Value) -> reqwest::Response {
+    let url = format!("{}/v1/commands", app.base);
+    let r = app.http.post(url).bearer_auth(&app.key).header("Idempotency-Key", idempotency_key).json(body);
+    r.send().await.unwrap()
+}
+
 fn event(name: &str) -> Value {
     json!({"type": "event.record", "payload": {"name": name, "data": {}}})
 }
@@ -90,15 +97,7 @@ async fn a_retried_scheduled_submission_with_the_same_key_is_one_command() {
     let app = spawn_app().await;
     let body = with(event("once"), "delay_ms", json!(800));
     let send = || async {
-        let r = app
-            .http
-            .post(format!("{}/v1/commands", app.base))
-            .bearer_auth(&app.key)
-            .header("Idempotency-Key", "sched-1")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = submit_keyed(&app, "sched-1", &body).await;
         assert_eq!(r.status(), 202);
         id_of(&r.json().await.unwrap())
     };
@@ -165,16 +164,9 @@ async fn another_tenants_key_cannot_read_a_scheduled_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_write_cut_off_mid_statement_is_outcome_unknown_and_a_retry_schedules_it_once() {
     let app = spawn_app().await;
+    let body = with(event("cut"), "delay_ms", json!(3_600_000));
     let send = || async {
-        let r = app
-            .http
-            .post(format!("{}/v1/commands", app.base))
-            .bearer_auth(&app.key)
-            .header("Idempotency-Key", "cut-mid-write")
-            .json(&with(event("cut"), "delay_ms", json!(3_600_000)))
-            .send()
-            .await
-            .unwrap();
+        let r = submit_keyed(&app, "cut-mid-write", &body).await;
         let retry_after = r.headers().contains_key("retry-after");
         (r.status().as_u16(), retry_after, r.json::<Value>().await.unwrap())
     };
