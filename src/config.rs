@@ -85,6 +85,8 @@ pub struct BrokerSettings {
     pub publish_timeout_ms: u64,
     pub max_in_flight_publishes: usize,
     pub publish_channels: usize,
+    /// Bursts of single publishes awaiting confirms at once per channel; 0 sends each alone.
+    pub publish_bursts: usize,
     pub frame_max: u32,
     pub delivery_limit: u32,
     pub reconnect_min_ms: u64,

@@ -2,6 +2,7 @@
 //! first cluster node that answers, topology re-declared on every connect, publishing with
 //! confirms.
 
+mod burst;
 pub mod headers;
 mod inspect;
 mod publisher;
@@ -303,7 +304,7 @@ impl Broker {
         for _ in 0..s.publish_channels {
             let ch = connection.create_channel().await?;
             ch.confirm_select(ConfirmSelectOptions::default()).await?;
-            publish_channels.push(publisher::PublishChannel::new(ch));
+            publish_channels.push(publisher::PublishChannel::new(ch, s.publish_bursts));
         }
         Ok((
             Arc::new(Link {

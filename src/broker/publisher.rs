@@ -1,6 +1,6 @@
 //! Publishing with confirms: a publish succeeds only once RabbitMQ has taken responsibility.
 
-use super::Broker;
+use super::{burst, Broker};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use lapin::options::BasicPublishOptions;
 use lapin::types::{FieldTable, ShortString};
@@ -8,8 +8,9 @@ use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// One message to publish.
@@ -61,25 +62,30 @@ pub(super) struct PublishChannel {
     // messages in the order their frames arrive, so a confirm would then be matched to the
     // other message, and a 202 could answer a command that RabbitMQ had not confirmed yet.
     // Both steps happen in the publish future's first poll, which runs under this lock.
-    numbering: Mutex<()>,
+    numbering: Arc<Mutex<()>>,
+    /// Where single publishes go to be sent in bursts; `None` sends each as it comes.
+    bursts: Option<mpsc::UnboundedSender<burst::Job>>,
 }
 
 impl PublishChannel {
-    pub(super) fn new(channel: Channel) -> Self {
-        Self { channel, numbering: Mutex::new(()) }
+    /// Wraps a confirm-mode channel; with `burst_depth` > 0 its single publishes go out in
+    /// bursts, at most that many awaiting confirms at once.
+    pub(super) fn new(channel: Channel, burst_depth: usize) -> Self {
+        let numbering = Arc::new(Mutex::new(()));
+        let bursts = (burst_depth > 0).then(|| burst::start(channel.clone(), numbering.clone(), burst_depth));
+        Self { channel, numbering, bursts }
     }
 
     /// Sends a persistent, mandatory message; the returned confirm resolves when RabbitMQ
     /// takes (or refuses) it.
     async fn send(&self, msg: &Message<'_>, headers: FieldTable) -> lapin::Result<PublisherConfirm> {
-        let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(ShortString::from("application/json"))
-            .with_message_id(ShortString::from(msg.message_id))
-            .with_headers(headers);
-        let opts = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-        let mut publish =
-            pin!(self.channel.basic_publish(msg.exchange.into(), msg.routing_key.into(), opts, msg.body, props));
+        let mut publish = pin!(self.channel.basic_publish(
+            msg.exchange.into(),
+            msg.routing_key.into(),
+            options(),
+            msg.body,
+            properties(msg, headers)
+        ));
         let first = poll_fn(|cx| {
             let _in_order = self.numbering.lock().unwrap_or_else(PoisonError::into_inner);
             Poll::Ready(publish.as_mut().poll(cx))
@@ -91,6 +97,46 @@ impl PublishChannel {
             Poll::Pending => publish.await,
         }
     }
+
+    /// Publishes `msg` as part of the next burst and waits for its confirm.
+    async fn send_in_burst(
+        &self,
+        bursts: &mpsc::UnboundedSender<burst::Job>,
+        msg: &Message<'_>,
+        headers: FieldTable,
+    ) -> Result<Confirmation, PublishError> {
+        let (reply, answer) = oneshot::channel();
+        let job = burst::Job {
+            exchange: msg.exchange.into(),
+            routing_key: msg.routing_key.into(),
+            body: msg.body.to_vec(),
+            properties: properties(msg, headers),
+            options: options(),
+            reply,
+        };
+        // The sender ended with its link: nothing was sent.
+        bursts.send(job).map_err(|_| PublishError::Unavailable)?;
+        match answer.await {
+            Ok(confirmed) => Ok(confirmed?),
+            // The sender was dropped with the job in it (the runtime is shutting down); it
+            // may have been sent, so this is not a definite failure.
+            Err(_) => Err(PublishError::Timeout),
+        }
+    }
+}
+
+/// A sluice message's properties: persistent, JSON, its id, `headers`.
+fn properties(msg: &Message<'_>, headers: FieldTable) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from("application/json"))
+        .with_message_id(ShortString::from(msg.message_id))
+        .with_headers(headers)
+}
+
+/// Every publish is mandatory, so one that reaches no queue comes back instead of vanishing.
+fn options() -> BasicPublishOptions {
+    BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() }
 }
 
 impl Broker {
@@ -206,7 +252,13 @@ impl Broker {
             Some(i) => link.channel_at(i),
             None => link.channel(),
         };
-        let mut publish = pin!(async { channel.send(msg, headers).await?.await });
+        let mut publish = pin!(async {
+            match (&channel.bursts, pinned) {
+                // A pipelined batch keeps its own channel and order; only singles are grouped.
+                (Some(bursts), None) => channel.send_in_burst(bursts, msg, headers).await,
+                _ => Ok(channel.send(msg, headers).await?.await?),
+            }
+        });
         let confirmed = loop {
             match tokio::time::timeout(self.inner.settings.publish_timeout(), publish.as_mut()).await {
                 Ok(done) => break Some(done),
@@ -221,7 +273,7 @@ impl Broker {
         };
         let result = match confirmed {
             None => Err(PublishError::Timeout),
-            Some(Err(e)) => Err(PublishError::Channel(e)),
+            Some(Err(e)) => Err(e),
             Some(Ok(Confirmation::Ack(None))) => Ok(()),
             Some(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable(msg.exchange.to_owned())),
             Some(Ok(Confirmation::Nack(_) | Confirmation::NotRequested)) => Err(PublishError::Nacked),

@@ -26,6 +26,7 @@ mod operators;
 mod ordering;
 mod outages;
 mod priorities;
+mod publish_bursts;
 mod quorum_ttl;
 mod retention;
 mod retries;
