@@ -57,9 +57,12 @@ async fn run(channel: Channel, numbering: Arc<Mutex<()>>, depth: usize, mut rx: 
                 if n == 0 {
                     break;
                 }
-                metrics::histogram!("sluice_publish_burst_messages").record(n as f64);
                 let span = tracing::debug_span!("publish_burst", messages = n);
-                let burst = send(&channel, &numbering, &mut jobs).instrument(span).await;
+                let (sent, burst) = send(&channel, &numbering, &mut jobs).instrument(span).await;
+                metrics::histogram!("sluice_publish_burst_messages").record(sent as f64);
+                if sent < n {
+                    metrics::counter!("sluice_publish_abandoned_total").increment((n - sent) as u64);
+                }
                 bursts.push(burst);
             }
         }
@@ -67,15 +70,18 @@ async fn run(channel: Channel, numbering: Arc<Mutex<()>>, depth: usize, mut rx: 
     while bursts.next().await.is_some() {}
 }
 
-/// Queues the frames of every job with lapin, in order, and returns the burst's confirms.
-async fn send(channel: &Channel, numbering: &Mutex<()>, jobs: &mut Vec<Job>) -> Pending {
+/// Queues the frames of every job still awaited with lapin, in order, and returns how many
+/// it sent and the burst's confirms.
+async fn send(channel: &Channel, numbering: &Mutex<()>, jobs: &mut Vec<Job>) -> (usize, Pending) {
     let mut confirms: FuturesUnordered<Pending> = FuturesUnordered::new();
+    let mut sent = 0;
     for job in jobs.drain(..) {
         // Its request gave up waiting (publish timeout): it answered "outcome unknown", and
         // not sending at all keeps that from becoming a message nobody is waiting for.
         if job.reply.is_closed() {
             continue;
         }
+        sent += 1;
         let channel = channel.clone();
         let mut publish: Pending = Box::pin(async move {
             let Job { exchange, routing_key, body, properties, options, reply } = job;
@@ -94,5 +100,5 @@ async fn send(channel: &Channel, numbering: &Mutex<()>, jobs: &mut Vec<Job>) -> 
             confirms.push(publish);
         }
     }
-    Box::pin(async move { while confirms.next().await.is_some() {} })
+    (sent, Box::pin(async move { while confirms.next().await.is_some() {} }))
 }
