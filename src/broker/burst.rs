@@ -10,14 +10,14 @@
 //! load, sized by what arrived during the previous confirm round trip, as in a database's
 //! group commit.
 
+use super::publisher::first_poll_in_order;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Confirmation};
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::Poll;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -89,14 +89,8 @@ async fn send(channel: &Channel, numbering: &Mutex<()>, jobs: &mut Vec<Job>) -> 
                 async { channel.basic_publish(exchange, routing_key, options, &body, properties).await?.await };
             let _ = reply.send(confirmed.await);
         });
-        // lapin numbers a publish and queues its frames in its first poll; the lock keeps a
-        // pipelined batch on the same channel from interleaving (see `PublishChannel`).
-        let first = poll_fn(|cx| {
-            let _in_order = numbering.lock().unwrap_or_else(PoisonError::into_inner);
-            Poll::Ready(publish.as_mut().poll(cx))
-        })
-        .await;
-        if first.is_pending() {
+        // Under the lock, so a pipelined batch on the same channel cannot interleave.
+        if first_poll_in_order(numbering, publish.as_mut()).await.is_pending() {
             confirms.push(publish);
         }
     }

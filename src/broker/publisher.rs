@@ -6,7 +6,7 @@ use lapin::options::BasicPublishOptions;
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
@@ -86,12 +86,7 @@ impl PublishChannel {
             msg.body,
             properties(msg, headers)
         ));
-        let first = poll_fn(|cx| {
-            let _in_order = self.numbering.lock().unwrap_or_else(PoisonError::into_inner);
-            Poll::Ready(publish.as_mut().poll(cx))
-        })
-        .await;
-        match first {
+        match first_poll_in_order(&self.numbering, publish.as_mut()).await {
             Poll::Ready(sent) => sent,
             // The frames are queued; what is left is waiting for lapin's I/O loop to write them.
             Poll::Pending => publish.await,
@@ -123,6 +118,19 @@ impl PublishChannel {
             Err(_) => Err(PublishError::Timeout),
         }
     }
+}
+
+/// Polls a publish once under the channel's `numbering` lock: lapin numbers it and queues its
+/// frames in that first poll, and the lock keeps two publishes from interleaving the steps.
+pub(super) async fn first_poll_in_order<F: Future + ?Sized>(
+    numbering: &Mutex<()>,
+    mut publish: Pin<&mut F>,
+) -> Poll<F::Output> {
+    poll_fn(|cx| {
+        let _in_order = numbering.lock().unwrap_or_else(PoisonError::into_inner);
+        Poll::Ready(publish.as_mut().poll(cx))
+    })
+    .await
 }
 
 /// A sluice message's properties: persistent, JSON, its id, `headers`.
