@@ -10,9 +10,8 @@
 //! load, sized by what arrived during the previous confirm round trip, as in a database's
 //! group commit.
 
-use super::publisher::first_poll_in_order;
+use super::publisher::{first_poll_in_order, options};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Confirmation};
 use std::future::Future;
@@ -27,7 +26,6 @@ pub(super) struct Job {
     pub routing_key: ShortString,
     pub body: Vec<u8>,
     pub properties: BasicProperties,
-    pub options: BasicPublishOptions,
     /// Gets the broker's answer; dropped unanswered only if the sender is, at shutdown.
     pub reply: oneshot::Sender<lapin::Result<Confirmation>>,
 }
@@ -59,11 +57,14 @@ async fn run(channel: Channel, numbering: Arc<Mutex<()>>, depth: usize, mut rx: 
                 }
                 let span = tracing::debug_span!("publish_burst", messages = n);
                 let (sent, burst) = send(&channel, &numbering, &mut jobs).instrument(span).await;
-                metrics::histogram!("sluice_publish_burst_messages").record(sent as f64);
                 if sent < n {
                     metrics::counter!("sluice_publish_abandoned_total").increment((n - sent) as u64);
                 }
-                bursts.push(burst);
+                // Every job given up on: nothing went out, so there is no burst to count or await.
+                if sent > 0 {
+                    metrics::histogram!("sluice_publish_burst_messages").record(sent as f64);
+                    bursts.push(burst);
+                }
             }
         }
     }
@@ -84,9 +85,9 @@ async fn send(channel: &Channel, numbering: &Mutex<()>, jobs: &mut Vec<Job>) -> 
         sent += 1;
         let channel = channel.clone();
         let mut publish: Pending = Box::pin(async move {
-            let Job { exchange, routing_key, body, properties, options, reply } = job;
+            let Job { exchange, routing_key, body, properties, reply } = job;
             let confirmed =
-                async { channel.basic_publish(exchange, routing_key, options, &body, properties).await?.await };
+                async { channel.basic_publish(exchange, routing_key, options(), &body, properties).await?.await };
             let _ = reply.send(confirmed.await);
         });
         // Under the lock, so a pipelined batch on the same channel cannot interleave.

@@ -106,7 +106,6 @@ impl PublishChannel {
             routing_key: msg.routing_key.into(),
             body: msg.body.to_vec(),
             properties: properties(msg, headers),
-            options: options(),
             reply,
         };
         // The sender ended with its link: nothing was sent.
@@ -143,7 +142,7 @@ fn properties(msg: &Message<'_>, headers: FieldTable) -> BasicProperties {
 }
 
 /// Every publish is mandatory, so one that reaches no queue comes back instead of vanishing.
-fn options() -> BasicPublishOptions {
+pub(super) fn options() -> BasicPublishOptions {
     BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() }
 }
 
