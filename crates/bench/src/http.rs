@@ -103,6 +103,8 @@ pub struct SluiceFigures {
     pub peak_rss_mib: f64,
     /// Worker transactions and the mean commands in each, from sluice's own metrics.
     batches: Option<(f64, f64)>,
+    /// Publish bursts of single commands and the mean messages in each.
+    bursts: Option<(f64, f64)>,
     /// The share of ingest requests that sluice itself timed over 10 ms (from accepting the
     /// request to the confirm), to tell its own latency from the client's and the machine's.
     server_over_10ms: Option<f64>,
@@ -133,6 +135,9 @@ impl SluiceFigures {
         println!("  sluice process peak RSS      {:>9.1} MiB", self.peak_rss_mib);
         if let Some((count, mean)) = self.batches {
             println!("  worker transactions          {count:>9.0}       mean {mean:.1} commands each");
+        }
+        if let Some((count, mean)) = self.bursts {
+            println!("  publish bursts               {count:>9.0}       mean {mean:.1} messages each");
         }
         if let Some(share) = self.server_over_10ms {
             println!("  over 10 ms in sluice itself  {:>9.2}%      of requests (sluice_ingest_seconds)", 100.0 * share);
@@ -476,7 +481,7 @@ async fn measure(load: &Load, db_url: &str, key: &str, fleet: &Fleet) -> anyhow:
     .collect();
     pool.close().await;
     let machine = machine.usage();
-    let (batches, server_over_10ms) = server_figures(&http, &every).await;
+    let ServerFigures { batches, bursts, slow: server_over_10ms } = server_figures(&http, &every).await;
     Ok(SluiceFigures {
         load: load.clone(),
         refused,
@@ -488,6 +493,7 @@ async fn measure(load: &Load, db_url: &str, key: &str, fleet: &Fleet) -> anyhow:
         // The largest process: what one pod's memory limit must hold.
         peak_rss_mib: fleet.pids().into_iter().map(peak_rss_mib).fold(0.0, f64::max),
         batches,
+        bursts,
         server_over_10ms,
         machine,
         cpu: Some(cpu),
@@ -528,7 +534,7 @@ async fn post_batch(http: &reqwest::Client, base: &str, key: &str, body: Vec<u8>
 /// Posts one command; Ok only for a 202.
 async fn post(poster: &mut Poster, kind: &str, payload: Value) -> anyhow::Result<()> {
     let body = serde_json::to_vec(&json!({"type": kind, "payload": payload}))?;
-    let status = poster.post(body).await?;
+    let status = poster.post(&body).await?;
     anyhow::ensure!(status == 202, "answered {status}");
     Ok(())
 }
@@ -603,13 +609,13 @@ async fn committed_by_metrics(http: &reqwest::Client, bases: &[String], kind: &s
     Some(total as usize)
 }
 
-/// From the processes' `/metrics`, summed: worker transactions with their mean size, and the
-/// share of ingest requests over 10 ms.
-async fn server_figures(http: &reqwest::Client, bases: &[String]) -> (Option<(f64, f64)>, Option<f64>) {
-    let mut sums = [0.0; 4];
+/// From the processes' `/metrics`, summed: worker transactions and publish bursts, each with
+/// its mean size, and the share of ingest requests over 10 ms.
+async fn server_figures(http: &reqwest::Client, bases: &[String]) -> ServerFigures {
+    let mut sums = [0.0; 6];
     for base in bases {
         let Some(text) = metrics_text(http, base).await else {
-            return (None, None);
+            return ServerFigures::default();
         };
         let value =
             |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
@@ -618,15 +624,27 @@ async fn server_figures(http: &reqwest::Client, bases: &[String]) -> (Option<(f6
             "sluice_batch_size_count",
             "sluice_ingest_seconds_bucket{le=\"0.01\"}",
             "sluice_ingest_seconds_count",
+            "sluice_publish_burst_messages_sum",
+            "sluice_publish_burst_messages_count",
         ];
         for (sum, name) in sums.iter_mut().zip(names) {
             *sum += value(name).unwrap_or(0.0);
         }
     }
-    let [size_sum, size_count, fast, requests] = sums;
-    let batches = (size_count > 0.0).then(|| (size_count, size_sum / size_count));
-    let slow = (requests > 0.0).then(|| 1.0 - fast / requests);
-    (batches, slow)
+    let [size_sum, size_count, fast, requests, burst_sum, burst_count] = sums;
+    ServerFigures {
+        batches: (size_count > 0.0).then(|| (size_count, size_sum / size_count)),
+        bursts: (burst_count > 0.0).then(|| (burst_count, burst_sum / burst_count)),
+        slow: (requests > 0.0).then(|| 1.0 - fast / requests),
+    }
+}
+
+/// What [`server_figures`] read.
+#[derive(Default)]
+struct ServerFigures {
+    batches: Option<(f64, f64)>,
+    bursts: Option<(f64, f64)>,
+    slow: Option<f64>,
 }
 
 /// Peak resident memory of a process (Linux), in MiB.
