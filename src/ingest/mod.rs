@@ -9,7 +9,7 @@ pub mod shape;
 mod webhook;
 
 pub use backpressure::Backpressure;
-pub use batch::{BatchAccepted, BatchOptions, BatchRequest, ItemRefusal, NotPublished};
+pub use batch::{item_id, BatchAccepted, BatchOptions, BatchRequest, ItemRefusal, NotPublished};
 pub use command::{
     parse_command, valid_idempotency_key, Accepted, AcceptedStatus, CommandRequest, ParsedCommand, Timing,
     MAX_IDEMPOTENCY_KEY,

@@ -291,7 +291,5 @@ async fn a_batch_with_one_queued_item_cancelled_still_finishes() {
 
 /// The id ingest gives item `index` of batch `batch_id` (no idempotency key of its own).
 fn item_id(batch_id: &str, index: u32) -> Uuid {
-    let batch: Uuid = batch_id.parse().unwrap();
-    let namespace = Uuid::from_u128(0x3f0c_2b8e_51d4_4a7f_8c19_d6e2_a047_b5c1);
-    Uuid::new_v5(&namespace, &[batch.as_bytes().as_slice(), &index.to_be_bytes()].concat())
+    sluice::ingest::item_id(batch_id.parse().unwrap(), None, index)
 }
