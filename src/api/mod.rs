@@ -29,8 +29,7 @@ use axum::Router;
 use body::{BodyLimit, ShapeLimit};
 use sqlx::PgPool;
 use std::sync::Arc;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
+use tower::ServiceBuilder;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -172,22 +171,30 @@ pub fn api_document(schemas: &SchemaRegistry, topology: &crate::broker::Topology
 /// The full API (`/v1`, health, metrics), with `pages` (the dashboard, which the process
 /// wiring hands in) served beside it behind the same start-up gate and limits.
 pub fn router(state: ApiState, http: &crate::config::HttpSettings, pages: Router) -> Router {
+    // The layers every API request passes go around the router once, as one service, not
+    // through `Router::layer`, which wraps every route on its own (see `guard::around`); what
+    // some routes need otherwise, they set themselves, inside.
     let body_limit = http.body_limit_bytes;
     let (v1, _) = v1_routes().split_for_parts();
-    let v1 = v1
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::Extension(BodyLimit(body_limit)))
-        .layer(axum::Extension(ShapeLimit::from(state.ingest.limits.as_ref())));
     // Batches get a limit of their own, so a 10,000-command batch fits and a single command
     // keeps the small one.
     let batch_limit = state.ingest.batches.body_limit_bytes;
     let (batches, _) = batch_routes().split_for_parts();
     let batches = batches.layer(DefaultBodyLimit::max(batch_limit)).layer(axum::Extension(BodyLimit(batch_limit)));
-    let startup = state.startup.clone();
-    let v1 = v1.merge(batches).with_state(state.clone()).merge(pages);
-    let v1 = v1.layer(axum::middleware::from_fn_with_state(startup, guard::until_started));
-    finish(v1.merge(ops_router().with_state(state)), http)
+    // The dashboard's forms keep axum's own limit: an edited dead letter may be larger than
+    // a single command's body limit.
+    let pages = pages.layer(DefaultBodyLimit::max(PAGES_BODY_LIMIT));
+    let api = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn_with_state(state.startup.clone(), guard::until_started))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::Extension(BodyLimit(body_limit)))
+        .layer(axum::Extension(ShapeLimit::from(state.ingest.limits.as_ref())))
+        .service(v1.merge(batches).with_state(state.clone()).merge(pages));
+    finish(ops_router().with_state(state).fallback_service(api), http)
 }
+
+/// The body limit of the dashboard's forms: axum's default.
+const PAGES_BODY_LIMIT: usize = 2 << 20;
 
 /// Health, metrics and the API document: what a worker-only process serves.
 pub fn ops_router() -> Router<ApiState> {
@@ -200,14 +207,5 @@ pub fn ops_only(state: ApiState, http: &crate::config::HttpSettings) -> Router {
 }
 
 fn finish(router: Router, http: &crate::config::HttpSettings) -> Router {
-    let limit = std::time::Duration::from_millis(http.request_timeout_ms);
-    let router = router
-        .layer(axum::middleware::from_fn_with_state(limit, guard::time_limit))
-        .layer(CatchPanicLayer::custom(panic_response));
-    guard::security_headers(router, http.hsts).layer(TraceLayer::new_for_http())
-}
-
-fn panic_response(_: Box<dyn std::any::Any + Send>) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    error::ApiError::Internal("request handler panicked".into()).into_response()
+    guard::around(router, std::time::Duration::from_millis(http.request_timeout_ms), http.hsts)
 }

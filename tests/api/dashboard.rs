@@ -78,6 +78,25 @@ async fn an_action_without_the_session_csrf_token_is_refused_and_does_nothing() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_edited_in_the_dashboard_may_be_larger_than_a_single_commands_body_limit() {
+    let app = spawn_app().await;
+    let id = app.dead_event(4).await;
+    let dl = app.dead_letter_of(id).await["id"].as_str().unwrap().to_owned();
+    let http = browser_like();
+    login(&app, &http, &app.key).await;
+    let csrf = csrf_of(&app, &http, &format!("/dashboard/dead-letters/{dl}")).await;
+    // Six strings of 60,000 bytes: within the string limit, past the API's 256 KiB body limit.
+    let data: serde_json::Map<String, serde_json::Value> =
+        (0..6).map(|i| (format!("part{i}"), json!("x".repeat(60_000)))).collect();
+    let payload = json!({"name": "fixed.large", "data": data}).to_string();
+    assert!(payload.len() > 262_144, "{} bytes", payload.len());
+    let url = format!("{}/dashboard/dead-letters/{dl}/replay", app.base);
+    let r = http.post(&url).form(&[("csrf", csrf.as_str()), ("payload", payload.as_str())]).send().await.unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    assert_eq!(app.get_json(&format!("/v1/dead-letters/{dl}")).await["state"], "replayed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_from_messages_is_escaped_in_pages() {
     let app = spawn_app().await;
     let cmd =
