@@ -95,18 +95,24 @@ impl Reporter {
         self.consuming.store(yes, Ordering::Relaxed);
     }
 
-    /// A command of type `kind` ended so (for now); its end-to-end latency counts from
-    /// `submitted_at` when given.
-    pub fn ended(&self, kind: &str, submitted_at: Option<DateTime<Utc>>, how: Ended) {
+    /// Commands of type `kind` ended `how` (for now), each with when its end-to-end latency
+    /// counts from, if it does: one lock and one metrics lookup for a worker batch's commands.
+    pub fn ended_many(&self, kind: &str, how: Ended, submitted: &[Option<DateTime<Utc>>]) {
+        if submitted.is_empty() {
+            return;
+        }
         let now = Utc::now();
         let bucket = now.duration_trunc(TimeDelta::seconds(10)).unwrap_or(now);
         let finished = matches!(how, Ended::Succeeded | Ended::Rejected);
-        let latency = submitted_at.filter(|_| finished).map(|t| (now - t).num_milliseconds().max(0));
+        let latencies = || {
+            submitted.iter().filter_map(move |t| t.filter(|_| finished).map(|t| (now - t).num_milliseconds().max(0)))
+        };
         if finished {
-            self.processed.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(ms) = latency {
-            metrics::histogram!("sluice_e2e_seconds", "type" => kind.to_owned()).record(ms as f64 / 1000.0);
+            self.processed.fetch_add(submitted.len() as i64, Ordering::Relaxed);
+            let e2e = metrics::histogram!("sluice_e2e_seconds", "type" => kind.to_owned());
+            for ms in latencies() {
+                e2e.record(ms as f64 / 1000.0);
+            }
         }
         let Ok(mut counts) = self.counts.lock() else { return };
         let per_bucket = match counts.get_mut(kind) {
@@ -114,13 +120,14 @@ impl Reporter {
             None => counts.entry(kind.to_owned()).or_default(),
         };
         let c = per_bucket.entry(bucket).or_default();
+        let n = submitted.len() as i64;
         match how {
-            Ended::Succeeded => c.succeeded += 1,
-            Ended::Rejected => c.rejected += 1,
-            Ended::Retried => c.retried += 1,
-            Ended::Dead => c.dead += 1,
+            Ended::Succeeded => c.succeeded += n,
+            Ended::Rejected => c.rejected += n,
+            Ended::Retried => c.retried += n,
+            Ended::Dead => c.dead += n,
         }
-        if let Some(ms) = latency {
+        for ms in latencies() {
             c.observe_latency(ms);
         }
     }

@@ -20,7 +20,7 @@ pub struct Message<'a> {
     pub routing_key: &'a str,
     pub body: &'a [u8],
     pub message_id: &'a str,
-    pub headers: FieldTable,
+    pub headers: &'a FieldTable,
 }
 
 /// Why a publish was not confirmed; none of these means the message is durable.
@@ -78,13 +78,13 @@ impl PublishChannel {
 
     /// Sends a persistent, mandatory message; the returned confirm resolves when RabbitMQ
     /// takes (or refuses) it.
-    async fn send(&self, msg: &Message<'_>, headers: FieldTable) -> lapin::Result<PublisherConfirm> {
+    async fn send(&self, msg: &Message<'_>) -> lapin::Result<PublisherConfirm> {
         let mut publish = pin!(self.channel.basic_publish(
             msg.exchange.into(),
             msg.routing_key.into(),
             options(),
             msg.body,
-            properties(msg, headers)
+            properties(msg)
         ));
         match first_poll_in_order(&self.numbering, publish.as_mut()).await {
             Poll::Ready(sent) => sent,
@@ -98,14 +98,13 @@ impl PublishChannel {
         &self,
         bursts: &mpsc::UnboundedSender<burst::Job>,
         msg: &Message<'_>,
-        headers: FieldTable,
     ) -> Result<Confirmation, PublishError> {
         let (reply, answer) = oneshot::channel();
         let job = burst::Job {
             exchange: msg.exchange.into(),
             routing_key: msg.routing_key.into(),
             body: msg.body.to_vec(),
-            properties: properties(msg, headers),
+            properties: properties(msg),
             reply,
         };
         // The sender ended with its link: nothing was sent.
@@ -132,13 +131,13 @@ pub(super) async fn first_poll_in_order<F: Future + ?Sized>(
     .await
 }
 
-/// A sluice message's properties: persistent, JSON, its id, `headers`.
-fn properties(msg: &Message<'_>, headers: FieldTable) -> BasicProperties {
+/// A sluice message's properties: persistent, JSON, its id, its headers.
+fn properties(msg: &Message<'_>) -> BasicProperties {
     BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type(ShortString::from("application/json"))
         .with_message_id(ShortString::from(msg.message_id))
-        .with_headers(headers)
+        .with_headers(msg.headers.clone())
 }
 
 /// Every publish is mandatory, so one that reaches no queue comes back instead of vanishing.
@@ -174,14 +173,13 @@ impl Broker {
     /// One publish of `publish` or `publish_held`, within the process's in-flight bound.
     async fn publish_single(
         &self,
-        mut msg: Message<'_>,
+        msg: Message<'_>,
         held_until: Option<&CancellationToken>,
     ) -> Result<(), PublishError> {
         let Ok(_permit) = self.inner.in_flight.try_acquire() else {
             return self.failed(PublishError::Overloaded);
         };
-        let headers = std::mem::take(&mut msg.headers);
-        let result = self.confirmed(&msg, headers, held_until, None).await;
+        let result = self.confirmed(&msg, held_until, None).await;
         if result.is_ok() {
             metrics::counter!("sluice_published_total").increment(1);
         }
@@ -238,17 +236,15 @@ impl Broker {
         let Some(_permit) = permit else {
             return self.failed(PublishError::Overloaded);
         };
-        self.confirmed(msg, msg.headers.clone(), None, Some(channel)).await
+        self.confirmed(msg, None, Some(channel)).await
     }
 
-    /// Sends `msg` with `headers` (apart, so a single publish moves its table instead of copying
-    /// it) on the current link and waits for its confirm, within the publish timeout; with
+    /// Sends `msg` on the current link and waits for its confirm, within the publish timeout; with
     /// `held_until` also for as long as RabbitMQ blocks the connection, until that token fires;
     /// on the link's channel `pinned` if given, else on the next in turn.
     async fn confirmed(
         &self,
         msg: &Message<'_>,
-        headers: FieldTable,
         held_until: Option<&CancellationToken>,
         pinned: Option<usize>,
     ) -> Result<(), PublishError> {
@@ -262,8 +258,8 @@ impl Broker {
         let mut publish = pin!(async {
             match (&channel.bursts, pinned) {
                 // A pipelined batch keeps its own channel and order; only singles are grouped.
-                (Some(bursts), None) => channel.send_in_burst(bursts, msg, headers).await,
-                _ => Ok(channel.send(msg, headers).await?.await?),
+                (Some(bursts), None) => channel.send_in_burst(bursts, msg).await,
+                _ => Ok(channel.send(msg).await?.await?),
             }
         });
         let confirmed = loop {

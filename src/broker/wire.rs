@@ -174,7 +174,7 @@ impl Outgoing {
             routing_key: &self.routing_key,
             body: &self.body,
             message_id: &self.message_id,
-            headers: self.headers.clone(),
+            headers: &self.headers,
         }
     }
 }
@@ -250,18 +250,20 @@ impl<'a> Received<'a> {
 /// The trace id of a W3C `traceparent` (`00-<32 hex trace id>-<16 hex parent id>-<2 hex
 /// flags>`), if it is well-formed and not all zeros.
 pub fn trace_id(traceparent: &str) -> Option<&str> {
-    let mut parts = traceparent.split('-');
-    let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    let ok = parts.next().is_none()
-        && hex(version, 2)
-        && version != "ff"
-        && hex(trace, 32)
-        && trace.bytes().any(|b| b != b'0')
-        && hex(parent, 16)
-        && parent.bytes().any(|b| b != b'0')
-        && hex(flags, 2);
-    ok.then_some(trace)
+    // version-trace-parent-flags: 2, 32, 16 and 2 lowercase hex digits.
+    let b = traceparent.as_bytes();
+    let hex = |r: std::ops::Range<usize>| b[r].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+    let nonzero = |r: std::ops::Range<usize>| b[r].iter().any(|&c| c != b'0');
+    let ok = b.len() == 55
+        && (b[2], b[35], b[52]) == (b'-', b'-', b'-')
+        && hex(0..2)
+        && &b[0..2] != b"ff"
+        && hex(3..35)
+        && nonzero(3..35)
+        && hex(36..52)
+        && nonzero(36..52)
+        && hex(53..55);
+    ok.then(|| &traceparent[3..35])
 }
 
 /// A fresh `traceparent` for a command that arrived without one, so its ingest and its
@@ -269,7 +271,16 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
 pub fn new_traceparent() -> String {
     // The thread-local generator: per request, uuid's v4 would cost two getrandom syscalls.
     let (trace, parent): (u128, u64) = (rand::random::<u128>() | 1, rand::random::<u64>() | 1);
-    format!("00-{trace:032x}-{parent:016x}-01")
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    for (i, slot) in out[3..35].iter_mut().enumerate() {
+        *slot = DIGITS[((trace >> (4 * (31 - i))) & 0xf) as usize];
+    }
+    for (i, slot) in out[36..52].iter_mut().enumerate() {
+        *slot = DIGITS[((parent >> (4 * (15 - i))) & 0xf) as usize];
+    }
+    // Only ASCII hex digits and dashes were written.
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn truncate(s: &str) -> &str {
@@ -297,7 +308,7 @@ mod tests {
         let m = out.message();
         assert_eq!((m.exchange, m.routing_key), (topology().work_exchange().as_str(), WORK_KEY));
         assert_eq!(m.message_id, cmd.id.to_string());
-        assert_eq!(get_i64(Some(&m.headers), ATTEMPT_HEADER), Some(1));
+        assert_eq!(get_i64(Some(m.headers), ATTEMPT_HEADER), Some(1));
         assert_eq!(Envelope::decode(m.body).unwrap(), cmd);
     }
 
@@ -307,8 +318,8 @@ mod tests {
         let dl = Uuid::new_v4();
         let out = Outgoing::replay(&topology(), &cmd, dl, Some("tp"));
         let m = out.message();
-        assert_eq!(get_str(Some(&m.headers), REPLAY_OF_HEADER), Some(dl.to_string()));
-        assert_eq!(get_str(Some(&m.headers), TRACEPARENT_HEADER).as_deref(), Some("tp"));
+        assert_eq!(get_str(Some(m.headers), REPLAY_OF_HEADER), Some(dl.to_string()));
+        assert_eq!(get_str(Some(m.headers), TRACEPARENT_HEADER).as_deref(), Some("tp"));
     }
 
     #[test]
@@ -319,7 +330,13 @@ mod tests {
         assert_eq!(trace_id("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"), None, "upper case");
         assert_eq!(trace_id("00-4bf92f35-00f067aa0ba902b7-01"), None);
         assert_eq!(trace_id("garbage"), None);
-        assert!(trace_id(&new_traceparent()).is_some());
+        assert_eq!(trace_id("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), None, "version ff");
+        assert_eq!(trace_id("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"), None, "zero parent");
+        assert_eq!(trace_id(&format!("{tp}-00")), None, "a fifth field");
+        assert_eq!(trace_id("00-4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7-01"), None);
+        assert_eq!(trace_id("00-4bf92f3577b34da6a3ce929d0e0e47é-00f067aa0ba902b7-01"), None);
+        let (a, b) = (new_traceparent(), new_traceparent());
+        assert!(trace_id(&a).is_some() && trace_id(&b).is_some() && a != b, "{a} {b}");
     }
 
     #[test]

@@ -97,8 +97,10 @@ impl Ingest {
         cmd.priority = parsed.priority.unwrap_or_default();
         cmd.ordering_key = parsed.ordering_key;
         let span = tracing::Span::current();
-        span.record("command_id", tracing::field::display(cmd.id)).record("kind", parsed.kind.as_str());
-        span.record("trace_id", trace_id(req.traceparent).unwrap_or_default());
+        if !span.is_disabled() {
+            span.record("command_id", tracing::field::display(cmd.id)).record("kind", parsed.kind.as_str());
+            span.record("trace_id", trace_id(req.traceparent).unwrap_or_default());
+        }
         let status = match run_at {
             Some(at) => {
                 let row = NewScheduled { cmd: &cmd, run_at: at, traceparent: req.traceparent };

@@ -15,56 +15,80 @@ pub struct ShapeError {
 /// Refuses JSON nested deeper than `max_depth` or holding a string (or key) longer than
 /// `max_string`, naming where (a JSON pointer under `at`).
 pub fn check_shape(v: &serde_json::Value, max_depth: usize, max_string: usize, at: &str) -> Result<(), ShapeError> {
-    walk(v, 1, max_depth, max_string, &mut at.to_owned())
+    let limits = Limits { max_depth, max_string };
+    walk(v, 1, limits, &mut Vec::new()).map_err(|(code, message, path)| ShapeError {
+        code,
+        message,
+        location: format!("body {at}{}", pointer(&path)),
+    })
 }
 
-fn walk(
-    v: &serde_json::Value,
-    depth: usize,
+#[derive(Clone, Copy)]
+struct Limits {
     max_depth: usize,
     max_string: usize,
-    path: &mut String,
-) -> Result<(), ShapeError> {
+}
+
+/// One step of the way down to a value.
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// A breach: its code, its message and the way to it.
+type Breach<'a> = (&'static str, String, Vec<Step<'a>>);
+
+/// The way down is kept as borrowed steps and written out only for a breach: building the
+/// pointer for every key cost two allocations a key on every command.
+fn walk<'a>(v: &'a serde_json::Value, depth: usize, l: Limits, path: &mut Vec<Step<'a>>) -> Result<(), Breach<'a>> {
     use serde_json::Value;
-    let error = |code, message: String, path: &str| ShapeError { code, message, location: format!("body {path}") };
-    if depth > max_depth {
-        return Err(error("too_deep", format!("JSON is nested deeper than {max_depth} levels"), path));
+    let mut breach = |code, message: String| Err((code, message, std::mem::take(path)));
+    if depth > l.max_depth {
+        return breach("too_deep", format!("JSON is nested deeper than {} levels", l.max_depth));
     }
-    let long = |s: &str, path: &str| {
-        error("string_too_long", format!("a string is {} bytes; the limit is {max_string}", s.len()), path)
-    };
-    let nul = |path: &str| error("nul_character", "strings may not contain U+0000".to_owned(), path);
+    let long = |s: &str| format!("a string is {} bytes; the limit is {}", s.len(), l.max_string);
+    let nul = || "strings may not contain U+0000".to_owned();
     match v {
-        Value::String(s) if s.len() > max_string => Err(long(s, path)),
+        Value::String(s) if s.len() > l.max_string => breach("string_too_long", long(s)),
         // Postgres cannot store U+0000 in text or jsonb; refused here, not by a worker later.
-        Value::String(s) if s.contains('\0') => Err(nul(path)),
+        Value::String(s) if s.contains('\0') => breach("nul_character", nul()),
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                let len = path.len();
-                path.push_str(&format!("/{i}"));
-                walk(item, depth + 1, max_depth, max_string, path)?;
-                path.truncate(len);
+                path.push(Step::Index(i));
+                walk(item, depth + 1, l, path)?;
+                path.pop();
             }
             Ok(())
         }
         Value::Object(map) => {
             for (k, item) in map {
-                let len = path.len();
-                path.push('/');
-                path.push_str(&k.replace('~', "~0").replace('/', "~1"));
-                if k.len() > max_string {
-                    return Err(long(k, path));
+                path.push(Step::Key(k));
+                if k.len() > l.max_string {
+                    return Err(("string_too_long", long(k), std::mem::take(path)));
                 }
                 if k.contains('\0') {
-                    return Err(nul(path));
+                    return Err(("nul_character", nul(), std::mem::take(path)));
                 }
-                walk(item, depth + 1, max_depth, max_string, path)?;
-                path.truncate(len);
+                walk(item, depth + 1, l, path)?;
+                path.pop();
             }
             Ok(())
         }
         _ => Ok(()),
     }
+}
+
+/// `path` as a JSON pointer (RFC 6901: `~` and `/` in keys escaped).
+fn pointer(path: &[Step<'_>]) -> String {
+    let mut out = String::new();
+    for step in path {
+        out.push('/');
+        match step {
+            Step::Key(k) => out.push_str(&k.replace('~', "~0").replace('/', "~1")),
+            Step::Index(i) => out.push_str(&i.to_string()),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -80,5 +104,7 @@ mod tests {
         assert_eq!((deep.code, deep.location.as_str()), ("too_deep", "body /a/b/c/d"));
         let long = check_shape(&json!({"a": ["ok", "far too long"]}), 4, 8, "/payload").unwrap_err();
         assert_eq!((long.code, long.location.as_str()), ("string_too_long", "body /payload/a/1"));
+        let key = check_shape(&json!({"x/y~z": {"n\u{0}": 1}}), 4, 8, "").unwrap_err();
+        assert_eq!((key.code, key.location.as_str()), ("nul_character", "body /x~1y~0z/n\u{0}"));
     }
 }

@@ -241,10 +241,15 @@ async fn run_jobs(ctx: &WorkerCtx, acks: &Acks, jobs: Vec<(Delivery, process::Jo
         None
     };
     if let Some((outcomes, then)) = batched {
+        let ended = jobs.iter().zip(&outcomes).map(|((d, j), o)| (j.cmd.kind.as_str(), timed_since(d, &j.cmd), *o));
+        tally_many(ctx, ended);
         for ((delivery, job), outcome) in jobs.iter().zip(outcomes) {
-            tally(ctx, &job.cmd.kind, timed_since(delivery, &job.cmd), outcome);
-            let trace_id = Received::of(delivery).trace_id();
-            tracing::debug!(command_id = %job.cmd.id, %trace_id, outcome = outcome.as_str(), "committed in a batch");
+            tracing::debug!(
+                command_id = %job.cmd.id,
+                trace_id = Received::of(delivery).trace_id(),
+                outcome = outcome.as_str(),
+                "committed in a batch"
+            );
         }
         let deliveries: Vec<&Delivery> = jobs.iter().map(|(d, _)| d).collect();
         match then {
@@ -311,10 +316,29 @@ impl Label {
 
 /// Counts how a delivery of a command ended: metrics, and the dashboard's outcome counts.
 fn tally(ctx: &WorkerCtx, kind: &str, submitted_at: Option<chrono::DateTime<chrono::Utc>>, outcome: Label) {
-    let label = outcome.as_str();
-    metrics::counter!("sluice_commands_processed_total", "type" => kind.to_owned(), "outcome" => label).increment(1);
-    if let Some(ended) = outcome.ended() {
-        ctx.reporter.ended(kind, submitted_at, ended);
+    tally_many(ctx, [(kind, submitted_at, outcome)]);
+}
+
+/// [`tally`] for a batch's commands: one metrics lookup and one count per type and outcome,
+/// not one per command.
+fn tally_many<'a>(
+    ctx: &WorkerCtx,
+    ended: impl IntoIterator<Item = (&'a str, Option<chrono::DateTime<chrono::Utc>>, Label)>,
+) {
+    type Since = Option<chrono::DateTime<chrono::Utc>>;
+    let mut groups: Vec<(&str, Label, Vec<Since>)> = Vec::new();
+    for (kind, since, outcome) in ended {
+        match groups.iter_mut().find(|(k, o, _)| *k == kind && *o == outcome) {
+            Some((_, _, all)) => all.push(since),
+            None => groups.push((kind, outcome, vec![since])),
+        }
+    }
+    for (kind, outcome, since) in groups {
+        metrics::counter!("sluice_commands_processed_total", "type" => kind.to_owned(), "outcome" => outcome.as_str())
+            .increment(since.len() as u64);
+        if let Some(how) = outcome.ended() {
+            ctx.reporter.ended_many(kind, how, &since);
+        }
     }
 }
 
