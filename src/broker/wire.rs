@@ -111,7 +111,7 @@ impl Outgoing {
             exchange: topology.retry_exchange(),
             routing_key: topology.tier_queue(delay_ms),
             body: received.body.to_vec(),
-            message_id: received.message_id.clone(),
+            message_id: received.message_id.to_owned(),
             headers,
         }
     }
@@ -123,7 +123,7 @@ impl Outgoing {
             exchange: topology.retry_exchange(),
             routing_key: topology.tier_queue(delay_ms),
             body: received.body.to_vec(),
-            message_id: received.message_id.clone(),
+            message_id: received.message_id.to_owned(),
             headers: received.headers.cloned().unwrap_or_default(),
         }
     }
@@ -140,7 +140,7 @@ impl Outgoing {
             exchange: topology.dead_letter_exchange(),
             routing_key: DEAD_KEY.to_owned(),
             body: received.body.to_vec(),
-            message_id: received.message_id.clone(),
+            message_id: received.message_id.to_owned(),
             headers,
         }
     }
@@ -152,7 +152,7 @@ impl Outgoing {
             exchange: topology.work_exchange(),
             routing_key: Topology::work_key(priority).to_owned(),
             body: received.body.to_vec(),
-            message_id: received.message_id.clone(),
+            message_id: received.message_id.to_owned(),
             headers: received.headers.cloned().unwrap_or_default(),
         }
     }
@@ -183,13 +183,13 @@ impl Outgoing {
 pub struct Received<'a> {
     body: &'a [u8],
     headers: Option<&'a FieldTable>,
-    message_id: String,
+    message_id: &'a str,
 }
 
 impl<'a> Received<'a> {
     /// Reads a delivery's body and headers.
     pub fn of(delivery: &'a lapin::message::Delivery) -> Self {
-        let message_id = delivery.properties.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default();
+        let message_id = delivery.properties.message_id().as_ref().map_or("", |m| m.as_str());
         Self { body: &delivery.data, headers: delivery.properties.headers().as_ref(), message_id }
     }
 
