@@ -169,7 +169,7 @@ pub fn api_document(schemas: &SchemaRegistry, topology: &crate::broker::Topology
 }
 
 /// The full API (`/v1`, health, metrics), with `pages` (the dashboard, which the process
-/// wiring hands in) served beside it behind the same start-up gate and limits.
+/// wiring hands in) served beside it behind the same start-up gate.
 pub fn router(state: ApiState, http: &crate::config::HttpSettings, pages: Router) -> Router {
     // The layers every API request passes go around the router once, as one service, not
     // through `Router::layer`, which wraps every route on its own (see `guard::around`); what
