@@ -23,6 +23,15 @@ async fn csrf_of(app: &TestApp, http: &reqwest::Client, path: &str) -> String {
     html[at..at + 64].to_owned()
 }
 
+/// An operator signed in, and the id of an open dead letter (of an event with `marker`).
+async fn signed_in_with_a_dead_letter(app: &TestApp, marker: i64) -> (reqwest::Client, String) {
+    let id = app.dead_event(marker).await;
+    let dl = app.dead_letter_of(id).await["id"].as_str().unwrap().to_owned();
+    let http = browser_like();
+    login(app, &http, &app.key).await;
+    (http, dl)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_needs_an_operator_login_and_sets_a_strict_http_only_session_cookie() {
     let app = spawn_app().await;
@@ -61,10 +70,7 @@ async fn the_dashboard_needs_an_operator_login_and_sets_a_strict_http_only_sessi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_without_the_session_csrf_token_is_refused_and_does_nothing() {
     let app = spawn_app().await;
-    let id = app.dead_event(3).await;
-    let dl = app.dead_letter_of(id).await["id"].as_str().unwrap().to_owned();
-    let http = browser_like();
-    login(&app, &http, &app.key).await;
+    let (http, dl) = signed_in_with_a_dead_letter(&app, 3).await;
     let url = format!("{}/dashboard/dead-letters/{dl}/discard", app.base);
     let r = http.post(&url).form(&[("csrf", "0".repeat(64))]).send().await.unwrap();
     assert_eq!(r.status(), 403);
@@ -80,10 +86,7 @@ async fn an_action_without_the_session_csrf_token_is_refused_and_does_nothing() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payload_edited_in_the_dashboard_may_be_larger_than_a_single_commands_body_limit() {
     let app = spawn_app().await;
-    let id = app.dead_event(4).await;
-    let dl = app.dead_letter_of(id).await["id"].as_str().unwrap().to_owned();
-    let http = browser_like();
-    login(&app, &http, &app.key).await;
+    let (http, dl) = signed_in_with_a_dead_letter(&app, 4).await;
     let csrf = csrf_of(&app, &http, &format!("/dashboard/dead-letters/{dl}")).await;
     // Six strings of 60,000 bytes: within the string limit, past the API's 256 KiB body limit.
     let data: serde_json::Map<String, serde_json::Value> =
